@@ -1,0 +1,91 @@
+"""`pgconverge`: the read-only and auxiliary commands. pyinfra stays the command that changes environments."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import lab as lab_module
+from . import seed as seed_module
+from . import spec as spec_module
+from .secrets import mask, remember_url
+
+EXIT_INPUT = 2
+
+
+def _lab_dir() -> Path:
+    return Path(os.environ.get("PGCONVERGE_LAB_DIR", ".lab"))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        spec = spec_module.load(args.file)
+    except spec_module.SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INPUT
+    counts = {
+        "indexes": sum(len(p.indexes) for p in spec.phases),
+        "materialized views": sum(len(p.materialized_views) for p in spec.phases),
+        "functions": sum(len(p.functions) for p in spec.phases),
+        "cron jobs": sum(len(p.cron_jobs) for p in spec.phases),
+        "gates": sum(len(p.gates) for p in spec.phases),
+    }
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+    print(f"{args.file}: valid — {len(spec.phases)} phases, {summary}")
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    lab = lab_module.Lab(_lab_dir())
+    if args.action == "up":
+        urls = lab.up()
+        for key in ("DATABASE_URL", "REDIS_URL"):
+            print(f"{key}={mask(urls[key])}")
+        print(f"full values (mode 0600): {lab.env_file}")
+    elif args.action == "down":
+        lab.down()
+        print("lab stopped")
+    elif args.action == "status":
+        status = lab.status()
+        for server, running in status.items():
+            print(f"{server:<9} {'running' if running else 'stopped'}")
+        return 0 if all(status.values()) else 1
+    elif args.action == "seed":
+        url = args.database_url or os.environ.get("DATABASE_URL") or lab.urls()["DATABASE_URL"]
+        remember_url(url)
+        seed_module.seed(url, args.scale, args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pgconverge", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate", help="check phases.yml against its schema and semantic rules")
+    validate.add_argument("file", nargs="?", default="phases.yml")
+    validate.set_defaults(func=cmd_validate)
+
+    lab = commands.add_parser("lab", help="the local lab: PostgreSQL 15 + pg_cron + Redis on loopback")
+    lab.add_argument("action", choices=["up", "down", "status", "seed"])
+    lab.add_argument("--scale", choices=sorted(seed_module.SCALES), default="S")
+    lab.add_argument("--seed", type=int, default=42)
+    lab.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
+    lab.set_defaults(func=cmd_lab)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (lab_module.LabError, RuntimeError, LookupError, ValueError, OSError) as exc:
+        print(f"pgconverge: {mask(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

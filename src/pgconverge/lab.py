@@ -1,0 +1,273 @@
+"""The local lab: a PostgreSQL 15 cluster (pg_stat_statements + pg_cron preloaded) and a Redis on loopback.
+
+The same class starts the throwaway servers of the test suite, so tests and lab run on identical set-ups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from .secrets import mask, remember
+
+PG_BIN = Path(os.environ.get("PGCONVERGE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+DEBIAN_PACKAGES = {
+    PG_BIN / "initdb": "postgresql-15",
+    PG_BIN.parent / "lib" / "pg_cron.so": "postgresql-15-cron",
+    Path("/usr/bin/redis-server"): "redis-server",
+}
+APP_DATABASE = "salesflow"
+APP_ROLE = "salesflow"
+API_ROLES = ("anon", "authenticated")
+
+
+class LabError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_packages(echo=print) -> None:
+    """Install missing Debian packages when root on Debian; otherwise say exactly what to install."""
+    missing = sorted({pkg for path, pkg in DEBIAN_PACKAGES.items() if not path.exists()})
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise LabError(f"missing packages: {' '.join(missing)} — run: sudo apt-get install -y {' '.join(missing)}")
+    echo(f"installing {' '.join(missing)} …")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise LabError(f"{' '.join(command)} failed: {result.stderr.strip()[-300:]}")
+    # The Debian package starts a system-wide redis on 6379; the lab runs its own, so stop that one.
+    subprocess.run(["sh", "-c", "command -v service >/dev/null && service redis-server stop"], capture_output=True)
+
+
+@dataclass
+class LabState:
+    pg_port: int
+    redis_port: int
+    superuser_password: str
+    app_password: str
+    redis_password: str
+
+
+class Lab:
+    """Servers under one folder: <base>/pg (data), <base>/redis, <base>/state.json, <base>/env (0600)."""
+
+    def __init__(self, base: Path, database: str = APP_DATABASE):
+        self.base = base.resolve()
+        self.database = database
+        self.pg_data = self.base / "pg" / "data"
+        self.pg_log = self.base / "pg" / "server.log"
+        self.pg_socket = self.base / "pg" / "socket"
+        self.redis_dir = self.base / "redis"
+        self.state_file = self.base / "state.json"
+        self.env_file = self.base / "env"
+        self.run_as = "postgres" if os.geteuid() == 0 else None
+
+    def state(self) -> LabState:
+        if self.state_file.exists():
+            state = LabState(**json.loads(self.state_file.read_text()))
+        else:
+            state = LabState(free_port(), free_port(), secrets.token_urlsafe(18), secrets.token_urlsafe(18),
+                             secrets.token_urlsafe(18))
+            self.base.mkdir(parents=True, exist_ok=True)
+            self._write_private(self.state_file, json.dumps(state.__dict__))
+        for secret in (state.superuser_password, state.app_password, state.redis_password):
+            remember(secret)
+        return state
+
+    def urls(self) -> dict[str, str]:
+        s = self.state()
+        return {
+            "DATABASE_URL": f"postgresql://{APP_ROLE}:{s.app_password}@127.0.0.1:{s.pg_port}/{self.database}",
+            "SUPERUSER_DATABASE_URL": f"postgresql://postgres:{s.superuser_password}@127.0.0.1:{s.pg_port}/{self.database}",
+            "REDIS_URL": f"redis://:{s.redis_password}@127.0.0.1:{s.redis_port}/0",
+        }
+
+    def superuser_url(self, database: str = "postgres") -> str:
+        s = self.state()
+        return f"postgresql://postgres:{s.superuser_password}@127.0.0.1:{s.pg_port}/{database}"
+
+    def up(self, echo=print) -> dict[str, str]:
+        ensure_packages(echo)
+        state = self.state()
+        self._init_postgres(state)
+        self._start_postgres(state)
+        self._prepare_database(state)
+        self._start_redis(state)
+        urls = self.urls()
+        self._write_private(self.env_file, "".join(f"{k}={v}\n" for k, v in urls.items()))
+        return urls
+
+    def down(self) -> None:
+        if (self.pg_data / "postmaster.pid").exists():
+            self._pg(["pg_ctl", "-D", str(self.pg_data), "-m", "fast", "-w", "stop"], check=False)
+        pid_file = self.redis_dir / "redis.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), 15)
+            except (ProcessLookupError, ValueError):
+                pass
+            for _ in range(50):
+                if not pid_file.exists():
+                    break
+                time.sleep(0.1)
+
+    def status(self) -> dict[str, bool]:
+        state = self.state()
+        pg = self._pg(["pg_ctl", "-D", str(self.pg_data), "status"], check=False).returncode == 0
+        redis_ok = False
+        if (self.redis_dir / "redis.conf").exists():
+            import redis
+
+            try:
+                redis_ok = bool(redis.Redis(port=state.redis_port, password=state.redis_password,
+                                            socket_timeout=2).ping())
+            except redis.RedisError:
+                redis_ok = False
+        return {"postgres": pg, "redis": redis_ok}
+
+    def destroy(self) -> None:
+        self.down()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def _write_private(self, path: Path, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
+
+    def _pg(self, argv: list[str], check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+        command = [str(PG_BIN / argv[0]), *argv[1:]]
+        if self.run_as:
+            command = ["runuser", "-u", self.run_as, "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, input=stdin, cwd="/")
+        if check and result.returncode != 0:
+            log_tail = self.pg_log.read_text()[-800:] if self.pg_log.exists() else ""
+            raise LabError(mask(f"{argv[0]} failed: {result.stderr.strip() or result.stdout.strip()} {log_tail}"))
+        return result
+
+    def _own(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.run_as:
+            user = pwd.getpwnam(self.run_as)
+            os.chown(path, user.pw_uid, user.pw_gid)
+            check = subprocess.run(["runuser", "-u", self.run_as, "--", "test", "-w", str(path)])
+            if check.returncode != 0:
+                raise LabError(f"user {self.run_as} cannot reach {path} — put the lab in a folder others can enter")
+
+    def _init_postgres(self, state: LabState) -> None:
+        if (self.pg_data / "PG_VERSION").exists():
+            return
+        self._own(self.pg_data.parent)
+        self._own(self.pg_data)
+        self._own(self.pg_socket)
+        pwfile = self.pg_data.parent / "pwfile"
+        self._write_private(pwfile, state.superuser_password + "\n")
+        if self.run_as:
+            user = pwd.getpwnam(self.run_as)
+            os.chown(pwfile, user.pw_uid, user.pw_gid)
+        try:
+            self._pg(["initdb", "-D", str(self.pg_data), "-U", "postgres", "--auth=scram-sha-256",
+                      f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"])
+        finally:
+            pwfile.unlink(missing_ok=True)
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(state.pg_port),
+            "unix_socket_directories": f"'{self.pg_socket}'",
+            "shared_preload_libraries": "'pg_stat_statements, pg_cron'",
+            "cron.database_name": f"'{self.database}'",
+            "cron.use_background_workers": "on",
+            "max_worker_processes": "16",
+            "compute_query_id": "on",
+            "pg_stat_statements.track": "top",
+            "shared_buffers": "512MB",
+            "work_mem": "32MB",
+            "maintenance_work_mem": "256MB",
+            "max_wal_size": "4GB",
+            "checkpoint_timeout": "15min",
+            "random_page_cost": "1.1",
+            "log_min_messages": "warning",
+        }
+        with open(self.pg_data / "postgresql.conf", "a") as f:
+            f.write("\n# pgconverge lab\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
+
+    def _start_postgres(self, state: LabState) -> None:
+        if self._pg(["pg_ctl", "-D", str(self.pg_data), "status"], check=False).returncode == 0:
+            return
+        self._pg(["pg_ctl", "-D", str(self.pg_data), "-l", str(self.pg_log), "-w", "-t", "60", "start"])
+
+    def _prepare_database(self, state: LabState) -> None:
+        """The app database owned by a non-superuser, as on Supabase, with the API roles Supabase has."""
+        with psycopg.connect(self.superuser_url(), autocommit=True) as conn:
+            for role in API_ROLES:
+                if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [APP_ROLE]).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(APP_ROLE), sql.Literal(state.app_password)))
+            conn.execute(sql.SQL("GRANT pg_read_all_stats, pg_signal_backend TO {}").format(sql.Identifier(APP_ROLE)))
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(self.database), sql.Identifier(APP_ROLE)))
+        with psycopg.connect(self.superuser_url(self.database), autocommit=True) as conn:
+            prepare_app_database(conn, with_cron=True)
+
+    def _start_redis(self, state: LabState) -> None:
+        self.redis_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.redis_dir / "redis.conf"
+        self._write_private(conf, "\n".join([
+            "bind 127.0.0.1",
+            f"port {state.redis_port}",
+            f"requirepass {state.redis_password}",
+            "protected-mode yes",
+            "daemonize yes",
+            f"pidfile {self.redis_dir / 'redis.pid'}",
+            f"logfile {self.redis_dir / 'redis.log'}",
+            f"dir {self.redis_dir}",
+            "maxmemory 256mb",
+            "maxmemory-policy allkeys-lru",
+            "save ''",
+            "appendonly no",
+            "",
+        ]))
+        if self.status()["redis"]:
+            return
+        result = subprocess.run(["redis-server", str(conf)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise LabError(f"redis-server failed to start: {result.stderr.strip() or result.stdout.strip()}")
+        for _ in range(100):
+            if self.status()["redis"]:
+                return
+            time.sleep(0.05)
+        log = (self.redis_dir / "redis.log").read_text()[-500:] if (self.redis_dir / "redis.log").exists() else ""
+        raise LabError(mask(f"redis-server did not answer on 127.0.0.1:{state.redis_port}: {log}"))
+
+
+def prepare_app_database(conn: psycopg.Connection, with_cron: bool) -> None:
+    """What Supabase's dashboard does for the app: extensions enabled, API roles reading new tables by default."""
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    if with_cron:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA cron TO {}").format(sql.Identifier(APP_ROLE)))
+    conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT ON TABLES TO {}, {}").format(
+        sql.Identifier(APP_ROLE), sql.Identifier(API_ROLES[0]), sql.Identifier(API_ROLES[1])))

@@ -1,0 +1,44 @@
+"""Secret hygiene: passwords come from the environment and never reach a screen, log, report or file name."""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import urlsplit
+
+MASK = "****"
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<tail>@)", re.I)
+_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>'[^']*'|\S+)", re.I)
+_known: set[str] = set()
+
+
+def remember(secret: str | None) -> None:
+    """Register a secret so that mask() hides it wherever it appears, even outside a URL."""
+    if secret and len(secret) >= 4:
+        _known.add(secret)
+
+
+def remember_url(url: str) -> None:
+    try:
+        remember(urlsplit(url).password)
+    except ValueError:
+        pass
+
+
+def mask(text: str) -> str:
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}{m['tail']}", text)
+    text = _KEYWORD_PASSWORD.sub(lambda m: f"{m['head']}{MASK}", text)
+    for secret in sorted(_known, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def url_from_env(var: str, where: str) -> str:
+    """The connection URL held by environment variable `var`; a clear error names the variable, never a value."""
+    if not re.match(r"^[A-Z_][A-Z0-9_]*$", var or ""):
+        raise ValueError(f"{where}: '{var}' is not an environment variable name — use e.g. DATABASE_URL")
+    url = os.environ.get(var, "")
+    if not url:
+        raise LookupError(f"{where}: environment variable {var} is not set — export it with the connection URL")
+    remember_url(url)
+    return url

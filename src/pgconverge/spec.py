@@ -1,0 +1,490 @@
+"""phases.yml → Spec: JSON Schema first, then the semantic checks a schema cannot express."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pglast
+from croniter import croniter
+
+from .yamlmarks import Mark, YamlError, load_with_marks
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
+QUALIFIED = re.compile(r"^(?:[a-z_][a-z0-9_$]{0,62}\.)?[a-z_][a-z0-9_$]{0,62}$")
+INDEX_COLUMN = re.compile(
+    r"^(?P<column>[a-z_][a-z0-9_$]{0,62})(?: (?P<order>ASC|DESC))?(?: NULLS (?P<nulls>FIRST|LAST))?$",
+    re.IGNORECASE,
+)
+PG_CRON_SECONDS = re.compile(r"^([1-9]|[1-5][0-9]) seconds?$")
+GATE_FIELDS: dict[str, tuple[set[str], set[str]]] = {
+    # kind: (required, allowed besides name/kind/description)
+    "sql": ({"sql", "expect"}, {"sql", "expect", "value"}),
+    "plan": ({"query"}, {"query", "uses_index", "no_seq_scan_on"}),
+    "latency": ({"query", "p95_ms"}, {"query", "p95_ms", "runs"}),
+    "freshness": ({"materialized_view", "within"}, {"materialized_view", "within"}),
+    "security": (set(), set()),
+    "explain": ({"query", "max_ms"}, {"query", "max_ms", "runs"}),
+}
+
+
+class SpecError(Exception):
+    """A problem in phases.yml: one line with file:line:col, what is wrong and what to do."""
+
+    def __init__(self, path: Path | str, mark: Mark | None, message: str):
+        self.path = str(path)
+        self.mark = mark
+        self.message = message
+        where = f"{self.path}:{mark.line}:{mark.col}" if mark else self.path
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    schema: str = "public"
+    lock_timeout: str = "3s"
+    lock_retries: int = 5
+    retry_backoff_seconds: float = 1.0
+    statement_timeout: str = "60s"
+    progress_interval_seconds: float = 5.0
+    api_roles: tuple[str, ...] = ("anon", "authenticated")
+
+
+@dataclass(frozen=True)
+class ExtensionSpec:
+    name: str
+    phase: str
+    schema: str | None = None
+    version: str | None = None
+    state: str = "present"
+
+
+@dataclass(frozen=True)
+class IndexColumn:
+    column: str
+    order: str | None = None
+    nulls: str | None = None
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    name: str
+    table: str
+    columns: tuple[IndexColumn, ...]
+    phase: str
+    include: tuple[str, ...] = ()
+    where: str | None = None
+    unique: bool = False
+    method: str = "btree"
+    serves: str | None = None
+    state: str = "present"
+
+    @property
+    def definition_hash(self) -> str:
+        return digest(
+            {
+                "table": self.table,
+                "columns": [[c.column, c.order, c.nulls] for c in self.columns],
+                "include": list(self.include),
+                "where": self.where,
+                "unique": self.unique,
+                "method": self.method,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class MatViewSpec:
+    name: str
+    sql_file: str
+    query: str
+    phase: str
+    unique_key: tuple[str, ...] = ()
+    state: str = "present"
+
+    @property
+    def definition_hash(self) -> str:
+        return digest({"query": self.query, "unique_key": list(self.unique_key)})
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    sql_file: str
+    body: str
+    phase: str
+    security_definer: bool = False
+    state: str = "present"
+
+    @property
+    def definition_hash(self) -> str:
+        return digest({"body": self.body})
+
+
+@dataclass(frozen=True)
+class CronJobSpec:
+    name: str
+    schedule: str
+    command: str
+    phase: str
+    database: str | None = None
+    state: str = "present"
+
+
+@dataclass(frozen=True)
+class GrantSpec:
+    privileges: tuple[str, ...]
+    on: str
+    roles: tuple[str, ...]
+    phase: str
+    revoke: bool = False
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    name: str
+    kind: str
+    phase: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.params).get(key, default)
+
+
+@dataclass(frozen=True)
+class Phase:
+    id: str
+    title: str
+    requires: tuple[str, ...] = ()
+    backup: bool = True
+    on_gate_failure: str = "stop"
+    extensions: tuple[ExtensionSpec, ...] = ()
+    indexes: tuple[IndexSpec, ...] = ()
+    materialized_views: tuple[MatViewSpec, ...] = ()
+    functions: tuple[FunctionSpec, ...] = ()
+    cron_jobs: tuple[CronJobSpec, ...] = ()
+    grants: tuple[GrantSpec, ...] = ()
+    gates: tuple[GateSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: str
+    sql_dir: str
+    settings: Settings
+    phases: tuple[Phase, ...] = field(default_factory=tuple)
+
+    def phase(self, phase_id: str) -> Phase:
+        for phase in self.phases:
+            if phase.id == phase_id:
+                return phase
+        known = ", ".join(p.id for p in self.phases)
+        raise SpecError(self.path, None, f"no phase '{phase_id}' — choose one of: {known}")
+
+    def phases_through(self, phase_id: str) -> tuple[Phase, ...]:
+        """The phase and every phase it requires, in file order."""
+        wanted = {phase_id}
+        for phase in reversed(self.phases):
+            if phase.id in wanted:
+                wanted.update(phase.requires)
+        self.phase(phase_id)
+        return tuple(p for p in self.phases if p.id in wanted)
+
+    def phases_from(self, phase_id: str) -> tuple[Phase, ...]:
+        """The phase and every later one: what a rollback of phase_id undoes."""
+        ids = [p.id for p in self.phases]
+        self.phase(phase_id)
+        return self.phases[ids.index(phase_id) :]
+
+
+def digest(definition: dict[str, Any]) -> str:
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def marker(phase: str, definition_hash: str) -> str:
+    return f"pgconverge:{phase}:{definition_hash}"
+
+
+def json_schema() -> dict[str, Any]:
+    text = resources.files("pgconverge").joinpath("schemas/phases.schema.json").read_text()
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def load(path: str | Path) -> Spec:
+    """Read, validate and freeze phases.yml; raise SpecError (one line, file:line:col) on the first problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(path, None, "file not found — pass the path to phases.yml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(path, None, f"cannot read file ({exc.__class__.__name__}) — check it is UTF-8 text") from None
+    try:
+        data, marks = load_with_marks(text)
+    except YamlError as exc:
+        raise SpecError(path, exc.mark, exc.message) from None
+    _check_schema(path, data, marks)
+    return _build(path, data, marks)
+
+
+def _check_schema(path: Path, data: Any, marks: dict) -> None:
+    validator = jsonschema.Draft202012Validator(json_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if not errors:
+        return
+    error = jsonschema.exceptions.best_match(errors)
+    where = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in allowed)
+        key = extra[0]
+        raise SpecError(
+            path,
+            marks.get((*where, ("key", key))) or marks.get(where),
+            f"unknown key '{_short(key)}' — allowed here: {', '.join(sorted(allowed))}",
+        )
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        raise SpecError(path, marks.get(where), f"missing key '{missing[0]}' — add it")
+    label = ".".join(str(p) for p in where) or "document"
+    raise SpecError(path, marks.get(where), f"{label}: {_short(error.message)} — fix the value")
+
+
+def _short(text: Any, limit: int = 80) -> str:
+    text = str(text).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _Builder:
+    def __init__(self, path: Path, marks: dict):
+        self.path = path
+        self.marks = marks
+        self.sql_dir = path.parent / "sql"
+        self.seen_names: dict[str, tuple] = {}
+
+    def fail(self, where: tuple, message: str) -> SpecError:
+        return SpecError(self.path, self.marks.get(where), message)
+
+    def identifier(self, value: str, where: tuple, what: str, qualified: bool = False) -> str:
+        pattern = QUALIFIED if qualified else IDENTIFIER
+        if not pattern.match(value):
+            raise self.fail(
+                where,
+                f"{what} '{_short(value, 40)}' is not a valid identifier — use lowercase letters, digits and _"
+                + (" (optionally schema.name)" if qualified else ""),
+            )
+        return value
+
+    def unique_name(self, kind: str, name: str, where: tuple) -> None:
+        key = f"{kind}:{name}"
+        if key in self.seen_names:
+            first = self.marks.get(self.seen_names[key])
+            line = f" (first at line {first.line})" if first else ""
+            raise self.fail(where, f"duplicate {kind} name '{name}'{line} — names must be unique across all phases")
+        self.seen_names[key] = where
+
+    def sql_file(self, relative: str, where: tuple) -> str:
+        candidate = (self.sql_dir / relative).resolve()
+        if self.sql_dir.resolve() not in candidate.parents:
+            raise self.fail(where, f"SQL file '{_short(relative, 60)}' is outside sql/ — keep SQL under sql/")
+        if not candidate.is_file():
+            raise self.fail(where, f"SQL file 'sql/{_short(relative, 60)}' does not exist — create it or fix the path")
+        return candidate.read_text(encoding="utf-8")
+
+    def parse_sql(self, text: str, where: tuple, what: str) -> Any:
+        try:
+            return pglast.parse_sql(text)
+        except pglast.parser.ParseError as exc:
+            raise self.fail(where, f"{what} does not parse: {_short(exc)} — fix the SQL") from None
+
+
+def _build(path: Path, data: dict, marks: dict) -> Spec:
+    b = _Builder(path, marks)
+    settings_data = data.get("settings", {})
+    for key in ("schema",):
+        if key in settings_data:
+            b.identifier(settings_data[key], ("settings", key), "schema")
+    for i, role in enumerate(settings_data.get("api_roles", [])):
+        b.identifier(role, ("settings", "api_roles", i), "role")
+    settings = Settings(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in settings_data.items()}
+    )
+    phases: list[Phase] = []
+    ids: list[str] = []
+    for p_index, p in enumerate(data["phases"]):
+        at = ("phases", p_index)
+        pid = b.identifier(p["id"], (*at, "id"), "phase id")
+        if pid in ids:
+            raise b.fail((*at, "id"), f"duplicate phase id '{pid}' — phase ids must be unique")
+        for r_index, required in enumerate(p.get("requires", [])):
+            if required == pid:
+                raise b.fail((*at, "requires", r_index), f"phase '{pid}' requires itself — remove it")
+            if required not in ids:
+                later = any(q.get("id") == required for q in data["phases"])
+                reason = "a later phase (cycle)" if later else "not a phase"
+                raise b.fail(
+                    (*at, "requires", r_index),
+                    f"requires '{_short(required, 40)}', which is {reason} — only earlier phases can be required",
+                )
+        phases.append(
+            Phase(
+                id=pid,
+                title=p["title"],
+                requires=tuple(p.get("requires", [])),
+                backup=p.get("backup", True),
+                on_gate_failure=p.get("on_gate_failure", "stop"),
+                extensions=tuple(_extension(b, e, (*at, "extensions", i), pid) for i, e in enumerate(p.get("extensions", []))),
+                indexes=tuple(_index(b, x, (*at, "indexes", i), pid) for i, x in enumerate(p.get("indexes", []))),
+                materialized_views=tuple(
+                    _matview(b, m, (*at, "materialized_views", i), pid) for i, m in enumerate(p.get("materialized_views", []))
+                ),
+                functions=tuple(_function(b, f, (*at, "functions", i), pid) for i, f in enumerate(p.get("functions", []))),
+                cron_jobs=tuple(_cron_job(b, c, (*at, "cron_jobs", i), pid) for i, c in enumerate(p.get("cron_jobs", []))),
+                grants=tuple(_grant(b, g, (*at, "grants", i), pid, False) for i, g in enumerate(p.get("grants", [])))
+                + tuple(_grant(b, g, (*at, "revokes", i), pid, True) for i, g in enumerate(p.get("revokes", []))),
+                gates=tuple(_gate(b, g, (*at, "gates", i), pid) for i, g in enumerate(p.get("gates", []))),
+            )
+        )
+        ids.append(pid)
+    return Spec(path=str(path), sql_dir=str(b.sql_dir), settings=settings, phases=tuple(phases))
+
+
+def _extension(b: _Builder, e: dict, at: tuple, phase: str) -> ExtensionSpec:
+    name = b.identifier(e["name"], (*at, "name"), "extension name")
+    b.unique_name("extension", name, (*at, "name"))
+    if "schema" in e:
+        b.identifier(e["schema"], (*at, "schema"), "schema")
+    return ExtensionSpec(name=name, phase=phase, schema=e.get("schema"), version=e.get("version"),
+                         state=e.get("state", "present"))
+
+
+def _index(b: _Builder, x: dict, at: tuple, phase: str) -> IndexSpec:
+    name = b.identifier(x["name"], (*at, "name"), "index name")
+    b.unique_name("relation", name, (*at, "name"))
+    table = b.identifier(x["table"], (*at, "table"), "table", qualified=True)
+    columns = []
+    for i, text in enumerate(x["columns"]):
+        match = INDEX_COLUMN.match(text)
+        if not match:
+            raise b.fail(
+                (*at, "columns", i),
+                f"index column '{_short(text, 40)}' is not 'column [ASC|DESC] [NULLS FIRST|LAST]' — fix it",
+            )
+        columns.append(
+            IndexColumn(
+                match["column"],
+                match["order"].upper() if match["order"] else None,
+                match["nulls"].upper() if match["nulls"] else None,
+            )
+        )
+    include = tuple(b.identifier(c, (*at, "include", i), "include column") for i, c in enumerate(x.get("include", [])))
+    where = x.get("where")
+    if where is not None:
+        # Parsed as the WHERE of a query: anything that is not one boolean expression fails here.
+        statements = b.parse_sql(f"SELECT 1 FROM t WHERE ({where})", (*at, "where"), "index predicate")
+        if len(statements) != 1:
+            raise b.fail((*at, "where"), "index predicate must be a single expression — remove ';'")
+    return IndexSpec(
+        name=name, table=table, columns=tuple(columns), phase=phase, include=include, where=where,
+        unique=x.get("unique", False), method=x.get("method", "btree"), serves=x.get("serves"),
+        state=x.get("state", "present"),
+    )
+
+
+def _matview(b: _Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
+    name = b.identifier(m["name"], (*at, "name"), "materialized view name")
+    b.unique_name("relation", name, (*at, "name"))
+    query = b.sql_file(m["sql"], (*at, "sql")).strip().rstrip(";").strip()
+    statements = b.parse_sql(query, (*at, "sql"), f"sql/{m['sql']}")
+    if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
+        raise b.fail((*at, "sql"), f"sql/{m['sql']} must hold exactly one SELECT — the view's query")
+    key = tuple(b.identifier(c, (*at, "unique_key", i), "unique key column") for i, c in enumerate(m.get("unique_key", [])))
+    state = m.get("state", "present")
+    if state == "present" and not key:
+        raise b.fail((*at, "name"), f"materialized view '{name}' needs unique_key — REFRESH CONCURRENTLY requires it")
+    return MatViewSpec(name=name, sql_file=m["sql"], query=query, phase=phase, unique_key=key, state=state)
+
+
+def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
+    name = b.identifier(f["name"], (*at, "name"), "function name")
+    b.unique_name("function", name, (*at, "name"))
+    body = b.sql_file(f["sql"], (*at, "sql")).strip()
+    statements = b.parse_sql(body, (*at, "sql"), f"sql/{f['sql']}")
+    stmt = statements[0].stmt if len(statements) == 1 else None
+    if type(stmt).__name__ != "CreateFunctionStmt":
+        raise b.fail((*at, "sql"), f"sql/{f['sql']} must hold exactly one CREATE OR REPLACE FUNCTION")
+    declared = stmt.funcname[-1].sval
+    if declared != name:
+        raise b.fail((*at, "name"), f"sql/{f['sql']} creates '{declared}', not '{name}' — make the names agree")
+    if not stmt.replace:
+        raise b.fail((*at, "sql"), f"sql/{f['sql']}: write CREATE OR REPLACE FUNCTION so a change applies in place")
+    options = {o.defname: o.arg for o in (stmt.options or ())}
+    if "set" not in options or getattr(options["set"], "name", None) != "search_path":
+        raise b.fail((*at, "sql"), f"sql/{f['sql']}: pin the search_path (SET search_path = …) in the function")
+    definer = bool(getattr(options.get("security"), "boolval", False))
+    if definer != f.get("security_definer", False):
+        raise b.fail(
+            (*at, "sql"),
+            f"sql/{f['sql']} is SECURITY {'DEFINER' if definer else 'INVOKER'} but phases.yml says otherwise"
+            " — declare security_definer: true only where it is meant",
+        )
+    return FunctionSpec(name=name, sql_file=f["sql"], body=body, phase=phase,
+                        security_definer=definer, state=f.get("state", "present"))
+
+
+def valid_cron_schedule(schedule: str) -> bool:
+    return bool(PG_CRON_SECONDS.match(schedule)) or (
+        len(schedule.split()) == 5 and croniter.is_valid(schedule)
+    ) or schedule in {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly", "@reboot"}
+
+
+def _cron_job(b: _Builder, c: dict, at: tuple, phase: str) -> CronJobSpec:
+    if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", c["name"]):
+        raise b.fail((*at, "name"), f"cron job name '{_short(c['name'], 40)}' — use lowercase letters, digits, - and _")
+    b.unique_name("cron job", c["name"], (*at, "name"))
+    if not valid_cron_schedule(c["schedule"]):
+        raise b.fail(
+            (*at, "schedule"),
+            f"cron schedule '{_short(c['schedule'], 40)}' is invalid — use 5 fields like '*/10 * * * *' or 'N seconds'",
+        )
+    b.parse_sql(c["command"], (*at, "command"), "cron command")
+    if "database" in c:
+        b.identifier(c["database"], (*at, "database"), "database")
+    return CronJobSpec(name=c["name"], schedule=c["schedule"], command=c["command"].strip(), phase=phase,
+                       database=c.get("database"), state=c.get("state", "present"))
+
+
+def _grant(b: _Builder, g: dict, at: tuple, phase: str, revoke: bool) -> GrantSpec:
+    b.identifier(g["on"], (*at, "on"), "grant target", qualified=True)
+    roles_key = "from" if revoke else "to"
+    roles = tuple(b.identifier(r, (*at, roles_key, i), "role") for i, r in enumerate(g[roles_key]))
+    return GrantSpec(privileges=tuple(sorted(set(g["privileges"]))), on=g["on"], roles=roles, phase=phase,
+                     revoke=revoke)
+
+
+def _gate(b: _Builder, g: dict, at: tuple, phase: str) -> GateSpec:
+    name = b.identifier(g["name"], (*at, "name"), "gate name")
+    b.unique_name("gate", name, (*at, "name"))
+    required, allowed = GATE_FIELDS[g["kind"]]
+    given = set(g) - {"name", "kind", "description"}
+    for key in sorted(given - allowed):
+        raise b.fail((*at, ("key", key)), f"'{key}' does not apply to a {g['kind']} gate — allowed: "
+                     f"{', '.join(sorted(allowed)) or 'nothing'}")
+    for key in sorted(required - given):
+        raise b.fail((*at, "name"), f"{g['kind']} gate '{name}' needs '{key}' — add it")
+    if "sql" in g:
+        b.sql_file(g["sql"], (*at, "sql"))
+    if "query" in g:
+        b.sql_file(f"workload/{g['query']}.sql", (*at, "query"))
+    if g.get("expect") == "value" and "value" not in g:
+        raise b.fail((*at, "expect"), f"gate '{name}' expects a value — add 'value'")
+    params = tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in g.items() if k not in {"name", "kind"}))
+    return GateSpec(name=name, kind=g["kind"], phase=phase, params=params)
