@@ -1,0 +1,5 @@
+"""Run every gate of every phase; changes nothing."""
+
+from pgconverge.deploy import verify
+
+verify()

@@ -1,0 +1,25 @@
+"""What the deploy files call: each phase converges, then its gates run."""
+
+from __future__ import annotations
+
+from . import operations
+from .operations import load_spec_or_exit
+
+
+def converge(phase_id: str | None = None) -> None:
+    """Converge `phase_id` and the phases it requires (all phases when None), each followed by its gates."""
+    spec = load_spec_or_exit()
+    phases = spec.phases if phase_id is None else spec.phases_through(phase_id)
+    for phase in phases:
+        operations.phase(name=f"Converge {phase.id}: {phase.title}", phase_id=phase.id)
+        operations.phase_gates(name=f"Gates of {phase.id}", phase_id=phase.id)
+
+
+def verify() -> None:
+    """Every gate of every phase; changes nothing."""
+    for phase in load_spec_or_exit().phases:
+        operations.phase_gates(name=f"Gates of {phase.id}", phase_id=phase.id)
+
+
+def rollback(phase_id: str) -> None:
+    operations.rollback(name=f"Roll back {phase_id} and later phases", phase_id=phase_id)

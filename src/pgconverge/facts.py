@@ -1,0 +1,202 @@
+"""Read-only catalog facts: one query per object kind, returned as plain frozen values for the planner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+
+MARKER_PREFIX = "pgconverge:"
+
+
+@dataclass(frozen=True)
+class IndexFact:
+    name: str
+    table: str
+    valid: bool
+    definition: str
+    comment: str | None = None
+    oid: int = 0
+
+
+@dataclass(frozen=True)
+class MatViewFact:
+    name: str
+    definition: str
+    comment: str | None = None
+    oid: int = 0
+
+
+@dataclass(frozen=True)
+class FunctionFact:
+    name: str
+    arguments: str
+    comment: str | None = None
+    security_definer: bool = False
+    config: tuple[str, ...] = ()
+    oid: int = 0
+    overloads: int = 1
+
+
+@dataclass(frozen=True)
+class CronJobFact:
+    name: str
+    schedule: str
+    command: str
+    database: str
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class ExtensionFact:
+    name: str
+    version: str
+    schema: str
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    database: str = "salesflow"
+    current_user: str = "salesflow"
+    schema: str = "public"
+    indexes: dict[str, IndexFact] = field(default_factory=dict)
+    matviews: dict[str, MatViewFact] = field(default_factory=dict)
+    functions: dict[str, FunctionFact] = field(default_factory=dict)
+    cron_jobs: dict[str, CronJobFact] = field(default_factory=dict)
+    cron_available: bool = False
+    extensions: dict[str, ExtensionFact] = field(default_factory=dict)
+    # object name → role → privileges ("PUBLIC" for the public pseudo-role)
+    acls: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
+    roles: frozenset[str] = frozenset()
+    relations: frozenset[str] = frozenset()
+    row_estimates: dict[str, int] = field(default_factory=dict)
+
+
+def is_managed(comment: str | None) -> bool:
+    return bool(comment and comment.startswith(MARKER_PREFIX))
+
+
+def read_indexes(conn: psycopg.Connection, schema: str) -> dict[str, IndexFact]:
+    rows = conn.execute(
+        """
+        SELECT ic.relname, tc.relname, i.indisvalid, pg_get_indexdef(i.indexrelid),
+               obj_description(i.indexrelid, 'pg_class'), i.indexrelid::bigint
+        FROM pg_index i
+        JOIN pg_class ic ON ic.oid = i.indexrelid
+        JOIN pg_class tc ON tc.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = ic.relnamespace
+        WHERE n.nspname = %s
+        """,
+        [schema],
+    ).fetchall()
+    return {r[0]: IndexFact(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
+
+
+def read_matviews(conn: psycopg.Connection, schema: str) -> dict[str, MatViewFact]:
+    rows = conn.execute(
+        """
+        SELECT c.relname, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class'), c.oid::bigint
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'm' AND n.nspname = %s
+        """,
+        [schema],
+    ).fetchall()
+    return {r[0]: MatViewFact(r[0], r[1], r[2], r[3]) for r in rows}
+
+
+def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, FunctionFact]:
+    rows = conn.execute(
+        """
+        SELECT p.proname, pg_get_function_identity_arguments(p.oid), obj_description(p.oid, 'pg_proc'),
+               p.prosecdef, coalesce(p.proconfig, '{}'), p.oid::bigint,
+               count(*) OVER (PARTITION BY p.proname)
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = %s AND p.prokind = 'f'
+        """,
+        [schema],
+    ).fetchall()
+    return {r[0]: FunctionFact(r[0], r[1], r[2], r[3], tuple(r[4]), r[5], r[6]) for r in rows}
+
+
+def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFact]]:
+    """pg_cron's jobs visible to this role (cron.job has row-level security for non-superusers)."""
+    available = conn.execute(
+        "SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n"
+        " JOIN pg_extension e ON e.extnamespace = n.oid AND e.extname = 'pg_cron'"
+    ).fetchone()
+    if not available or not available[0]:
+        return False, {}
+    rows = conn.execute(
+        "SELECT jobname, schedule, command, database, active FROM cron.job WHERE jobname IS NOT NULL"
+    ).fetchall()
+    return True, {r[0]: CronJobFact(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def read_extensions(conn: psycopg.Connection) -> dict[str, ExtensionFact]:
+    rows = conn.execute(
+        """
+        SELECT e.extname, e.extversion, n.nspname, obj_description(e.oid, 'pg_extension')
+        FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+        """
+    ).fetchall()
+    return {r[0]: ExtensionFact(r[0], r[1], r[2], r[3]) for r in rows}
+
+
+def read_acls(conn: psycopg.Connection, schema: str) -> dict[str, dict[str, frozenset[str]]]:
+    rows = conn.execute(
+        """
+        SELECT c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+               array_agg(a.privilege_type)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        CROSS JOIN LATERAL aclexplode(c.relacl) a
+        WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p')
+        GROUP BY 1, 2
+        UNION ALL
+        SELECT p.proname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+               array_agg(a.privilege_type)
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+        WHERE n.nspname = %s
+        GROUP BY 1, 2
+        """,
+        [schema, schema],
+    ).fetchall()
+    acls: dict[str, dict[str, frozenset[str]]] = {}
+    for name, role, privileges in rows:
+        acls.setdefault(name, {})[role.strip('"')] = frozenset(privileges)
+    return acls
+
+
+def read_relations(conn: psycopg.Connection, schema: str) -> dict[str, int]:
+    rows = conn.execute(
+        """
+        SELECT c.relname, greatest(c.reltuples, 0)::bigint FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p')
+        """,
+        [schema],
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def read(conn: psycopg.Connection, schema: str = "public") -> Catalog:
+    """A snapshot of everything the planner compares with the spec."""
+    database, user = conn.execute("SELECT current_database(), current_user").fetchone()  # type: ignore[misc]
+    cron_available, cron_jobs = read_cron_jobs(conn)
+    relations = read_relations(conn, schema)
+    return Catalog(
+        database=database,
+        current_user=user,
+        schema=schema,
+        indexes=read_indexes(conn, schema),
+        matviews=read_matviews(conn, schema),
+        functions=read_functions(conn, schema),
+        cron_jobs=cron_jobs,
+        cron_available=cron_available,
+        extensions=read_extensions(conn),
+        acls=read_acls(conn, schema),
+        roles=frozenset(r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()),
+        relations=frozenset(relations),
+        row_estimates=relations,
+    )

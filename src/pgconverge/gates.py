@@ -1,0 +1,217 @@
+"""Gates: read-only checks after a phase's objects. Each returns a GateResult with measured value and threshold."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from .spec import GateSpec, Spec
+
+STATUSES = ("queued", "sent", "delivered", "opened", "replied", "bounced", "failed")
+CHANNELS = ("email", "linkedin", "whatsapp", "sms")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    kind: str
+    passed: bool
+    measured: str
+    threshold: str
+
+    def line(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        return f"gate {self.name} ({self.kind}) {verdict}: measured {self.measured}, threshold {self.threshold}"
+
+
+def workload_sql(spec: Spec, query: str) -> str:
+    return (Path(spec.sql_dir) / "workload" / f"{query}.sql").read_text()
+
+
+class WorkloadParams:
+    """Varied, realistic parameters for the KPI queries, drawn from the data itself (seeded, repeatable)."""
+
+    def __init__(self, conn: psycopg.Connection, seed: int = 7):
+        self.random = random.Random(seed)
+        self.users = [r[0] for r in conn.execute(
+            "SELECT user_id FROM leads GROUP BY user_id ORDER BY user_id LIMIT 200").fetchall()]
+        if not self.users:
+            raise LookupError("the leads table is empty — gates and benchmarks need data (pgconverge lab seed)")
+        self.leads = [r[0] for r in conn.execute(
+            "SELECT id FROM leads TABLESAMPLE SYSTEM (5) REPEATABLE (7) LIMIT 1000").fetchall()] or \
+            [r[0] for r in conn.execute("SELECT id FROM leads LIMIT 1000").fetchall()]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            yield {
+                "user_id": self.random.choice(self.users),
+                "status": self.random.choice(STATUSES),
+                "channel": self.random.choice(CHANNELS),
+                "lead_id": self.random.choice(self.leads),
+            }
+
+
+def _used_params(query: str, params: dict[str, Any]) -> dict[str, Any]:
+    names = set(re.findall(r"%\((\w+)\)s", query))
+    return {k: v for k, v in params.items() if k in names}
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def explain(conn: psycopg.Connection, query: str, params: dict[str, Any], analyze: bool = False) -> dict[str, Any]:
+    options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
+    row = conn.execute(f"EXPLAIN ({options}) {query}", _used_params(query, params)).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    document = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    result: dict[str, Any] = document[0]
+    return result
+
+
+def gate_sql(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateResult:
+    text = (Path(spec.sql_dir) / gate.get("sql")).read_text()
+    rows = conn.execute(text).fetchall()  # type: ignore[arg-type]
+    expect = gate.get("expect")
+    if expect == "no_rows":
+        return GateResult(gate.name, "sql", not rows, f"{len(rows)} rows" + (f", first {rows[0]}" if rows else ""),
+                          "no rows")
+    value = rows[0][0] if rows else None
+    if expect == "true":
+        return GateResult(gate.name, "sql", value is True, repr(value), "true")
+    return GateResult(gate.name, "sql", str(value) == str(gate.get("value")), repr(value), repr(gate.get("value")))
+
+
+def gate_plan(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: WorkloadParams) -> GateResult:
+    query = workload_sql(spec, gate.get("query"))
+    nodes = list(_plan_nodes(explain(conn, query, next(iter(params)))["Plan"]))
+    indexes = sorted({n["Index Name"] for n in nodes if "Index Name" in n})
+    seq_scans = sorted({n.get("Relation Name", "?") for n in nodes if n["Node Type"] == "Seq Scan"})
+    if gate.get("uses_index"):
+        wanted = gate.get("uses_index")
+        return GateResult(gate.name, "plan", wanted in indexes, f"indexes used: {', '.join(indexes) or 'none'}",
+                          f"uses {wanted}")
+    forbidden = sorted(set(gate.get("no_seq_scan_on")) & set(seq_scans))
+    return GateResult(gate.name, "plan", not forbidden, f"seq scans on: {', '.join(seq_scans) or 'none'}",
+                      f"no seq scan on {', '.join(gate.get('no_seq_scan_on'))}")
+
+
+def p95(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[94] if len(samples) > 1 else samples[0]
+
+
+def gate_latency(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: WorkloadParams) -> GateResult:
+    query = workload_sql(spec, gate.get("query"))
+    samples = []
+    source = iter(params)
+    conn.execute(query, _used_params(query, next(source))).fetchall()  # type: ignore[arg-type]
+    for _ in range(gate.get("runs", 30)):
+        values = _used_params(query, next(source))
+        started = time.perf_counter()
+        conn.execute(query, values).fetchall()  # type: ignore[arg-type]
+        samples.append((time.perf_counter() - started) * 1000)
+    measured = p95(samples)
+    return GateResult(gate.name, "latency", measured <= gate.get("p95_ms"), f"p95 {measured:.2f} ms over {len(samples)} runs",
+                      f"≤ {gate.get('p95_ms')} ms")
+
+
+def gate_explain(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: WorkloadParams) -> GateResult:
+    query = workload_sql(spec, gate.get("query"))
+    source = iter(params)
+    times = [explain(conn, query, next(source), analyze=True)["Execution Time"] for _ in range(gate.get("runs", 5))]
+    worst = max(times)
+    return GateResult(gate.name, "explain", worst <= gate.get("max_ms"), f"max execution {worst:.2f} ms",
+                      f"< {gate.get('max_ms')} ms")
+
+
+def _seconds(duration: str) -> float:
+    number, unit = re.match(r"^(\d+)(ms|s|min)$", duration).groups()  # type: ignore[union-attr]
+    return int(number) * {"ms": 0.001, "s": 1, "min": 60}[unit]
+
+
+def gate_freshness(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateResult:
+    view = gate.get("materialized_view")
+    # The jobs that refresh this view: their command calls a declared function whose body names the view.
+    refreshers = {f.name for p in spec.phases for f in p.functions if view in f.body}
+    jobs = [j.name for p in spec.phases for j in p.cron_jobs if any(r in j.command for r in refreshers)]
+    row = conn.execute(
+        "SELECT extract(epoch FROM now() - max(d.end_time)) FROM cron.job_run_details d"
+        " JOIN cron.job j ON j.jobid = d.jobid WHERE d.status = 'succeeded' AND j.jobname = ANY(%s)",
+        [jobs],
+    ).fetchone()
+    age = row[0] if row else None
+    limit = _seconds(gate.get("within"))
+    measured = "never refreshed by cron" if age is None else f"last refresh {float(age):.0f} s ago"
+    return GateResult(gate.name, "freshness", age is not None and float(age) <= limit, measured, f"≤ {limit:.0f} s")
+
+
+def gate_security(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateResult:
+    schema = spec.settings.schema
+    roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                                        [list(spec.settings.api_roles)]).fetchall()]
+    problems: list[str] = []
+    for (name, role) in conn.execute(
+        """
+        SELECT c.relname, r FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, unnest(%s::text[]) r
+        WHERE n.nspname = %s AND has_table_privilege(r, c.oid, 'SELECT')
+          AND c.relkind = 'm'
+        """,
+        [roles, schema],
+    ).fetchall():
+        problems.append(f"{role} can read materialized view {name}")
+    declared_definer = {f.name for p in spec.phases for f in p.functions if f.security_definer}
+    managed = [f.name for p in spec.phases for f in p.functions if f.state == "present"]
+    for name, definer, config in conn.execute(
+        "SELECT p.proname, p.prosecdef, coalesce(p.proconfig, '{}') FROM pg_proc p"
+        " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname = ANY(%s)",
+        [schema, managed],
+    ).fetchall():
+        if not any(c.startswith("search_path=") for c in config):
+            problems.append(f"function {name} has no pinned search_path")
+        if definer and name not in declared_definer:
+            problems.append(f"function {name} is SECURITY DEFINER but not declared so")
+    for (names,) in conn.execute(
+        """
+        SELECT string_agg(c.relname, ' = ' ORDER BY c.relname) FROM pg_index i
+        JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s
+        GROUP BY i.indrelid, i.indkey::text, i.indclass::text, i.indoption::text,
+                 coalesce(pg_get_expr(i.indpred, i.indrelid), ''), coalesce(pg_get_expr(i.indexprs, i.indrelid), '')
+        HAVING count(*) > 1
+        """,
+        [schema],
+    ).fetchall():
+        problems.append(f"duplicate indexes {names}")
+    return GateResult(gate.name, "security", not problems, "; ".join(problems) or "no finding",
+                      f"no MV readable by {', '.join(roles) or 'API roles (none exist)'}, pinned search_path, "
+                      "no duplicate index")
+
+
+def run_gate(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: WorkloadParams | None) -> GateResult:
+    try:
+        if gate.kind == "sql":
+            return gate_sql(conn, spec, gate)
+        if gate.kind == "security":
+            return gate_security(conn, spec, gate)
+        if gate.kind == "freshness":
+            return gate_freshness(conn, spec, gate)
+        assert params is not None
+        if gate.kind == "plan":
+            return gate_plan(conn, spec, gate, params)
+        if gate.kind == "latency":
+            return gate_latency(conn, spec, gate, params)
+        return gate_explain(conn, spec, gate, params)
+    except (psycopg.Error, LookupError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        return GateResult(gate.name, gate.kind, False, f"error: {first}", "runs without error")

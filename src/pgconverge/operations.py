@@ -1,0 +1,202 @@
+"""pyinfra operations: thin — connect, read facts, plan, log the SQL while preparing, yield SqlCommands."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import psycopg
+from pyinfra import host, logger, state
+from pyinfra.api import operation
+from pyinfra.api.command import PyinfraCommand
+
+from . import facts, gates, plan
+from .execute import StepFailed, connect, run_step, take_run_lock
+from .secrets import mask, url_from_env
+from .spec import Settings, Spec, SpecError, load
+
+_connections: dict[str, tuple[psycopg.Connection, str]] = {}
+_run_locked: set[str] = set()
+
+
+def load_spec_or_exit() -> Spec:
+    """phases.yml for this run; a bad file stops the deploy with one line, before any connection."""
+    path = os.environ.get("PGCONVERGE_PHASES") or "phases.yml"
+    try:
+        return load(path)
+    except SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(2)
+
+
+def database(target=None) -> tuple[psycopg.Connection, str]:
+    """One autocommit connection per host for the whole run (it also holds the run's advisory lock)."""
+    target = target or host
+    cached = _connections.get(target.name)
+    if cached and not cached[0].closed and not cached[0].broken:
+        return cached
+    env_var = target.data.get("database_url_env") or "DATABASE_URL"
+    url = url_from_env(env_var, f"host {target.name}")
+    conn = connect(url)
+    _connections[target.name] = (conn, url)
+    _run_locked.discard(target.name)
+    return conn, url
+
+
+def _fail(target, message: str) -> bool:
+    target.log_styled(mask(message), fg="red", log_func=logger.error)
+    return False
+
+
+class SqlCommand(PyinfraCommand):
+    """One planned step; pyinfra treats execute() returning False as a failed host."""
+
+    def __init__(self, step: plan.Step, settings: Settings):
+        super().__init__()
+        self.step = step
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"SqlCommand({self.step.object}: {self.step.statements[0][:60]})"
+
+    def __str__(self) -> str:
+        return self.step.sql
+
+    def execute(self, state, host, connector_arguments) -> bool:  # noqa: A002 - pyinfra's signature
+        try:
+            conn, url = database(host)
+            if host.name not in _run_locked:
+                take_run_lock(conn)
+                _run_locked.add(host.name)
+            host.log(f"{self.step.object}: {self.step.why}")
+            run_step(conn, url, self.step, self.settings, host.log)
+            return True
+        except (StepFailed, LookupError, ValueError) as exc:
+            return _fail(host, str(exc))
+
+
+class GateCommand(PyinfraCommand):
+    """Runs a phase's gates; any failure fails the host (optionally after rolling the phase back)."""
+
+    def __init__(self, spec: Spec, phase_id: str):
+        super().__init__()
+        self.spec = spec
+        self.phase_id = phase_id
+
+    def __repr__(self) -> str:
+        return f"GateCommand({self.phase_id})"
+
+    def execute(self, state, host, connector_arguments) -> bool:
+        phase = self.spec.phase(self.phase_id)
+        try:
+            conn, _ = database(host)
+            params = gates.WorkloadParams(conn) if any(
+                g.kind in {"plan", "latency", "explain"} for g in phase.gates) else None
+        except (StepFailed, LookupError, psycopg.Error) as exc:
+            return _fail(host, f"gates of {phase.id}: {exc}")
+        failed = []
+        for gate in phase.gates:
+            result = gates.run_gate(conn, self.spec, gate, params)
+            if result.passed:
+                host.log(result.line())
+            else:
+                failed.append(result)
+                host.log_styled(mask(result.line()), fg="red", log_func=logger.error)
+        if not failed:
+            return True
+        if phase.on_gate_failure == "rollback":
+            host.log_styled(f"{phase.id}: gate failed, rolling the phase back (on_gate_failure: rollback)", fg="yellow")
+            _, url = database(host)
+            for step in plan.plan_rollback(self.spec, facts.read(conn, self.spec.settings.schema), phase.id).steps:
+                try:
+                    run_step(conn, url, step, self.spec.settings, host.log)
+                except StepFailed as exc:
+                    return _fail(host, f"rollback after failed gate: {exc}")
+        return _fail(host, f"{phase.id}: {len(failed)} of {len(phase.gates)} gates failed — first: {failed[0].line()}")
+
+
+def _log_plan(result: plan.Plan, label: str) -> None:
+    for note in result.notes:
+        host.log_styled(f"note: {note}", fg="yellow")
+    if state.is_executing:
+        return
+    host.log(f"{label}: {len(result.steps)} steps")
+    for step in result.steps:
+        host.log(f"-- [{step.phase}] {step.object}: {step.why} (lock: {step.lock})")
+        for line in step.sql.splitlines():
+            host.log(f"   {line}")
+
+
+def _plan_or_fail(spec: Spec, compute) -> plan.Plan | None:
+    try:
+        conn, _ = database()
+        catalog = facts.read(conn, spec.settings.schema)
+    except (StepFailed, LookupError, ValueError, psycopg.Error) as exc:
+        _fail(host, f"cannot read the catalog: {exc}")
+        raise SystemExit(1) from None
+    result: plan.Plan = compute(catalog)
+    return result
+
+
+@operation()
+def phase(phase_id: str):
+    """
+    Converge the database to one phase of phases.yml: extensions, indexes (always CONCURRENTLY), materialized
+    views, functions, grants and pg_cron jobs. Drifted objects are rebuilt beside the old one and swapped in.
+
+    + phase_id: the phase's id in phases.yml
+
+    **Example:**
+
+    .. code:: python
+
+        operations.phase(name="Converge phase 1", phase_id="phase1")
+    """
+    spec = load_spec_or_exit()
+    result = _plan_or_fail(spec, lambda catalog: plan.plan(spec, catalog, [phase_id]))
+    assert result is not None
+    _log_plan(result, phase_id)
+    if not result.steps:
+        host.noop(f"{phase_id} already converged")
+        return
+    for step in result.steps:
+        yield SqlCommand(step, spec.settings)
+
+
+@operation()
+def rollback(phase_id: str):
+    """
+    Roll back a phase and every later one, latest first: unschedule its jobs, drop its functions and MVs, drop
+    its indexes concurrently. Only objects carrying the pgconverge marker are touched.
+
+    + phase_id: the first phase to undo
+    """
+    spec = load_spec_or_exit()
+    result = _plan_or_fail(spec, lambda catalog: plan.plan_rollback(spec, catalog, phase_id))
+    assert result is not None
+    _log_plan(result, f"rollback from {phase_id}")
+    if not result.steps:
+        host.noop(f"nothing of {phase_id} or later is present")
+        return
+    for step in result.steps:
+        yield SqlCommand(step, spec.settings)
+
+
+@operation()
+def phase_gates(phase_id: str):
+    """
+    Run a phase's gates (read-only) at execution time; a failing gate fails the host with its measured value.
+
+    + phase_id: the phase whose gates run
+    """
+    spec = load_spec_or_exit()
+    selected = spec.phase(phase_id)
+    if not selected.gates:
+        host.noop(f"{phase_id} declares no gates")
+        return
+    if not state.is_executing:
+        # Gates change nothing, so preparing reports no change; they run when the deploy executes.
+        host.log(f"{phase_id}: {len(selected.gates)} gates will run after the phase: "
+                 + ", ".join(g.name for g in selected.gates))
+        return
+    yield GateCommand(spec, phase_id)

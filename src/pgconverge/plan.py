@@ -1,0 +1,438 @@
+"""Spec + Catalog → ordered Steps. Pure: no I/O, so every drift case is unit-tested with hand-written catalogs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+from .facts import Catalog, is_managed
+from .spec import (
+    CronJobSpec,
+    ExtensionSpec,
+    FunctionSpec,
+    GrantSpec,
+    IndexSpec,
+    MatViewSpec,
+    Phase,
+    Spec,
+    marker,
+)
+
+TABLE_PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"})
+FUNCTION_PRIVILEGES = frozenset({"EXECUTE"})
+TEMP_SUFFIX = "_pgc_new"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of execution: a single statement, or several that must commit together."""
+
+    statements: tuple[str, ...]
+    why: str
+    object: str
+    lock: str
+    phase: str
+    transactional: bool = False
+    # build: long-running (statement_timeout 0, progress logged); ddl: short lock, retried on lock timeout
+    kind: str = "ddl"
+    table: str | None = None
+
+    @property
+    def sql(self) -> str:
+        if self.transactional:
+            return "BEGIN;\n" + ";\n".join(self.statements) + ";\nCOMMIT;"
+        return ";\n".join(self.statements) + ";"
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def render(composable: sql.Composable) -> str:
+    return composable.as_string(None)
+
+
+def temp_name(name: str) -> str:
+    return name[: 63 - len(TEMP_SUFFIX)] + TEMP_SUFFIX
+
+
+def key_index_name(view: str) -> str:
+    return view[:59] + "_key"
+
+
+def qualified(name: str, schema: str) -> sql.Identifier:
+    return sql.Identifier(*name.split(".", 1)) if "." in name else sql.Identifier(schema, name)
+
+
+# Indexes
+
+def create_index_sql(index: IndexSpec, name: str, schema: str) -> str:
+    columns = []
+    for column in index.columns:
+        part: sql.Composable = sql.Identifier(column.column)
+        if column.order:
+            part = sql.SQL("{} {}").format(part, sql.SQL(column.order))
+        if column.nulls:
+            part = sql.SQL("{} NULLS {}").format(part, sql.SQL(column.nulls))
+        columns.append(part)
+    statement = sql.SQL("CREATE {unique}INDEX CONCURRENTLY {name} ON {table} USING {method} ({columns})").format(
+        unique=sql.SQL("UNIQUE " if index.unique else ""),
+        name=sql.Identifier(name),
+        table=qualified(index.table, schema),
+        method=sql.SQL(index.method),
+        columns=sql.SQL(", ").join(columns),
+    )
+    if index.include:
+        statement += sql.SQL(" INCLUDE ({})").format(sql.SQL(", ").join(map(sql.Identifier, index.include)))
+    if index.where:
+        # The predicate was parsed by pglast as exactly one expression when phases.yml was loaded.
+        statement += sql.SQL(" WHERE {}").format(sql.SQL(index.where))
+    return render(statement)
+
+
+def comment_sql(kind: str, name: sql.Composable, text: str | None) -> str:
+    return render(sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(kind), name, sql.Literal(text)))
+
+
+def drop_index_sql(name: str, schema: str) -> str:
+    return render(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
+
+
+def _build_index_steps(index: IndexSpec, name: str, schema: str, why: str, rows: int) -> list[Step]:
+    want = marker(index.phase, index.definition_hash)
+    return [
+        Step((create_index_sql(index, name, schema),), why, f"index {index.name}", "SHARE UPDATE EXCLUSIVE",
+             index.phase, kind="build", table=index.table),
+        Step((comment_sql("INDEX", sql.Identifier(schema, name), want),), f"mark {name} as managed ({want})",
+             f"index {index.name}", "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table),
+    ]
+
+
+def plan_index(index: IndexSpec, catalog: Catalog) -> list[Step]:
+    schema = catalog.schema
+    fact = catalog.indexes.get(index.name)
+    tmp = temp_name(index.name)
+    tmp_fact = catalog.indexes.get(tmp)
+    want = marker(index.phase, index.definition_hash)
+    rows = catalog.row_estimates.get(index.table.split(".")[-1], 0)
+    label = f"index {index.name}"
+    steps: list[Step] = []
+
+    if index.state == "absent":
+        if fact and is_managed(fact.comment):
+            steps.append(Step((drop_index_sql(index.name, schema),), "declared absent", label,
+                              "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
+        return steps
+
+    if tmp_fact is not None:
+        if fact is None and tmp_fact.valid and tmp_fact.comment == want:
+            rename = render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                sql.Identifier(schema, tmp), sql.Identifier(index.name)))
+            return [Step((rename,), f"finish an interrupted rebuild: {tmp} is built and current", label,
+                         "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table)]
+        steps.append(Step((drop_index_sql(tmp, schema),), f"remove {tmp} left by an interrupted rebuild", label,
+                          "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
+
+    if fact is None:
+        steps += _build_index_steps(index, index.name, schema, f"missing; serves {index.serves or 'declared use'}"
+                                    f" (~{rows:,} rows, built concurrently)", rows)
+    elif not fact.valid:
+        steps.append(Step((drop_index_sql(index.name, schema),), "INVALID (a concurrent build failed): drop it",
+                          label, "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
+        steps += _build_index_steps(index, index.name, schema, f"rebuild the INVALID index (~{rows:,} rows)", rows)
+    elif fact.comment != want:
+        reason = (f"definition changed ({fact.comment} → {want})" if is_managed(fact.comment)
+                  else "exists without our marker, so its definition is unknown")
+        steps += _build_index_steps(index, tmp, schema, f"{reason}: build the new one beside the old (~{rows:,} rows)",
+                                    rows)
+        steps.append(Step((drop_index_sql(index.name, schema),), "old definition replaced: drop it", label,
+                          "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
+        steps.append(Step((render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            sql.Identifier(schema, tmp), sql.Identifier(index.name))),), "give the new index its name", label,
+            "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
+    return steps
+
+
+# Materialized views
+
+def _matview_build(view: MatViewSpec, name: str, schema: str, grants: Iterable[GrantSpec], catalog: Catalog) -> tuple[str, ...]:
+    want = marker(view.phase, view.definition_hash)
+    return (
+        render(sql.SQL("CREATE MATERIALIZED VIEW {} AS {} WITH DATA").format(
+            sql.Identifier(schema, name), sql.SQL(view.query))),
+        render(sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(
+            sql.Identifier(key_index_name(name)), sql.Identifier(schema, name),
+            sql.SQL(", ").join(map(sql.Identifier, view.unique_key)))),
+        comment_sql("MATERIALIZED VIEW", sql.Identifier(schema, name), want),
+        # Privileges go in the same transaction: default privileges (e.g. Supabase's) must never expose a new view.
+        *[s for g in grants for s in _grant_statements(g, name, schema, catalog, None)],
+    )
+
+
+def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec]) -> list[Step]:
+    schema = catalog.schema
+    fact = catalog.matviews.get(view.name)
+    tmp = temp_name(view.name)
+    tmp_fact = catalog.matviews.get(tmp)
+    want = marker(view.phase, view.definition_hash)
+    label = f"materialized view {view.name}"
+    grants = list(grants)
+    steps: list[Step] = []
+
+    if view.state == "absent":
+        if fact and is_managed(fact.comment):
+            steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
+                sql.Identifier(schema, view.name))),), "declared absent", label, "ACCESS EXCLUSIVE", view.phase))
+        return steps
+
+    swap = (
+        render(sql.SQL("ALTER MATERIALIZED VIEW {} RENAME TO {}").format(
+            sql.Identifier(schema, tmp), sql.Identifier(view.name))),
+        render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            sql.Identifier(schema, key_index_name(tmp)), sql.Identifier(key_index_name(view.name)))),
+    )
+    if tmp_fact is not None:
+        if fact is None and tmp_fact.comment == want:
+            return [Step(swap, f"finish an interrupted swap: {tmp} is built and current", label, "ACCESS EXCLUSIVE",
+                         view.phase, transactional=True)]
+        steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(sql.Identifier(schema, tmp))),),
+                          f"remove {tmp} left by an interrupted rebuild", label, "ACCESS EXCLUSIVE", view.phase))
+
+    if fact is None:
+        steps.append(Step(_matview_build(view, view.name, schema, grants, catalog),
+                          f"missing: build from sql/{view.sql_file} with its unique index", label,
+                          "ACCESS EXCLUSIVE (new object only)", view.phase, transactional=True, kind="build"))
+    elif fact.comment != want:
+        reason = (f"query changed ({fact.comment} → {want})" if is_managed(fact.comment)
+                  else "exists without our marker, so its query is unknown")
+        steps.append(Step(_matview_build(view, tmp, schema, grants, catalog), f"{reason}: build the new one beside the old",
+                          label, "ACCESS EXCLUSIVE (new object only)", view.phase, transactional=True, kind="build"))
+        drop_old = render(sql.SQL("DROP MATERIALIZED VIEW {}").format(sql.Identifier(schema, view.name)))
+        steps.append(Step((drop_old, *swap), "swap the new view in, one short transaction", label,
+                          "ACCESS EXCLUSIVE", view.phase, transactional=True))
+    return steps
+
+
+# Functions
+
+def plan_function(function: FunctionSpec, catalog: Catalog) -> list[Step]:
+    schema = catalog.schema
+    fact = catalog.functions.get(function.name)
+    want = marker(function.phase, function.definition_hash)
+    label = f"function {function.name}"
+    target = sql.Identifier(schema, function.name)
+    if function.state == "absent":
+        if fact and is_managed(fact.comment):
+            return [Step((render(sql.SQL("DROP FUNCTION IF EXISTS {}").format(target)),), "declared absent", label,
+                         "ACCESS EXCLUSIVE (function only)", function.phase)]
+        return []
+    if fact is not None and fact.comment == want:
+        return []
+    reason = "missing" if fact is None else (
+        f"body changed ({fact.comment} → {want})" if is_managed(fact.comment) else "exists without our marker")
+    return [Step((function.body.rstrip().rstrip(";"), comment_sql("FUNCTION", target, want)),
+                 f"{reason}: CREATE OR REPLACE from sql/{function.sql_file}", label, "none (replaced atomically)",
+                 function.phase, transactional=True)]
+
+
+# pg_cron jobs
+
+def plan_cron_job(job: CronJobSpec, catalog: Catalog) -> list[Step]:
+    fact = catalog.cron_jobs.get(job.name)
+    database = job.database or catalog.database
+    label = f"cron job {job.name}"
+    if job.state == "absent":
+        if fact is None:
+            return []
+        return [Step((render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(job.name))),),
+                     "declared absent", label, "none", job.phase)]
+    if fact and (fact.schedule, fact.command.strip(), fact.database, fact.active) == (
+            job.schedule, job.command, database, True):
+        return []
+    if fact is None:
+        reason = "missing"
+    else:
+        changed = [what for what, old, new in (("schedule", fact.schedule, job.schedule),
+                                                ("command", fact.command.strip(), job.command),
+                                                ("database", fact.database, database),
+                                                ("active", fact.active, True)) if old != new]
+        reason = "changed " + ", ".join(changed)
+    if database == catalog.database:
+        call = sql.SQL("SELECT cron.schedule({}, {}, {})").format(
+            sql.Literal(job.name), sql.Literal(job.schedule), sql.Literal(job.command))
+    else:
+        call = sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {})").format(
+            sql.Literal(job.name), sql.Literal(job.schedule), sql.Literal(job.command), sql.Literal(database))
+    return [Step((render(call),), f"{reason}: schedule '{job.schedule}'", label, "none", job.phase)]
+
+
+# Extensions
+
+def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
+    fact = catalog.extensions.get(extension.name)
+    label = f"extension {extension.name}"
+    ident = sql.Identifier(extension.name)
+    if extension.state == "absent":
+        if fact and is_managed(fact.comment):
+            return [Step((render(sql.SQL("DROP EXTENSION IF EXISTS {}").format(ident)),), "declared absent", label,
+                         "ACCESS EXCLUSIVE", extension.phase)]
+        return []
+    if fact is None:
+        statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(ident)
+        if extension.schema:
+            statement += sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(extension.schema))
+        if extension.version:
+            statement += sql.SQL(" VERSION {}").format(sql.Literal(extension.version))
+        want = marker(extension.phase, "extension")
+        return [Step((render(statement), comment_sql("EXTENSION", ident, want)), "missing", label, "none",
+                     extension.phase, transactional=True)]
+    if extension.version and fact.version != extension.version:
+        return [Step((render(sql.SQL("ALTER EXTENSION {} UPDATE TO {}").format(ident, sql.Literal(extension.version))),),
+                     f"version {fact.version} → {extension.version}", label, "none", extension.phase)]
+    return []
+
+
+# Grants and revokes
+
+def _grant_statements(grant: GrantSpec, target: str, schema: str, catalog: Catalog,
+                      current: dict[str, frozenset[str]] | None) -> list[str]:
+    """GRANT/REVOKE statements that close the gap; `current` None means a new object (state unknown: do all)."""
+    is_function = grant.on in catalog.functions
+    universe = FUNCTION_PRIVILEGES if is_function else TABLE_PRIVILEGES
+    wanted = universe if "ALL" in grant.privileges else frozenset(grant.privileges) & universe
+    statements = []
+    for role in grant.roles:
+        if role not in catalog.roles and role != "PUBLIC":
+            continue
+        have = (current or {}).get(role, frozenset())
+        todo = (wanted & have if grant.revoke else wanted - have) if current is not None else wanted
+        if not todo:
+            continue
+        template = "REVOKE {} ON {} {} FROM {}" if grant.revoke else "GRANT {} ON {} {} TO {}"
+        privileges = "ALL" if todo == universe else ", ".join(sorted(todo))
+        statements.append(render(sql.SQL(template).format(
+            sql.SQL(privileges), sql.SQL("FUNCTION" if is_function else "TABLE"), sql.Identifier(schema, target),
+            sql.SQL("PUBLIC") if role == "PUBLIC" else sql.Identifier(role))))
+    return statements
+
+
+def plan_grant(grant: GrantSpec, catalog: Catalog) -> list[Step]:
+    target = grant.on.split(".")[-1]
+    verb = "revoke" if grant.revoke else "grant"
+    if target not in catalog.relations and target not in catalog.functions:
+        return []
+    statements = _grant_statements(grant, target, catalog.schema, catalog, catalog.acls.get(target, {}))
+    return [Step((s,), f"{verb} {', '.join(grant.privileges)} ({'from' if grant.revoke else 'to'} "
+                 f"{', '.join(grant.roles)}) differs from the catalog", f"privileges on {target}", "none", grant.phase)
+            for s in statements]
+
+
+def grant_notes(grant: GrantSpec, catalog: Catalog, created: set[str]) -> list[str]:
+    target = grant.on.split(".")[-1]
+    notes = [f"role '{r}' does not exist here: {grant.on} privileges for it skipped"
+             for r in grant.roles if r not in catalog.roles and r != "PUBLIC"]
+    if target not in catalog.relations and target not in catalog.functions and target not in created:
+        notes.append(f"{grant.on} does not exist: its privileges are skipped")
+    return notes
+
+
+# Phases
+
+def plan_phase(phase: Phase, catalog: Catalog) -> Plan:
+    """Everything one phase needs, in dependency order; removals first, in reverse order."""
+    views = {v.name for v in phase.materialized_views}
+    built_views = set()
+    steps: list[Step] = []
+    removals = [j for j in phase.cron_jobs if j.state == "absent"]
+    for job in removals:
+        steps += plan_cron_job(job, catalog)
+    for function in (f for f in phase.functions if f.state == "absent"):
+        steps += plan_function(function, catalog)
+    for view in (v for v in phase.materialized_views if v.state == "absent"):
+        steps += plan_matview(view, catalog, [])
+    for index in (i for i in phase.indexes if i.state == "absent"):
+        steps += plan_index(index, catalog)
+    for extension in phase.extensions:
+        steps += plan_extension(extension, catalog)
+    for index in (i for i in phase.indexes if i.state == "present"):
+        steps += plan_index(index, catalog)
+    for view in (v for v in phase.materialized_views if v.state == "present"):
+        view_steps = plan_matview(view, catalog, [g for g in phase.grants if g.on.split(".")[-1] == view.name])
+        if any(s.kind == "build" for s in view_steps):
+            built_views.add(view.name)
+        steps += view_steps
+    for function in (f for f in phase.functions if f.state == "present"):
+        steps += plan_function(function, catalog)
+    notes: list[str] = []
+    for grant in phase.grants:
+        notes += grant_notes(grant, catalog, views)
+        if grant.on.split(".")[-1] not in built_views:
+            steps += plan_grant(grant, catalog)
+    for job in (j for j in phase.cron_jobs if j.state == "present"):
+        steps += plan_cron_job(job, catalog)
+    return Plan(tuple(steps), tuple(notes))
+
+
+def plan(spec: Spec, catalog: Catalog, phase_ids: Iterable[str]) -> Plan:
+    steps: list[Step] = []
+    notes: list[str] = []
+    for phase_id in phase_ids:
+        phase_plan = plan_phase(spec.phase(phase_id), catalog)
+        steps += phase_plan.steps
+        notes += phase_plan.notes
+    return Plan(tuple(steps), tuple(notes) + tuple(undeclared_notes(spec, catalog)))
+
+
+def undeclared_notes(spec: Spec, catalog: Catalog) -> list[str]:
+    """Objects that carry our marker but are no longer in phases.yml: reported, never removed silently."""
+    declared = {i.name for p in spec.phases for i in p.indexes} | {
+        v.name for p in spec.phases for v in p.materialized_views} | {
+        f.name for p in spec.phases for f in p.functions}
+    found = [(f"index {n}", f.comment) for n, f in catalog.indexes.items()] + [
+        (f"materialized view {n}", f.comment) for n, f in catalog.matviews.items()] + [
+        (f"function {n}", f.comment) for n, f in catalog.functions.items()]
+    return [f"{what} carries {comment} but is not declared — remove it with state: absent or a rollback"
+            for what, comment in sorted(found)
+            if is_managed(comment) and what.split()[-1] not in declared
+            and not what.split()[-1].endswith(TEMP_SUFFIX) and not what.split()[-1].endswith("_key")]
+
+
+def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
+    """Undo a phase and every later one, latest first; only objects that carry our marker are touched."""
+    schema = catalog.schema
+    steps: list[Step] = []
+    for phase in reversed(spec.phases_from(from_phase)):
+        for job in phase.cron_jobs:
+            if job.name in catalog.cron_jobs:
+                steps.append(Step((render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(job.name))),),
+                                  "rollback", f"cron job {job.name}", "none", phase.id))
+        for function in reversed(phase.functions):
+            fact = catalog.functions.get(function.name)
+            if fact and is_managed(fact.comment):
+                steps.append(Step((render(sql.SQL("DROP FUNCTION IF EXISTS {}").format(
+                    sql.Identifier(schema, function.name))),), "rollback", f"function {function.name}",
+                    "ACCESS EXCLUSIVE (function only)", phase.id))
+        for view in reversed(phase.materialized_views):
+            for name in (view.name, temp_name(view.name)):
+                fact = catalog.matviews.get(name)
+                if fact and is_managed(fact.comment):
+                    steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
+                        sql.Identifier(schema, name))),), "rollback", f"materialized view {view.name}",
+                        "ACCESS EXCLUSIVE", phase.id))
+        for index in reversed(phase.indexes):
+            for name in (index.name, temp_name(index.name)):
+                fact = catalog.indexes.get(name)
+                if fact and (is_managed(fact.comment) or (name != index.name and not fact.valid)):
+                    steps.append(Step((drop_index_sql(name, schema),), "rollback", f"index {index.name}",
+                                      "SHARE UPDATE EXCLUSIVE", phase.id, table=index.table))
+        for extension in phase.extensions:
+            fact = catalog.extensions.get(extension.name)
+            if fact and is_managed(fact.comment):
+                steps.append(Step((render(sql.SQL("DROP EXTENSION IF EXISTS {}").format(
+                    sql.Identifier(extension.name))),), "rollback", f"extension {extension.name}", "ACCESS EXCLUSIVE",
+                    phase.id))
+    return Plan(tuple(steps))
