@@ -5,6 +5,7 @@ The same class starts the throwaway servers of the test suite, so tests and lab 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -122,10 +123,8 @@ class Lab:
             self._pg(["pg_ctl", "-D", str(self.pg_data), "-m", "fast", "-w", "stop"], check=False)
         pid_file = self.redis_dir / "redis.pid"
         if pid_file.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text().strip()), 15)
-            except (ProcessLookupError, ValueError):
-                pass
             for _ in range(50):
                 if not pid_file.exists():
                     break

@@ -120,7 +120,7 @@ def _log_plan(result: plan.Plan, label: str) -> None:
         host.log_styled(f"note: {note}", fg="yellow")
     if state.is_executing:
         return
-    host.log(f"{label}: {len(result.steps)} steps")
+    host.log(f"{label}: {len(result.steps)} steps to run" + (" (converged)" if not result.steps else ""))
     for step in result.steps:
         host.log(f"-- [{step.phase}] {step.object}: {step.why} (lock: {step.lock})")
         for line in step.sql.splitlines():

@@ -102,7 +102,7 @@ def drop_index_sql(name: str, schema: str) -> str:
     return render(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
 
 
-def _build_index_steps(index: IndexSpec, name: str, schema: str, why: str, rows: int) -> list[Step]:
+def _build_index_steps(index: IndexSpec, name: str, schema: str, why: str) -> list[Step]:
     want = marker(index.phase, index.definition_hash)
     return [
         Step((create_index_sql(index, name, schema),), why, f"index {index.name}", "SHARE UPDATE EXCLUSIVE",
@@ -139,16 +139,15 @@ def plan_index(index: IndexSpec, catalog: Catalog) -> list[Step]:
 
     if fact is None:
         steps += _build_index_steps(index, index.name, schema, f"missing; serves {index.serves or 'declared use'}"
-                                    f" (~{rows:,} rows, built concurrently)", rows)
+                                    f" (~{rows:,} rows, built concurrently)")
     elif not fact.valid:
         steps.append(Step((drop_index_sql(index.name, schema),), "INVALID (a concurrent build failed): drop it",
                           label, "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
-        steps += _build_index_steps(index, index.name, schema, f"rebuild the INVALID index (~{rows:,} rows)", rows)
+        steps += _build_index_steps(index, index.name, schema, f"rebuild the INVALID index (~{rows:,} rows)")
     elif fact.comment != want:
         reason = (f"definition changed ({fact.comment} → {want})" if is_managed(fact.comment)
                   else "exists without our marker, so its definition is unknown")
-        steps += _build_index_steps(index, tmp, schema, f"{reason}: build the new one beside the old (~{rows:,} rows)",
-                                    rows)
+        steps += _build_index_steps(index, tmp, schema, f"{reason}: build the new one beside the old (~{rows:,} rows)")
         steps.append(Step((drop_index_sql(index.name, schema),), "old definition replaced: drop it", label,
                           "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
         steps.append(Step((render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
@@ -411,27 +410,27 @@ def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
                 steps.append(Step((render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(job.name))),),
                                   "rollback", f"cron job {job.name}", "none", phase.id))
         for function in reversed(phase.functions):
-            fact = catalog.functions.get(function.name)
-            if fact and is_managed(fact.comment):
+            function_fact = catalog.functions.get(function.name)
+            if function_fact and is_managed(function_fact.comment):
                 steps.append(Step((render(sql.SQL("DROP FUNCTION IF EXISTS {}").format(
                     sql.Identifier(schema, function.name))),), "rollback", f"function {function.name}",
                     "ACCESS EXCLUSIVE (function only)", phase.id))
         for view in reversed(phase.materialized_views):
             for name in (view.name, temp_name(view.name)):
-                fact = catalog.matviews.get(name)
-                if fact and is_managed(fact.comment):
+                view_fact = catalog.matviews.get(name)
+                if view_fact and is_managed(view_fact.comment):
                     steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
                         sql.Identifier(schema, name))),), "rollback", f"materialized view {view.name}",
                         "ACCESS EXCLUSIVE", phase.id))
         for index in reversed(phase.indexes):
             for name in (index.name, temp_name(index.name)):
-                fact = catalog.indexes.get(name)
-                if fact and (is_managed(fact.comment) or (name != index.name and not fact.valid)):
+                index_fact = catalog.indexes.get(name)
+                if index_fact and (is_managed(index_fact.comment) or (name != index.name and not index_fact.valid)):
                     steps.append(Step((drop_index_sql(name, schema),), "rollback", f"index {index.name}",
                                       "SHARE UPDATE EXCLUSIVE", phase.id, table=index.table))
         for extension in phase.extensions:
-            fact = catalog.extensions.get(extension.name)
-            if fact and is_managed(fact.comment):
+            extension_fact = catalog.extensions.get(extension.name)
+            if extension_fact and is_managed(extension_fact.comment):
                 steps.append(Step((render(sql.SQL("DROP EXTENSION IF EXISTS {}").format(
                     sql.Identifier(extension.name))),), "rollback", f"extension {extension.name}", "ACCESS EXCLUSIVE",
                     phase.id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from urllib.parse import urlsplit
@@ -19,10 +20,8 @@ def remember(secret: str | None) -> None:
 
 
 def remember_url(url: str) -> None:
-    try:
+    with contextlib.suppress(ValueError):
         remember(urlsplit(url).password)
-    except ValueError:
-        pass
 
 
 def mask(text: str) -> str:

@@ -314,9 +314,7 @@ def _build(path: Path, data: dict, marks: dict) -> Spec:
             b.identifier(settings_data[key], ("settings", key), "schema")
     for i, role in enumerate(settings_data.get("api_roles", [])):
         b.identifier(role, ("settings", "api_roles", i), "role")
-    settings = Settings(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in settings_data.items()}
-    )
+    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings_data.items()})  # type: ignore[arg-type]
     phases: list[Phase] = []
     ids: list[str] = []
     for p_index, p in enumerate(data["phases"]):
@@ -418,7 +416,7 @@ def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
     b.unique_name("function", name, (*at, "name"))
     body = b.sql_file(f["sql"], (*at, "sql")).strip()
     statements = b.parse_sql(body, (*at, "sql"), f"sql/{f['sql']}")
-    stmt = statements[0].stmt if len(statements) == 1 else None
+    stmt: Any = statements[0].stmt if len(statements) == 1 else None
     if type(stmt).__name__ != "CreateFunctionStmt":
         raise b.fail((*at, "sql"), f"sql/{f['sql']} must hold exactly one CREATE OR REPLACE FUNCTION")
     declared = stmt.funcname[-1].sval

@@ -41,14 +41,15 @@ def load_with_marks(text: str) -> tuple[Any, dict[Path, Mark]]:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 m = event.start_mark
+                assert m is not None
                 raise YamlError(
                     "YAML anchors and aliases are not allowed — write the value out in full",
                     Mark(m.line + 1, m.column + 1),
                 )
         documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
-        m = exc.problem_mark or exc.context_mark
-        where = Mark(m.line + 1, m.column + 1) if m else None
+        found = exc.problem_mark or exc.context_mark
+        where = Mark(found.line + 1, found.column + 1) if found else None
         raise YamlError(f"invalid YAML: {exc.problem or exc.context} — fix the syntax", where) from None
     except yaml.YAMLError as exc:
         raise YamlError(f"invalid YAML: {exc} — fix the syntax") from None

@@ -1,0 +1,53 @@
+# pgconverge: `make demo` runs the main job on the local lab, `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron redis-server python3-venv
+SCALE ?= M
+
+.PHONY: deps venv lab demo test lint check bench clean
+
+# Debian packages the lab and the tests need; installed only when missing (root on Debian).
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  (command -v service >/dev/null && service redis-server stop >/dev/null 2>&1) || true; \
+	fi
+
+$(BIN)/pgconverge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev]'
+	@touch $@
+
+venv: $(BIN)/pgconverge
+
+lab: deps venv
+	$(BIN)/pgconverge lab up
+
+demo: lab
+	$(BIN)/pgconverge validate phases.yml
+	set -a && source .lab/env && set +a && $(BIN)/pgconverge lab seed --scale $(SCALE)
+	set -a && source .lab/env && set +a && $(BIN)/pyinfra inventory/lab.py deploys/all.py -y
+	@echo
+	@echo "Done. The lab database is converged to phases 1-3 and every gate passed (see the gate lines above)."
+	@echo "Connection URLs: .lab/env (mode 0600).  Re-check any time:  set -a; source .lab/env; set +a;"
+	@echo "  $(BIN)/pyinfra inventory/lab.py deploys/verify.py -y     # every gate, changes nothing"
+	@echo "  $(BIN)/pyinfra inventory/lab.py deploys/all.py --dry     # the SQL a run would execute"
+
+test: deps venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pgconverge validate phases.yml
+
+clean:
+	-$(BIN)/pgconverge lab down
+	rm -rf .lab

@@ -1,0 +1,101 @@
+"""Real servers for the tests: a throwaway PostgreSQL 15 cluster (pg_stat_statements + pg_cron) and Redis.
+
+If a server cannot start, every test that needs it errors with the reason: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgconverge import seed
+from pgconverge.lab import APP_ROLE, Lab, prepare_app_database
+
+REPO = Path(__file__).resolve().parents[1]
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+TEMPLATE = "salesflow_template"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def servers():
+    if os.environ.get("PGCONVERGE_TEST_BACKEND") == "docker":
+        pytest.fail("PGCONVERGE_TEST_BACKEND=docker: the testcontainers backend is not available in this version;"
+                    " unset it to use local servers")
+    # Not under pytest's tmp dir: that is private to root, and the cluster runs as the postgres user.
+    base = Path(tempfile.mkdtemp(prefix="pgconverge-test-"))
+    base.chmod(0o755)
+    lab = Lab(base / "lab")
+    try:
+        lab.up(echo=lambda _: None)
+    except Exception as exc:
+        lab.destroy()
+        pytest.fail(f"test servers did not start: {exc}")
+    with psycopg.connect(lab.superuser_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(TEMPLATE), sql.Identifier(APP_ROLE)))
+    with psycopg.connect(lab.superuser_url(TEMPLATE), autocommit=True) as conn:
+        prepare_app_database(conn, with_cron=False)
+    seed.seed(app_url(lab, TEMPLATE), "S", 42, echo=lambda _: None)
+    yield lab
+    lab.destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def app_url(lab: Lab, database: str) -> str:
+    return lab.urls()["DATABASE_URL"].rsplit("/", 1)[0] + f"/{database}"
+
+
+@pytest.fixture
+def fresh_db(servers) -> str:
+    """A new database cloned from the seeded template (no pg_cron: only the cron database can have it)."""
+    name = f"t_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(servers.superuser_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+            sql.Identifier(name), sql.Identifier(TEMPLATE), sql.Identifier(APP_ROLE)))
+    yield app_url(servers, name)
+    with psycopg.connect(servers.superuser_url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def cron_db(servers) -> str:
+    """The database pg_cron serves (cron.database_name), reset to freshly seeded scale S for each test."""
+    with psycopg.connect(servers.superuser_url(servers.database), autocommit=True) as conn:
+        conn.execute("SELECT cron.unschedule(jobid) FROM cron.job")
+        conn.execute("TRUNCATE cron.job_run_details")
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute(sql.SQL("CREATE SCHEMA public AUTHORIZATION {}").format(sql.Identifier(APP_ROLE)))
+        conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
+        prepare_app_database(conn, with_cron=True)
+    url = servers.urls()["DATABASE_URL"]
+    seed.seed(url, "S", 42, echo=lambda _: None)
+    return url
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of phases.yml and sql/ that a test may edit; point PGCONVERGE_PHASES at project/'phases.yml'."""
+    shutil.copy(REPO / "phases.yml", tmp_path / "phases.yml")
+    shutil.copytree(REPO / "sql", tmp_path / "sql")
+    return tmp_path
+
+
+def run_pyinfra(database_url: str, deploy: str, *args: str, phases: Path | None = None,
+                timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real pyinfra CLI against the lab inventory, pointed at a test database."""
+    env = {**os.environ, "DATABASE_URL": database_url}
+    if phases is not None:
+        env["PGCONVERGE_PHASES"] = str(phases)
+    return subprocess.run([PYINFRA, "inventory/lab.py", deploy, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -1,0 +1,213 @@
+"""End to end with the real pyinfra CLI against a real PostgreSQL 15 with pg_cron."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+from tests.conftest import PYINFRA, REPO, run_pyinfra
+
+pytestmark = pytest.mark.integration
+
+OIDS = """
+SELECT c.relname, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND (obj_description(c.oid, 'pg_class') LIKE 'pgconverge:%' OR c.relname LIKE 'mv_%')
+UNION ALL SELECT proname, oid FROM pg_proc WHERE obj_description(oid, 'pg_proc') LIKE 'pgconverge:%'
+ORDER BY 1
+"""
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    combined = result.stdout + result.stderr
+    assert result.returncode == 0, combined[-4000:]
+    return combined
+
+
+def catalog_oids(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(OIDS).fetchall()
+
+
+def test_converge_all_then_second_run_changes_nothing(cron_db):
+    out = ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    assert "gate events_list_uses_index (plan) passed" in out
+    first = catalog_oids(cron_db)
+    assert len(first) == 12 + 3 + 3 + 4  # indexes, views, the views' unique indexes, functions
+    with psycopg.connect(cron_db) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 3
+        assert conn.execute("SELECT has_table_privilege('anon', 'mv_hot_leads', 'SELECT')").fetchone()[0] is False
+    dry = ok(run_pyinfra(cron_db, "deploys/all.py", "--dry"))
+    assert "phase1: 0 steps to run (converged)" in dry and "phase3: 0 steps to run (converged)" in dry
+    assert "CREATE" not in dry
+    again = ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    assert "No Change" in again and "CREATE" not in again
+    assert catalog_oids(cron_db) == first
+
+
+def test_dry_prints_exact_sql_and_changes_nothing(cron_db):
+    out = ok(run_pyinfra(cron_db, "deploys/phase1.py", "--dry"))
+    assert ('CREATE INDEX CONCURRENTLY "idx_message_events_user_status_created" ON "public"."message_events" '
+            'USING btree ("user_id", "status", "created_at" DESC);') in out
+    assert catalog_oids(cron_db) == []
+
+
+def test_invalid_index_under_managed_name_is_repaired(cron_db):
+    with psycopg.connect(cron_db, autocommit=True) as conn:
+        # A unique index over duplicate values fails mid-build and leaves an INVALID index, as in production.
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_leads_user_status ON leads (user_id)")
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_leads_user_status'::regclass"
+                            ).fetchone()[0] is False
+    out = ok(run_pyinfra(cron_db, "deploys/phase1.py", "-y"))
+    assert "INVALID" in out
+    with psycopg.connect(cron_db) as conn:
+        valid, definition = conn.execute(
+            "SELECT indisvalid, pg_get_indexdef(indexrelid) FROM pg_index"
+            " WHERE indexrelid = 'idx_leads_user_status'::regclass").fetchone()
+    assert valid and "(user_id, status)" in definition
+
+
+def test_changed_index_rebuilt_without_gap_and_view_and_schedule_converge(cron_db, project):
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=project / "phases.yml"))
+    phases = project / "phases.yml"
+    text = phases.read_text()
+    text = text.replace("columns: [user_id, status]\n", "columns: [user_id, status, created_at]\n")
+    text = text.replace('schedule: "*/15 * * * *"', 'schedule: "*/5 * * * *"')
+    phases.write_text(text)
+    view_sql = project / "sql" / "phase2" / "mv_hot_leads.sql"
+    view_sql.write_text(view_sql.read_text().replace("p_score >= 70", "p_score >= 80"))
+
+    missing_seen = []
+    stop = threading.Event()
+
+    def watch():
+        with psycopg.connect(cron_db, autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute("SELECT to_regclass('idx_leads_user_status'), to_regclass('mv_hot_leads')").fetchone()
+                if None in row:
+                    missing_seen.append(row)
+                time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        out = ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
+    finally:
+        stop.set()
+        watcher.join()
+    assert "definition changed" in out and "query changed" in out and "changed schedule" in out
+    with psycopg.connect(cron_db) as conn:
+        definition = conn.execute("SELECT pg_get_indexdef('idx_leads_user_status'::regclass)").fetchone()[0]
+        assert "(user_id, status, created_at)" in definition
+        assert conn.execute("SELECT min(p_score) >= 80 FROM mv_hot_leads").fetchone()[0] in (True, None)
+        assert conn.execute("SELECT schedule FROM cron.job WHERE jobname = 'refresh-hot-leads'").fetchone()[0] == \
+            "*/5 * * * *"
+        assert conn.execute("SELECT to_regclass('idx_leads_user_status_pgc_new')").fetchone()[0] is None
+    # the index is dropped concurrently before the rename: a reader may find the new one under its temporary
+    # name for that moment, never no index at all; the view swap is one transaction and never shows a gap
+    assert all(row[1] is not None for row in missing_seen)
+    assert "No Change" in ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
+
+
+def test_lock_held_by_another_session_makes_ddl_retry_then_succeed(cron_db, project):
+    phases = project / "phases.yml"
+    phases.write_text(phases.read_text().replace("lock_timeout: 3s", "lock_timeout: 200ms")
+                      .replace("retry_backoff_seconds: 1.0", "retry_backoff_seconds: 0.5"))
+    with psycopg.connect(cron_db) as blocker:
+        blocker.execute("LOCK TABLE crm_notes IN SHARE UPDATE EXCLUSIVE MODE")
+        timer = threading.Timer(1.5, blocker.rollback)
+        timer.start()
+        out = ok(run_pyinfra(cron_db, "deploys/phase1.py", "-y", phases=phases))
+        timer.join()
+    assert "lock busy on index idx_crm_notes_lead_created" in out
+    with psycopg.connect(cron_db) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0] == 0
+
+
+def test_lock_never_released_fails_clearly_after_the_bound(cron_db, project):
+    phases = project / "phases.yml"
+    phases.write_text(phases.read_text().replace("lock_timeout: 3s", "lock_timeout: 100ms")
+                      .replace("lock_retries: 5", "lock_retries: 2").replace("retry_backoff_seconds: 1.0",
+                                                                             "retry_backoff_seconds: 0.1"))
+    with psycopg.connect(cron_db) as blocker:
+        blocker.execute("LOCK TABLE crm_notes IN SHARE UPDATE EXCLUSIVE MODE")
+        result = run_pyinfra(cron_db, "deploys/phase1.py", "-y", phases=phases)
+        blocker.rollback()
+    assert result.returncode != 0
+    combined = result.stdout + result.stderr
+    assert "lock not available after 3 tries" in combined
+    assert "blocked by pid" in combined and "LOCK TABLE crm_notes" in combined
+    assert "Traceback" not in combined
+
+
+def test_second_concurrent_run_is_refused_first_finishes(cron_db, project):
+    phases = project / "phases.yml"
+    phases.write_text(phases.read_text().replace("lock_timeout: 3s", "lock_timeout: 200ms"))
+    env_db = cron_db
+    with psycopg.connect(cron_db) as blocker:
+        # Hold up the first run at its crm_notes index so that it holds the run lock while the second starts.
+        blocker.execute("LOCK TABLE crm_notes IN SHARE UPDATE EXCLUSIVE MODE")
+        import os
+
+        first = subprocess.Popen([PYINFRA, "inventory/lab.py", "deploys/phase1.py", "-y"], cwd=REPO,
+                                 env={**os.environ, "DATABASE_URL": env_db, "PGCONVERGE_PHASES": str(phases)},
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with psycopg.connect(cron_db, autocommit=True) as probe:
+            for _ in range(300):
+                if probe.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()[0]:
+                    break
+                time.sleep(0.05)
+        started = time.monotonic()
+        second = run_pyinfra(cron_db, "deploys/phase1.py", "-y", phases=phases)
+        refused_after = time.monotonic() - started
+        blocker.rollback()
+    first_out, _ = first.communicate(timeout=120)
+    assert second.returncode != 0
+    assert "another pgconverge run holds this database" in second.stdout + second.stderr
+    assert refused_after < 15
+    assert first.returncode == 0, first_out[-2000:]
+
+
+def test_failing_gate_stops_the_run_with_value_and_threshold(cron_db, project):
+    phases = project / "phases.yml"
+    phases.write_text(phases.read_text().replace("p95_ms: 50\n        runs: 30\n      - name: events_list_p95",
+                                                 "p95_ms: 0\n        runs: 30\n      - name: events_list_p95"))
+    result = run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases)
+    assert result.returncode != 0
+    combined = result.stdout + result.stderr
+    assert "gate dashboard_p95 (latency) FAILED: measured p95" in combined and "threshold ≤ 0 ms" in combined
+    assert "Converge phase2" not in combined.split("--> Results:")[0].split("gate dashboard_p95")[1]
+
+
+def schema_dump(url: str) -> str:
+    text = subprocess.run(["pg_dump", "--schema-only", "--no-owner", url], capture_output=True, text=True,
+                          check=True).stdout
+    # pg_dump 15.14+ brackets the dump with a random \restrict key: not part of the schema
+    return "\n".join(line for line in text.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+def test_rollback_phase1_restores_schema_and_reapply_works(cron_db):
+    before = schema_dump(cron_db)
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    out = ok(run_pyinfra(cron_db, "deploys/rollback.py", "-y", "--data", "phase=phase1"))
+    assert "DROP INDEX CONCURRENTLY" in out or "rollback" in out
+    assert schema_dump(cron_db) == before
+    with psycopg.connect(cron_db) as conn:
+        assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 0
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    assert len(catalog_oids(cron_db)) == 22
+
+
+def test_missing_database_url_is_one_clear_line(cron_db):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    result = subprocess.run([PYINFRA, "inventory/lab.py", "deploys/phase1.py", "--dry"], cwd=REPO, env=env,
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0
+    assert "environment variable DATABASE_URL is not set" in result.stdout + result.stderr

@@ -1,0 +1,215 @@
+"""The planner is pure: every object kind and drift case against hand-written catalogs, no database."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from pgconverge import plan
+from pgconverge.facts import Catalog, CronJobFact, ExtensionFact, FunctionFact, IndexFact, MatViewFact
+from pgconverge.spec import (
+    CronJobSpec,
+    ExtensionSpec,
+    FunctionSpec,
+    GrantSpec,
+    IndexColumn,
+    IndexSpec,
+    MatViewSpec,
+    Phase,
+    Settings,
+    Spec,
+    marker,
+)
+
+INDEX = IndexSpec("idx_ev", "message_events", (IndexColumn("user_id"), IndexColumn("created_at", "DESC")), "p1",
+                  include=("status",), where="direction = 'inbound'")
+VIEW = MatViewSpec("mv_hot", "phase2/mv_hot.sql", "SELECT id, user_id FROM leads", "p2", unique_key=("id",))
+FUNCTION = FunctionSpec("stats", "phase3/stats.sql",
+                        "CREATE OR REPLACE FUNCTION stats() RETURNS int LANGUAGE sql SET search_path = public AS $$ SELECT 1 $$",
+                        "p3")
+JOB = CronJobSpec("refresh-hot", "*/15 * * * *", "SELECT 1;", "p2")
+REVOKE = GrantSpec(("ALL",), "mv_hot", ("anon", "authenticated"), "p2", revoke=True)
+ROLES = frozenset({"salesflow", "anon", "authenticated"})
+
+
+def catalog(**kwargs) -> Catalog:
+    defaults = dict(roles=ROLES, relations=frozenset({"message_events", "leads"}),
+                    row_estimates={"message_events": 5_000_000})
+    return Catalog(**{**defaults, **kwargs})
+
+
+def index_fact(name="idx_ev", valid=True, comment=None) -> IndexFact:
+    return IndexFact(name, "message_events", valid, "CREATE INDEX …", comment, 1)
+
+
+CURRENT = marker("p1", INDEX.definition_hash)
+
+
+def sqls(steps) -> list[str]:
+    return [s for step in steps for s in step.statements]
+
+
+def test_missing_index_is_built_concurrently_then_marked():
+    steps = plan.plan_index(INDEX, catalog())
+    assert sqls(steps) == [
+        'CREATE INDEX CONCURRENTLY "idx_ev" ON "public"."message_events" USING btree ("user_id", "created_at" DESC)'
+        ' INCLUDE ("status") WHERE direction = \'inbound\'',
+        f'COMMENT ON INDEX "public"."idx_ev" IS \'{CURRENT}\'',
+    ]
+    assert steps[0].kind == "build" and "5,000,000 rows" in steps[0].why
+
+
+def test_converged_index_needs_nothing():
+    assert plan.plan_index(INDEX, catalog(indexes={"idx_ev": index_fact(comment=CURRENT)})) == []
+
+
+def test_invalid_index_is_dropped_and_rebuilt():
+    steps = plan.plan_index(INDEX, catalog(indexes={"idx_ev": index_fact(valid=False, comment=None)}))
+    assert sqls(steps)[0] == 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev"'
+    assert sqls(steps)[1].startswith('CREATE INDEX CONCURRENTLY "idx_ev"')
+    assert "INVALID" in steps[0].why
+
+
+@pytest.mark.parametrize("old_comment", ["pgconverge:p1:0000000000000000", None, "hand-made"])
+def test_changed_or_unmarked_index_is_rebuilt_beside_then_swapped(old_comment):
+    steps = plan.plan_index(INDEX, catalog(indexes={"idx_ev": index_fact(comment=old_comment)}))
+    statements = sqls(steps)
+    assert statements[0].startswith('CREATE INDEX CONCURRENTLY "idx_ev_pgc_new"')
+    assert statements[1] == f'COMMENT ON INDEX "public"."idx_ev_pgc_new" IS \'{CURRENT}\''
+    assert statements[2] == 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev"'
+    assert statements[3] == 'ALTER INDEX "public"."idx_ev_pgc_new" RENAME TO "idx_ev"'
+
+
+def test_interrupted_rebuild_with_current_temp_is_finished_by_rename():
+    tmp = index_fact("idx_ev_pgc_new", comment=CURRENT)
+    steps = plan.plan_index(INDEX, catalog(indexes={"idx_ev_pgc_new": tmp}))
+    assert sqls(steps) == ['ALTER INDEX "public"."idx_ev_pgc_new" RENAME TO "idx_ev"']
+
+
+def test_interrupted_rebuild_with_invalid_temp_drops_it_first():
+    tmp = index_fact("idx_ev_pgc_new", valid=False)
+    steps = plan.plan_index(INDEX, catalog(indexes={"idx_ev": index_fact(comment=CURRENT), "idx_ev_pgc_new": tmp}))
+    assert sqls(steps) == ['DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev_pgc_new"']
+
+
+def test_absent_index_dropped_only_when_ours():
+    absent = replace(INDEX, state="absent")
+    assert sqls(plan.plan_index(absent, catalog(indexes={"idx_ev": index_fact(comment=CURRENT)}))) == [
+        'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev"']
+    assert plan.plan_index(absent, catalog(indexes={"idx_ev": index_fact(comment="hand-made")})) == []
+
+
+def test_index_name_with_quote_is_quoted_not_injected():
+    evil = replace(INDEX, name='x"y')
+    assert '"x""y"' in plan.plan_index(evil, catalog())[0].statements[0]
+
+
+def test_missing_view_built_with_unique_index_and_revokes_in_one_transaction():
+    steps = plan.plan_matview(VIEW, catalog(), [REVOKE])
+    assert len(steps) == 1 and steps[0].transactional and steps[0].kind == "build"
+    statements = steps[0].statements
+    assert statements[0] == 'CREATE MATERIALIZED VIEW "public"."mv_hot" AS SELECT id, user_id FROM leads WITH DATA'
+    assert statements[1] == 'CREATE UNIQUE INDEX "mv_hot_key" ON "public"."mv_hot" ("id")'
+    assert statements[3:] == ('REVOKE ALL ON TABLE "public"."mv_hot" FROM "anon"',
+                              'REVOKE ALL ON TABLE "public"."mv_hot" FROM "authenticated"')
+
+
+def test_changed_view_is_built_beside_and_swapped_in_one_short_transaction():
+    fact = MatViewFact("mv_hot", "SELECT 1", "pgconverge:p2:0000000000000000", 5)
+    steps = plan.plan_matview(VIEW, catalog(matviews={"mv_hot": fact}), [])
+    assert steps[0].statements[0].startswith('CREATE MATERIALIZED VIEW "public"."mv_hot_pgc_new"')
+    assert steps[1].transactional and steps[1].statements == (
+        'DROP MATERIALIZED VIEW "public"."mv_hot"',
+        'ALTER MATERIALIZED VIEW "public"."mv_hot_pgc_new" RENAME TO "mv_hot"',
+        'ALTER INDEX "public"."mv_hot_pgc_new_key" RENAME TO "mv_hot_key"',
+    )
+
+
+def test_current_view_needs_nothing_and_interrupted_swap_is_finished():
+    want = marker("p2", VIEW.definition_hash)
+    assert plan.plan_matview(VIEW, catalog(matviews={"mv_hot": MatViewFact("mv_hot", "", want)}), []) == []
+    steps = plan.plan_matview(VIEW, catalog(matviews={"mv_hot_pgc_new": MatViewFact("mv_hot_pgc_new", "", want)}), [])
+    assert steps[0].statements[0] == 'ALTER MATERIALIZED VIEW "public"."mv_hot_pgc_new" RENAME TO "mv_hot"'
+
+
+def test_function_created_replaced_or_left():
+    want = marker("p3", FUNCTION.definition_hash)
+    assert "missing" in plan.plan_function(FUNCTION, catalog())[0].why
+    changed = plan.plan_function(FUNCTION, catalog(functions={"stats": FunctionFact("stats", "", "pgconverge:p3:1")}))
+    assert changed[0].statements[0].startswith("CREATE OR REPLACE FUNCTION stats()")
+    assert changed[0].statements[1] == f'COMMENT ON FUNCTION "public"."stats" IS \'{want}\''
+    assert plan.plan_function(FUNCTION, catalog(functions={"stats": FunctionFact("stats", "", want)})) == []
+
+
+def test_cron_job_scheduled_rescheduled_or_left():
+    assert sqls(plan.plan_cron_job(JOB, catalog())) == [
+        "SELECT cron.schedule('refresh-hot', '*/15 * * * *', 'SELECT 1;')"]
+    same = CronJobFact("refresh-hot", "*/15 * * * *", "SELECT 1;", "salesflow")
+    assert plan.plan_cron_job(JOB, catalog(cron_jobs={"refresh-hot": same})) == []
+    moved = replace(same, schedule="*/5 * * * *")
+    steps = plan.plan_cron_job(JOB, catalog(cron_jobs={"refresh-hot": moved}))
+    assert "changed schedule" in steps[0].why
+    other_db = replace(JOB, database="reporting")
+    assert "schedule_in_database" in plan.plan_cron_job(other_db, catalog())[0].statements[0]
+    gone = replace(JOB, state="absent")
+    assert sqls(plan.plan_cron_job(gone, catalog(cron_jobs={"refresh-hot": same}))) == [
+        "SELECT cron.unschedule('refresh-hot')"]
+
+
+def test_extension_created_updated_or_left():
+    ext = ExtensionSpec("pg_stat_statements", "p1", version="1.10")
+    assert plan.plan_extension(ext, catalog())[0].statements[0] == \
+        'CREATE EXTENSION IF NOT EXISTS "pg_stat_statements" VERSION \'1.10\''
+    old = ExtensionFact("pg_stat_statements", "1.9", "public")
+    assert "UPDATE TO '1.10'" in plan.plan_extension(ext, catalog(extensions={"pg_stat_statements": old}))[0].statements[0]
+    assert plan.plan_extension(ext, catalog(extensions={"pg_stat_statements": replace(old, version="1.10")})) == []
+
+
+def test_grants_close_only_the_gap_and_skip_missing_roles():
+    acls = {"leads": {"anon": frozenset({"SELECT"}), "authenticated": frozenset()}}
+    revoke = GrantSpec(("ALL",), "leads", ("anon", "authenticated", "ghost"), "p2", revoke=True)
+    assert sqls(plan.plan_grant(revoke, catalog(acls=acls))) == ['REVOKE SELECT ON TABLE "public"."leads" FROM "anon"']
+    grant = GrantSpec(("SELECT",), "leads", ("authenticated",), "p2")
+    assert sqls(plan.plan_grant(grant, catalog(acls=acls))) == ['GRANT SELECT ON TABLE "public"."leads" TO "authenticated"']
+    assert plan.grant_notes(revoke, catalog(), set()) == ["role 'ghost' does not exist here: leads privileges for it skipped"]
+
+
+def spec_of(*phases: Phase) -> Spec:
+    return Spec("phases.yml", "sql", Settings(), phases)
+
+
+P1 = Phase("p1", "one", indexes=(INDEX,), extensions=(ExtensionSpec("pg_stat_statements", "p1"),))
+P2 = Phase("p2", "two", requires=("p1",), materialized_views=(VIEW,), cron_jobs=(JOB,), grants=(REVOKE,))
+P3 = Phase("p3", "three", requires=("p2",), functions=(FUNCTION,))
+
+
+def test_phase_order_objects_before_grants_and_jobs():
+    result = plan.plan(spec_of(P1, P2, P3), catalog(), ["p1", "p2", "p3"])
+    objects = [s.object for s in result.steps]
+    assert objects.index("index idx_ev") < objects.index("materialized view mv_hot") < objects.index("function stats")
+    assert objects[-1] == "cron job refresh-hot" or objects.index("cron job refresh-hot") > objects.index(
+        "materialized view mv_hot")
+    # the new view's revokes ride in its build transaction, not as separate steps
+    assert not any(s.object == "privileges on mv_hot" for s in result.steps)
+
+
+def test_rollback_latest_phase_first_and_only_marked_objects():
+    marked = catalog(
+        indexes={"idx_ev": index_fact(comment=CURRENT), "idx_hand": index_fact("idx_hand", comment=None)},
+        matviews={"mv_hot": MatViewFact("mv_hot", "", "pgconverge:p2:x")},
+        functions={"stats": FunctionFact("stats", "", "pgconverge:p3:x")},
+        cron_jobs={"refresh-hot": CronJobFact("refresh-hot", "*/15 * * * *", "SELECT 1;", "salesflow")},
+        extensions={"pg_stat_statements": ExtensionFact("pg_stat_statements", "1.10", "public", "someone else's")},
+    )
+    steps = plan.plan_rollback(spec_of(P1, P2, P3), marked, "p1")
+    assert [s.object for s in steps.steps] == [
+        "function stats", "cron job refresh-hot", "materialized view mv_hot", "index idx_ev"]
+    assert [s.object for s in plan.plan_rollback(spec_of(P1, P2, P3), marked, "p3").steps] == ["function stats"]
+
+
+def test_undeclared_managed_objects_are_reported_not_removed():
+    stray = catalog(indexes={"idx_old": index_fact("idx_old", comment="pgconverge:p1:abc")})
+    result = plan.plan(spec_of(P1), stray, ["p1"])
+    assert not any("idx_old" in s.sql for s in result.steps)
+    assert any("index idx_old carries pgconverge:p1:abc but is not declared" in n for n in result.notes)
