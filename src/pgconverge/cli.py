@@ -59,6 +59,37 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kpi(args: argparse.Namespace) -> int:
+    """p50/p95 of each KPI query class on a database, the P-score batch both the old and the new way."""
+    import psycopg
+
+    from . import gates
+
+    url = args.database_url or os.environ.get("DATABASE_URL") or lab_module.Lab(_lab_dir()).urls()["DATABASE_URL"]
+    remember_url(url)
+    spec = spec_module.load(args.phases)
+    with psycopg.connect(url, autocommit=True, application_name="pgconverge-kpi") as conn:
+        params = gates.WorkloadParams(conn)
+        row = conn.execute("SELECT to_regproc('calculate_lead_event_stats') IS NOT NULL").fetchone()
+        has_function = bool(row and row[0])
+        print(f"{'query':<30} {'p50 ms':>9} {'p95 ms':>9}  runs")
+        for query in KPI_QUERIES:
+            if query == "pscore_batch" and not has_function:
+                continue
+            samples = gates.time_query(conn, gates.workload_sql(spec, query), params, args.runs, per_call=_per_call(query))
+            print(f"{query:<30} {gates.percentile(samples, 50):>9.2f} {gates.percentile(samples, 95):>9.2f}  {len(samples)}")
+    return 0
+
+
+KPI_QUERIES = ("dashboard_analytics", "message_events_list", "message_events_list_channel", "pscore_per_lead",
+               "pscore_batch", "hot_leads", "unified_inbox", "template_performance")
+
+
+def _per_call(query: str) -> int:
+    # The old P-score path: one query per lead for a batch of 100 leads, timed as one batch.
+    return 100 if query == "pscore_per_lead" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgconverge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--seed", type=int, default=42)
     lab.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
     lab.set_defaults(func=cmd_lab)
+
+    kpi = commands.add_parser("kpi", help="p50/p95 of every KPI query class on a database (read-only)")
+    kpi.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
+    kpi.add_argument("--runs", type=int, default=50)
+    kpi.add_argument("--phases", default="phases.yml")
+    kpi.set_defaults(func=cmd_kpi)
     return parser
 
 

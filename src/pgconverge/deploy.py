@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from pyinfra import host
+
 from . import operations
 from .operations import load_spec_or_exit
+
+
+def _is_database_target() -> bool:
+    """Database operations run only for hosts that name a connection variable (db targets, the lab)."""
+    return bool(host.data.get("database_url_env"))
 
 
 def converge(phase_id: str | None = None) -> None:
     """Converge `phase_id` and the phases it requires (all phases when None), each followed by its gates."""
     spec = load_spec_or_exit()
+    if not _is_database_target():
+        return
     phases = spec.phases if phase_id is None else spec.phases_through(phase_id)
     for phase in phases:
         operations.phase(name=f"Converge {phase.id}: {phase.title}", phase_id=phase.id)
@@ -17,9 +26,15 @@ def converge(phase_id: str | None = None) -> None:
 
 def verify() -> None:
     """Every gate of every phase; changes nothing."""
-    for phase in load_spec_or_exit().phases:
+    spec = load_spec_or_exit()
+    if not _is_database_target():
+        return
+    for phase in spec.phases:
         operations.phase_gates(name=f"Gates of {phase.id}", phase_id=phase.id)
 
 
 def rollback(phase_id: str) -> None:
+    load_spec_or_exit()
+    if not _is_database_target():
+        return
     operations.rollback(name=f"Roll back {phase_id} and later phases", phase_id=phase_id)
