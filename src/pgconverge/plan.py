@@ -23,6 +23,7 @@ from .spec import (
 TABLE_PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"})
 FUNCTION_PRIVILEGES = frozenset({"EXECUTE"})
 TEMP_SUFFIX = "_pgc_new"
+RETIRED_SUFFIX = "_pgc_old"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ def render(composable: sql.Composable) -> str:
 
 def temp_name(name: str) -> str:
     return name[: 63 - len(TEMP_SUFFIX)] + TEMP_SUFFIX
+
+
+def retired_name(name: str) -> str:
+    return name[: 63 - len(RETIRED_SUFFIX)] + RETIRED_SUFFIX
 
 
 def key_index_name(view: str) -> str:
@@ -117,10 +122,14 @@ def plan_index(index: IndexSpec, catalog: Catalog) -> list[Step]:
     fact = catalog.indexes.get(index.name)
     tmp = temp_name(index.name)
     tmp_fact = catalog.indexes.get(tmp)
+    retired = retired_name(index.name)
     want = marker(index.phase, index.definition_hash)
     rows = catalog.row_estimates.get(index.table.split(".")[-1], 0)
     label = f"index {index.name}"
     steps: list[Step] = []
+    if retired in catalog.indexes:
+        steps.append(Step((drop_index_sql(retired, schema),), f"remove {retired} left by an interrupted swap", label,
+                          "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
 
     if index.state == "absent":
         if fact and is_managed(fact.comment):
@@ -132,8 +141,8 @@ def plan_index(index: IndexSpec, catalog: Catalog) -> list[Step]:
         if fact is None and tmp_fact.valid and tmp_fact.comment == want:
             rename = render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
                 sql.Identifier(schema, tmp), sql.Identifier(index.name)))
-            return [Step((rename,), f"finish an interrupted rebuild: {tmp} is built and current", label,
-                         "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table)]
+            return steps + [Step((rename,), f"finish an interrupted rebuild: {tmp} is built and current", label,
+                                 "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table)]
         steps.append(Step((drop_index_sql(tmp, schema),), f"remove {tmp} left by an interrupted rebuild", label,
                           "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
 
@@ -148,11 +157,17 @@ def plan_index(index: IndexSpec, catalog: Catalog) -> list[Step]:
         reason = (f"definition changed ({fact.comment} → {want})" if is_managed(fact.comment)
                   else "exists without our marker, so its definition is unknown")
         steps += _build_index_steps(index, tmp, schema, f"{reason}: build the new one beside the old (~{rows:,} rows)")
-        steps.append(Step((drop_index_sql(index.name, schema),), "old definition replaced: drop it", label,
+        # Both renames commit together, so the name always resolves to a usable index.
+        swap = (
+            render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(schema, index.name),
+                                                                 sql.Identifier(retired))),
+            render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(schema, tmp),
+                                                                 sql.Identifier(index.name))),
+        )
+        steps.append(Step(swap, "swap the new index in under the name, one short transaction", label,
+                          "SHARE UPDATE EXCLUSIVE (indexes only)", index.phase, transactional=True, table=index.table))
+        steps.append(Step((drop_index_sql(retired, schema),), "old definition replaced: drop it concurrently", label,
                           "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
-        steps.append(Step((render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-            sql.Identifier(schema, tmp), sql.Identifier(index.name))),), "give the new index its name", label,
-            "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
     return steps
 
 
@@ -397,7 +412,7 @@ def undeclared_notes(spec: Spec, catalog: Catalog) -> list[str]:
     return [f"{what} carries {comment} but is not declared — remove it with state: absent or a rollback"
             for what, comment in sorted(found)
             if is_managed(comment) and what.split()[-1] not in declared
-            and not what.split()[-1].endswith(TEMP_SUFFIX) and not what.split()[-1].endswith("_key")]
+            and not what.split()[-1].endswith((TEMP_SUFFIX, RETIRED_SUFFIX, "_key"))]
 
 
 def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
@@ -423,7 +438,7 @@ def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
                         sql.Identifier(schema, name))),), "rollback", f"materialized view {view.name}",
                         "ACCESS EXCLUSIVE", phase.id))
         for index in reversed(phase.indexes):
-            for name in (index.name, temp_name(index.name)):
+            for name in (index.name, temp_name(index.name), retired_name(index.name)):
                 index_fact = catalog.indexes.get(name)
                 if index_fact and (is_managed(index_fact.comment) or (name != index.name and not index_fact.valid)):
                     steps.append(Step((drop_index_sql(name, schema),), "rollback", f"index {index.name}",

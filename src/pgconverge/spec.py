@@ -22,7 +22,6 @@ INDEX_COLUMN = re.compile(
     r"^(?P<column>[a-z_][a-z0-9_$]{0,62})(?: (?P<order>ASC|DESC))?(?: NULLS (?P<nulls>FIRST|LAST))?$",
     re.IGNORECASE,
 )
-PG_CRON_SECONDS = re.compile(r"^([1-9]|[1-5][0-9]) seconds?$")
 GATE_FIELDS: dict[str, tuple[set[str], set[str]]] = {
     # kind: (required, allowed besides name/kind/description)
     "sql": ({"sql", "expect"}, {"sql", "expect", "value"}),
@@ -439,9 +438,8 @@ def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
 
 
 def valid_cron_schedule(schedule: str) -> bool:
-    return bool(PG_CRON_SECONDS.match(schedule)) or (
-        len(schedule.split()) == 5 and croniter.is_valid(schedule)
-    ) or schedule in {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly", "@reboot"}
+    # Five standard fields only: what every pg_cron version accepts (sub-minute schedules need pg_cron 1.5+).
+    return len(schedule.split()) == 5 and croniter.is_valid(schedule)
 
 
 def _cron_job(b: _Builder, c: dict, at: tuple, phase: str) -> CronJobSpec:
@@ -451,7 +449,7 @@ def _cron_job(b: _Builder, c: dict, at: tuple, phase: str) -> CronJobSpec:
     if not valid_cron_schedule(c["schedule"]):
         raise b.fail(
             (*at, "schedule"),
-            f"cron schedule '{_short(c['schedule'], 40)}' is invalid — use 5 fields like '*/10 * * * *' or 'N seconds'",
+            f"cron schedule '{_short(c['schedule'], 40)}' is invalid — use 5 fields like '*/10 * * * *'",
         )
     b.parse_sql(c["command"], (*at, "command"), "cron command")
     if "database" in c:

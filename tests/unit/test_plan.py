@@ -77,8 +77,17 @@ def test_changed_or_unmarked_index_is_rebuilt_beside_then_swapped(old_comment):
     statements = sqls(steps)
     assert statements[0].startswith('CREATE INDEX CONCURRENTLY "idx_ev_pgc_new"')
     assert statements[1] == f'COMMENT ON INDEX "public"."idx_ev_pgc_new" IS \'{CURRENT}\''
-    assert statements[2] == 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev"'
-    assert statements[3] == 'ALTER INDEX "public"."idx_ev_pgc_new" RENAME TO "idx_ev"'
+    assert steps[2].transactional and steps[2].statements == (
+        'ALTER INDEX "public"."idx_ev" RENAME TO "idx_ev_pgc_old"',
+        'ALTER INDEX "public"."idx_ev_pgc_new" RENAME TO "idx_ev"',
+    )
+    assert statements[4] == 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev_pgc_old"'
+
+
+def test_interrupted_swap_leaves_retired_index_that_is_dropped():
+    retired = index_fact("idx_ev_pgc_old", comment="pgconverge:p1:0000000000000000")
+    steps = plan.plan_index(INDEX, catalog(indexes={"idx_ev": index_fact(comment=CURRENT), "idx_ev_pgc_old": retired}))
+    assert sqls(steps) == ['DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev_pgc_old"']
 
 
 def test_interrupted_rebuild_with_current_temp_is_finished_by_rename():
