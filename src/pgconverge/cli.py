@@ -90,6 +90,22 @@ def _per_call(query: str) -> int:
     return 100 if query == "pscore_per_lead" else 1
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from . import backup
+
+    url = args.database_url or os.environ.get("DATABASE_URL") or lab_module.Lab(_lab_dir()).urls()["DATABASE_URL"]
+    directory = Path(args.backup_dir) / args.environment
+    try:
+        if args.action == "take":
+            record = backup.take_backup(url, directory, args.environment, "manual", args.retention)
+            print(f"{record.path} ({record.size:,} bytes, {record.entries} entries, sha256 {record.sha256})")
+            return 0
+        return 0 if backup.restore_drill(url, directory, args.environment) else 1
+    except backup.BackupFailed as exc:
+        print(f"pgconverge backup: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgconverge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--seed", type=int, default=42)
     lab.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
     lab.set_defaults(func=cmd_lab)
+
+    backup = commands.add_parser("backup", help="take a verified backup, or run the restore drill")
+    backup.add_argument("action", choices=["take", "restore-drill"])
+    backup.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
+    backup.add_argument("--backup-dir", default="backups")
+    backup.add_argument("--environment", default="lab")
+    backup.add_argument("--retention", type=int, default=5)
+    backup.set_defaults(func=cmd_backup)
 
     kpi = commands.add_parser("kpi", help="p50/p95 of every KPI query class on a database (read-only)")
     kpi.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")

@@ -225,6 +225,8 @@ class Lab:
                 conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                     sql.Identifier(APP_ROLE), sql.Literal(state.app_password)))
             conn.execute(sql.SQL("GRANT pg_read_all_stats, pg_signal_backend TO {}").format(sql.Identifier(APP_ROLE)))
+            # CREATEDB for the restore drill's scratch database, as Supabase's postgres role has it.
+            conn.execute(sql.SQL("ALTER ROLE {} CREATEDB").format(sql.Identifier(APP_ROLE)))
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone():
                 conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                     sql.Identifier(self.database), sql.Identifier(APP_ROLE)))

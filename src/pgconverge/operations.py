@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import psycopg
 from pyinfra import host, logger, state
 from pyinfra.api import operation
 from pyinfra.api.command import PyinfraCommand
 
-from . import facts, gates, plan
+from . import backup, facts, gates, plan
 from .execute import StepFailed, connect, run_step, take_run_lock
 from .secrets import mask, url_from_env
 from .spec import Settings, Spec, SpecError, load
@@ -115,6 +116,44 @@ class GateCommand(PyinfraCommand):
         return _fail(host, f"{phase.id}: {len(failed)} of {len(phase.gates)} gates failed — first: {failed[0].line()}")
 
 
+class BackupCommand(PyinfraCommand):
+    """A verified pg_dump before any change; if it fails, the change does not start."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"BackupCommand({self.label})"
+
+    def execute(self, state, host, connector_arguments) -> bool:
+        try:
+            conn, url = database(host)
+            if host.name not in _run_locked:
+                take_run_lock(conn)
+                _run_locked.add(host.name)
+            record = backup.take_backup(url, *backup_target(host), self.label, int(host.data.get("backup_retention") or 5))
+        except (backup.BackupFailed, StepFailed, LookupError, OSError) as exc:
+            return _fail(host, f"backup before {self.label} failed, nothing was changed: {exc}")
+        host.log(f"backup {record.path} ({record.size:,} bytes, {record.entries} entries, sha256 {record.sha256[:12]}…)")
+        return True
+
+
+def backup_target(target) -> tuple[Path, str]:
+    environment = target.data.get("environment") or "default"
+    return Path(target.data.get("backup_dir") or "backups") / environment, environment
+
+
+def _with_backup(label: str, wanted: bool, steps: tuple[plan.Step, ...], settings: Settings):
+    if wanted and steps:
+        directory, _ = backup_target(host)
+        if not state.is_executing:
+            host.log(f"-- first: verified backup (pg_dump -Fc, pg_restore --list, sha256) into {directory}/")
+        yield BackupCommand(label)
+    for step in steps:
+        yield SqlCommand(step, settings)
+
+
 def _log_plan(result: plan.Plan, label: str) -> None:
     for note in result.notes:
         host.log_styled(f"note: {note}", fg="yellow")
@@ -159,8 +198,7 @@ def phase(phase_id: str):
     if not result.steps:
         host.noop(f"{phase_id} already converged")
         return
-    for step in result.steps:
-        yield SqlCommand(step, spec.settings)
+    yield from _with_backup(phase_id, spec.phase(phase_id).backup, result.steps, spec.settings)
 
 
 @operation()
@@ -178,8 +216,7 @@ def rollback(phase_id: str):
     if not result.steps:
         host.noop(f"nothing of {phase_id} or later is present")
         return
-    for step in result.steps:
-        yield SqlCommand(step, spec.settings)
+    yield from _with_backup(f"rollback-{phase_id}", True, result.steps, spec.settings)
 
 
 @operation()

@@ -1,0 +1,104 @@
+"""Verified backups before every phase, the restore drill, and Redis provisioned by the real pyinfra CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from pgconverge import cli
+from pgconverge.lab import free_port
+from tests.conftest import PYINFRA, REPO, run_pyinfra
+from tests.integration.test_converge import catalog_oids, ok
+
+pytestmark = pytest.mark.integration
+
+
+def test_phase_starts_with_a_verified_backup_and_the_drill_matches(cron_db, tmp_path, capsys):
+    out = ok(run_pyinfra(cron_db, "deploys/phase1.py", "-y", "--data", f"backup_dir={tmp_path}"))
+    dumps = sorted((tmp_path / "lab").glob("lab-salesflow-*-phase1.dump"))
+    assert len(dumps) == 1 and f"backup {dumps[0]}" in out
+    recorded = (dumps[0].parent / (dumps[0].name + ".sha256")).read_text().split()[0]
+    assert hashlib.sha256(dumps[0].read_bytes()).hexdigest() == recorded
+    listing = subprocess.run(["pg_restore", "--list", str(dumps[0])], capture_output=True, text=True, check=True)
+    assert "TABLE DATA public message_events" in listing.stdout
+    assert cli.main(["backup", "restore-drill", "--database-url", cron_db, "--backup-dir", str(tmp_path)]) == 0
+    report = capsys.readouterr().out
+    assert "public.message_events" in report and "20000        20000" in report
+    assert "all row counts equal" in report
+
+
+def test_drill_reports_a_difference_and_exits_nonzero(cron_db, tmp_path, capsys):
+    assert cli.main(["backup", "take", "--database-url", cron_db, "--backup-dir", str(tmp_path)]) == 0
+    with psycopg.connect(cron_db, autocommit=True) as conn:
+        conn.execute("DELETE FROM crm_notes WHERE id <= 10")
+    assert cli.main(["backup", "restore-drill", "--database-url", cron_db, "--backup-dir", str(tmp_path)]) == 1
+    assert "DIFFERENT" in capsys.readouterr().out
+
+
+def test_no_backup_no_change_when_postgres_is_down(servers, tmp_path):
+    down = f"postgresql://salesflow:pw@127.0.0.1:{free_port()}/salesflow"
+    result = run_pyinfra(down, "deploys/phase1.py", "-y", "--data", f"backup_dir={tmp_path}")
+    assert result.returncode != 0
+    assert "cannot connect to the database" in result.stdout + result.stderr
+    assert not list(tmp_path.rglob("*.dump"))
+
+
+def test_failed_backup_stops_the_phase_before_any_change(cron_db, tmp_path):
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the backup directory should be")
+    result = run_pyinfra(cron_db, "deploys/phase1.py", "-y", "--data", f"backup_dir={blocked}")
+    assert result.returncode != 0
+    assert "backup before phase1 failed, nothing was changed" in result.stdout + result.stderr
+    assert catalog_oids(cron_db) == []
+
+
+@pytest.fixture
+def redis_inventory():
+    base = Path(tempfile.mkdtemp(prefix="pgconverge-redis-"))
+    base.chmod(0o755)
+    port = free_port()
+    data = {"redis_port": port, "redis_password_env": "T_REDIS_PASSWORD", "redis_instance": f"t{port}",
+            "redis_config_dir": f"{base}/etc", "redis_data_dir": f"{base}/data", "redis_run_dir": f"{base}/run",
+            "redis_logfile": f"{base}/log/redis.log", "backend_env_file": f"{base}/app/.env", "redis_url_env": "T_REDIS_URL"}
+    inventory = base / "inventory.py"
+    inventory.write_text(f"cache = ([('@local', {data!r})], {{'role': 'cache'}})\n")
+    (base / "app").mkdir()
+    (base / "app" / ".env").write_text("DEBUG=false\n")
+    yield inventory, port, base
+    pidfile = base / "run" / f"pgconverge-t{port}.pid"
+    if pidfile.exists():
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+
+def test_redis_deploy_installs_starts_requires_password_and_is_idempotent(redis_inventory):
+    inventory, port, base = redis_inventory
+    password = "redis-pw-MARKER-7f3a"
+    env = {**os.environ, "T_REDIS_PASSWORD": password, "T_REDIS_URL": f"redis://:{password}@127.0.0.1:{port}/0"}
+    run = [PYINFRA, "-y", str(inventory), "deploys/redis.py"]
+    first = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    combined = first.stdout + first.stderr
+    assert first.returncode == 0, combined[-3000:]
+    assert "redis gate passed" in combined
+    assert password not in combined
+    assert password not in (base / "etc" / f"pgconverge-t{port}.conf").read_text()
+    assert redis.Redis(port=port, password=password).ping() is True
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=port).ping()
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        redis.Redis(port=port, password=password).flushall()
+    app_env = base / "app" / ".env"
+    assert app_env.read_text() == f"DEBUG=false\nENABLE_CACHE=true\nREDIS_URL=redis://:{password}@127.0.0.1:{port}/0\n"
+    assert oct(app_env.stat().st_mode & 0o777) == "0o600"
+    second = subprocess.run([PYINFRA, str(inventory), "deploys/redis.py", "--dry"], cwd=REPO, env=env,
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    table = (second.stdout + second.stderr).split("Detected changes:")[1].split("Detected changes may")[0]
+    rows = [line for line in table.splitlines()[2:] if line.strip()]
+    assert len(rows) == 9 and all(line.split()[-2:] == ["-", "-"] for line in rows), table
