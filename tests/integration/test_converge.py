@@ -117,16 +117,35 @@ def test_changed_index_rebuilt_without_gap_and_view_and_schedule_converge(cron_d
 def test_lock_held_by_another_session_makes_ddl_retry_then_succeed(cron_db, project):
     phases = project / "phases.yml"
     phases.write_text(phases.read_text().replace("lock_timeout: 3s", "lock_timeout: 200ms")
-                      .replace("retry_backoff_seconds: 1.0", "retry_backoff_seconds: 0.5"))
+                      .replace("retry_backoff_seconds: 1.0", "retry_backoff_seconds: 0.3")
+                      .replace("lock_retries: 5", "lock_retries: 8"))
+    waits_seen = []
+
+    def release_after_our_ddl_waited(blocker: psycopg.Connection) -> None:
+        with psycopg.connect(cron_db, autocommit=True) as probe:
+            for _ in range(6000):
+                waiting = probe.execute(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE NOT l.granted AND a.application_name = 'pgconverge'"
+                    " AND l.relation = 'crm_notes'::regclass").fetchone()[0]
+                if waiting:
+                    waits_seen.append(time.monotonic())
+                    time.sleep(0.5)  # long enough for the attempt to time out and be retried
+                    break
+                time.sleep(0.005)
+        blocker.rollback()
+
     with psycopg.connect(cron_db) as blocker:
         blocker.execute("LOCK TABLE crm_notes IN SHARE UPDATE EXCLUSIVE MODE")
-        timer = threading.Timer(1.5, blocker.rollback)
-        timer.start()
+        releaser = threading.Thread(target=release_after_our_ddl_waited, args=(blocker,))
+        releaser.start()
         out = ok(run_pyinfra(cron_db, "deploys/phase1.py", "-y", phases=phases))
-        timer.join()
-    assert "lock busy on index idx_crm_notes_lead_created" in out
+        releaser.join()
+    assert waits_seen, "the DDL never waited for the lock"
+    assert "lock busy on index idx_crm_notes_lead_created" in out, out[-3000:]
     with psycopg.connect(cron_db) as conn:
         assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0] == 0
+        assert conn.execute("SELECT to_regclass('idx_crm_notes_lead_created')").fetchone()[0] is not None
 
 
 def test_lock_never_released_fails_clearly_after_the_bound(cron_db, project):
