@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron redis-server python3-venv
 SCALE ?= M
 
-.PHONY: deps venv lab demo test lint check bench clean
+.PHONY: deps venv lab demo test lint lint-sql check bench clean
 
 # Debian packages the lab and the tests need; installed only when missing (root on Debian).
 deps:
@@ -47,6 +47,15 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pgconverge validate phases.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+# squawk over every statement the planner can generate, and over the SQL files that are not lab-only
+lint-sql: venv
+	$(BIN)/pgconverge export-sql --output build/lint/generated.sql
+	$(BIN)/squawk build/lint/generated.sql sql/gates/*.sql sql/phase2/mv_*.sql
+
+# What the pull-request workflow runs (.github/workflows/pull-request.yml), locally
+check: deps lint lint-sql test
 
 clean:
 	-$(BIN)/pgconverge lab down

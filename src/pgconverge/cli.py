@@ -106,6 +106,38 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from . import report
+
+    try:
+        spec = spec_module.load(args.phases)
+    except spec_module.SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INPUT
+    plans = report.build(spec, Path(args.inventory), args.deploy, args.phase)
+    text = report.to_json(plans, args.deploy) if args.format == "json" else report.to_markdown(plans, args.deploy)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    else:
+        print(text)
+    return 1 if any(p.error for p in plans) else 0
+
+
+def cmd_export_sql(args: argparse.Namespace) -> int:
+    from . import report
+
+    try:
+        spec = spec_module.load(args.phases)
+    except spec_module.SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INPUT
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(report.every_statement(spec))
+    print(f"{output}: every statement pgconverge can generate for {args.phases}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgconverge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--environment", default="lab")
     backup.add_argument("--retention", type=int, default=5)
     backup.set_defaults(func=cmd_backup)
+
+    plan = commands.add_parser("plan", help="what a deploy would change on each database, as Markdown or JSON")
+    plan.add_argument("inventory", help="e.g. inventory/staging.py")
+    plan.add_argument("deploy", help="e.g. deploys/all.py")
+    plan.add_argument("--phases", default="phases.yml")
+    plan.add_argument("--phase", help="for deploys/rollback.py: the first phase to undo")
+    plan.add_argument("--format", choices=["md", "json"], default="md")
+    plan.add_argument("--output", help="write to this file instead of standard output")
+    plan.set_defaults(func=cmd_plan)
+
+    export = commands.add_parser("export-sql", help="write every statement the planner can generate (for squawk)")
+    export.add_argument("--phases", default="phases.yml")
+    export.add_argument("--output", default="build/lint/generated.sql")
+    export.set_defaults(func=cmd_export_sql)
 
     kpi = commands.add_parser("kpi", help="p50/p95 of every KPI query class on a database (read-only)")
     kpi.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")

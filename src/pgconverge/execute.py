@@ -73,10 +73,18 @@ def blockers(conn: psycopg.Connection, table: str | None) -> str:
     return "; ".join(f"pid {pid} ({state}): {query}" for pid, state, query in rows)
 
 
-def _set_session(conn: psycopg.Connection, settings: Settings, step: Step) -> None:
-    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.lock_timeout)))
+def session_statements(settings: Settings, step: Step) -> tuple[str, str]:
+    """Run before every step: a bounded lock wait always; no statement timeout only for builds."""
     timeout = "0" if step.kind == "build" else settings.statement_timeout
-    conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout)))
+    return (
+        sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.lock_timeout)).as_string(None),
+        sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout)).as_string(None),
+    )
+
+
+def _set_session(conn: psycopg.Connection, settings: Settings, step: Step) -> None:
+    for statement in session_statements(settings, step):
+        conn.execute(statement)  # type: ignore[arg-type]
 
 
 def _watch_index_build(url: str, pid: int, interval: float, log: Log, stop: threading.Event) -> None:

@@ -1,0 +1,177 @@
+"""`pgconverge plan`: what a deploy would do to each database of an inventory, as Markdown (for PRs) or JSON."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import facts, plan
+from .execute import StepFailed, connect, session_statements
+from .secrets import mask, url_from_env
+from .spec import Spec
+
+
+@dataclass
+class HostPlan:
+    host: str
+    phases: list[tuple[str, plan.Plan]] = field(default_factory=list)
+    gates: list[tuple[str, str, str]] = field(default_factory=list)
+    error: str | None = None
+
+
+def database_hosts(inventory: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Hosts of a pyinfra inventory file that name a database URL variable, with their merged data."""
+    namespace = runpy.run_path(str(inventory))
+    hosts: list[tuple[str, dict[str, Any]]] = []
+    for group, value in namespace.items():
+        if group.startswith("_") or not isinstance(value, list | tuple):
+            continue
+        entries, group_data = (value[0], value[1]) if isinstance(value, tuple) and len(value) == 2 and isinstance(
+            value[1], dict) else (value, {})
+        for entry in entries:
+            name, data = (entry, {}) if isinstance(entry, str) else (entry[0], entry[1])
+            merged = {**group_data, **data}
+            if merged.get("database_url_env"):
+                hosts.append((name, merged))
+    return hosts
+
+
+def deploy_phases(spec: Spec, deploy: str, rollback_phase: str | None) -> tuple[str, list[str]]:
+    """(mode, phase ids) for a deploy file name: converge, verify or rollback."""
+    stem = Path(deploy).stem
+    if stem == "all":
+        return "converge", [p.id for p in spec.phases]
+    if stem == "verify":
+        return "verify", [p.id for p in spec.phases]
+    if stem == "rollback":
+        return "rollback", [p.id for p in spec.phases_from(rollback_phase or "phase1")]
+    return "converge", [p.id for p in spec.phases_through(stem)]
+
+
+def risk(step: plan.Step, catalog: facts.Catalog, settings_lock_timeout: str) -> str:
+    rows = catalog.row_estimates.get((step.table or "").split(".")[-1], 0)
+    if step.kind == "build" and "INDEX CONCURRENTLY" in step.statements[0]:
+        return f"builds concurrently, reads and writes continue; table has ~{rows:,} rows"
+    if step.kind == "build":
+        return "builds a new view beside anything in use; the app sees it only when committed"
+    if step.lock.startswith("ACCESS EXCLUSIVE"):
+        return f"brief exclusive lock, gives up after lock_timeout {settings_lock_timeout} and retries"
+    if "DROP INDEX CONCURRENTLY" in step.statements[0]:
+        return "dropped concurrently, queries are not blocked"
+    return "catalog-only change"
+
+
+def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None = None) -> list[HostPlan]:
+    mode, phase_ids = deploy_phases(spec, deploy, rollback_phase)
+    result = []
+    for name, data in database_hosts(inventory):
+        host_plan = HostPlan(name)
+        try:
+            conn = connect(url_from_env(data["database_url_env"], f"host {name}"))
+        except (StepFailed, LookupError, ValueError) as exc:
+            host_plan.error = mask(str(exc))
+            result.append(host_plan)
+            continue
+        with conn:
+            catalog = facts.read(conn, spec.settings.schema)
+        if mode == "rollback":
+            host_plan.phases.append((f"rollback from {phase_ids[0]}", plan.plan_rollback(spec, catalog, phase_ids[0])))
+        elif mode == "converge":
+            host_plan.phases += [(pid, plan.plan(spec, catalog, [pid])) for pid in phase_ids]
+        if mode != "rollback":
+            host_plan.gates = [(pid, g.name, g.kind) for pid in phase_ids for g in spec.phase(pid).gates]
+        host_plan.phases = [(label, _with_risks(p, catalog, spec.settings.lock_timeout)) for label, p in host_plan.phases]
+        result.append(host_plan)
+    return result
+
+
+def _with_risks(p: plan.Plan, catalog: facts.Catalog, lock_timeout: str) -> plan.Plan:
+    risks = tuple(risk(s, catalog, lock_timeout) for s in p.steps)
+    return plan.Plan(p.steps, p.notes + tuple(f"risk[{i}]: {r}" for i, r in enumerate(risks)))
+
+
+def _risks(p: plan.Plan) -> tuple[list[str], list[str]]:
+    risks = [n.split(": ", 1)[1] for n in p.notes if n.startswith("risk[")]
+    notes = [n for n in p.notes if not n.startswith("risk[")]
+    return risks, notes
+
+
+def to_markdown(plans: list[HostPlan], deploy: str) -> str:
+    lines = [f"## pgconverge plan: `{deploy}`", ""]
+    for host_plan in plans:
+        lines.append(f"### {host_plan.host}")
+        if host_plan.error:
+            lines += ["", f"**Cannot plan:** {host_plan.error}", ""]
+            continue
+        for label, p in host_plan.phases:
+            risks, notes = _risks(p)
+            lines += ["", f"#### {label}: {len(p.steps)} statement{'s' if len(p.steps) != 1 else ''}"
+                      + (" (converged)" if not p.steps else ""), ""]
+            if p.steps:
+                lines += ["| # | object | reason | lock | risk |", "|---|---|---|---|---|"]
+                for i, (step, note) in enumerate(zip(p.steps, risks, strict=True), 1):
+                    cells = [str(i), step.object, step.why, step.lock, note]
+                    lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+                lines += ["", "```sql", *[s.sql for s in p.steps], "```"]
+            lines += [f"> note: {n}" for n in notes]
+        if host_plan.gates:
+            lines += ["", "#### gates that will run", ""]
+            lines += [f"- `{g}` ({kind}, after {pid})" for pid, g, kind in host_plan.gates]
+        lines.append("")
+    return mask("\n".join(lines))
+
+
+def to_json(plans: list[HostPlan], deploy: str) -> str:
+    document = {"deploy": deploy, "hosts": [{
+        "host": hp.host,
+        "error": hp.error,
+        "phases": [{
+            "phase": label,
+            "steps": [{"object": s.object, "why": s.why, "lock": s.lock, "risk": r, "sql": s.sql, "phase": s.phase}
+                      for s, r in zip(p.steps, _risks(p)[0], strict=True)],
+            "notes": _risks(p)[1],
+        } for label, p in hp.phases],
+        "gates": [{"phase": pid, "gate": g, "kind": k} for pid, g, k in hp.gates],
+    } for hp in plans]}
+    return mask(json.dumps(document, indent=2))
+
+
+def every_statement(spec: Spec) -> str:
+    """All SQL pgconverge can generate for this spec, as the executor runs it, for squawk: converging a database
+    that has none of the objects, then rolling everything back from one that has all of them."""
+    api_roles = frozenset(spec.settings.api_roles)
+    empty = facts.Catalog(roles=api_roles, schema=spec.settings.schema)
+    converge = plan.plan(spec, empty, [p.id for p in spec.phases]).steps
+    applied = facts.Catalog(
+        roles=api_roles,
+        schema=spec.settings.schema,
+        indexes={i.name: facts.IndexFact(i.name, i.table, True, "", "pgconverge:x") for p in spec.phases for i in p.indexes},
+        matviews={v.name: facts.MatViewFact(v.name, "", "pgconverge:x") for p in spec.phases for v in p.materialized_views},
+        functions={f.name: facts.FunctionFact(f.name, "", "pgconverge:x") for p in spec.phases for f in p.functions},
+        cron_jobs={j.name: facts.CronJobFact(j.name, j.schedule, j.command, "x") for p in spec.phases for j in p.cron_jobs},
+    )
+    rollback = plan.plan_rollback(spec, applied, spec.phases[0].id).steps
+    chunks = []
+    for step in (*converge, *rollback):
+        chunks.append(f"-- {step.phase} {step.object}: {step.why}")
+        chunks += [f"{s};" for s in session_statements(spec.settings, step)]
+        chunks += ["BEGIN;"] if step.transactional else []
+        for statement in step.statements:
+            chunks += [f"-- squawk-ignore {rule}" for rule in _waivers(statement, step in rollback)]
+            chunks.append(f"{statement};")
+        chunks += ["COMMIT;"] if step.transactional else []
+    return "\n".join(chunks) + "\n"
+
+
+def _waivers(statement: str, rolling_back: bool) -> list[str]:
+    """Findings that are the point of the statement, each with its reason in the code, not in a global config."""
+    if statement.startswith("CREATE UNIQUE INDEX") and "CONCURRENTLY" not in statement:
+        return ["require-concurrent-index-creation"]  # on a view created in the same transaction: nobody waits
+    if rolling_back and statement.startswith("DROP MATERIALIZED VIEW"):
+        return ["ban-drop-view"]  # rollback removes what the phase added, by definition
+    if rolling_back and statement.startswith("DROP FUNCTION"):
+        return ["ban-drop-function"]
+    return []

@@ -1,0 +1,76 @@
+"""`pgconverge plan`: the PR view of a deploy, from the live catalog, changing nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pgconverge import plan as planner
+from pgconverge import report, spec
+from tests.conftest import REPO, run_pyinfra
+from tests.integration.test_converge import catalog_oids, ok
+
+pytestmark = pytest.mark.integration
+PGCONVERGE = str(Path(sys.executable).parent / "pgconverge")
+
+
+def plan_cli(database_url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PGCONVERGE, "plan", "inventory/lab.py", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "DATABASE_URL": database_url})
+
+
+def test_plan_after_phase1_lists_exactly_phase2_statements(cron_db):
+    ok(run_pyinfra(cron_db, "deploys/phase1.py", "-y"))
+    before = catalog_oids(cron_db)
+    result = plan_cli(cron_db, "deploys/phase2.py")
+    assert result.returncode == 0, result.stderr
+    markdown = result.stdout
+    assert "#### phase1: 0 statements (converged)" in markdown
+    phase2_section = markdown.split("#### phase2: ")[1].split("#### gates")[0]
+    expected = planner.plan_phase(spec.load(REPO / "phases.yml").phase("phase2"),
+                                  planner_catalog(cron_db)).steps
+    assert phase2_section.startswith(f"{len(expected)} statements")
+    for step in expected:
+        assert step.sql in phase2_section
+    assert "CREATE INDEX" not in phase2_section and "calculate_lead_event_stats" not in markdown
+    assert "`matviews_not_readable_by_api_roles` (security, after phase2)" in markdown
+    assert catalog_oids(cron_db) == before
+
+
+def planner_catalog(url: str):
+    from pgconverge import facts
+    from pgconverge.execute import connect
+
+    with connect(url) as conn:
+        return facts.read(conn)
+
+
+def test_plan_json_has_the_same_steps_with_risk_notes(cron_db):
+    result = plan_cli(cron_db, "deploys/phase1.py", "--format", "json")
+    document = json.loads(result.stdout)
+    steps = document["hosts"][0]["phases"][0]["steps"]
+    builds = [s for s in steps if s["sql"].startswith("CREATE INDEX CONCURRENTLY")]
+    assert len(builds) == 12
+    assert all("builds concurrently" in s["risk"] and "rows" in s["risk"] for s in builds)
+
+
+def test_plan_names_an_unreachable_database_without_its_password(servers):
+    url = "postgresql://salesflow:hunter2-MARKER@127.0.0.1:1/salesflow"
+    result = plan_cli(url, "deploys/all.py")
+    assert result.returncode == 1
+    assert "**Cannot plan:** cannot connect to the database" in result.stdout
+    assert "hunter2-MARKER" not in result.stdout + result.stderr
+
+
+def test_every_generated_statement_passes_squawk(tmp_path):
+    generated = tmp_path / "generated.sql"
+    generated.write_text(report.every_statement(spec.load(REPO / "phases.yml")))
+    squawk = Path(sys.executable).parent / "squawk"
+    result = subprocess.run([str(squawk), str(generated)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Found 0 issues" in result.stdout
