@@ -22,6 +22,7 @@ def converge(phase_id: str | None = None) -> None:
     for phase in phases:
         operations.phase(name=f"Converge {phase.id}: {phase.title}", phase_id=phase.id)
         operations.phase_gates(name=f"Gates of {phase.id}", phase_id=phase.id)
+    operations.run_summary(name="Summary")
 
 
 def verify() -> None:
@@ -31,6 +32,7 @@ def verify() -> None:
         return
     for phase in spec.phases:
         operations.phase_gates(name=f"Gates of {phase.id}", phase_id=phase.id)
+    operations.run_summary(name="Summary")
 
 
 def rollback(phase_id: str) -> None:

@@ -162,6 +162,10 @@ def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings,
                 + (f"; held by {held_by}" if held_by else ""))
             time.sleep(delay)
             delay *= 2
+        except errors.InsufficientPrivilege as exc:
+            hint = (" — enable it in the Supabase dashboard (Database → Extensions) or have a superuser run it"
+                    if "EXTENSION" in step.statements[0] else " — grant the privilege or run as the object's owner")
+            raise StepFailed(mask(f"{step.object}: {_first_line(exc)}{hint}")) from None
         except psycopg.Error as exc:
             if not conn.closed and not conn.broken:
                 _repair_failed_build(conn, step)

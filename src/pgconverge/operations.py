@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,12 @@ from .spec import Settings, Spec, SpecError, load
 
 _connections: dict[str, tuple[psycopg.Connection, str]] = {}
 _run_locked: set[str] = set()
+# host → what this run did there, for the summary at the end
+_journal: dict[str, list[str]] = {}
+
+
+def journal(target, line: str) -> None:
+    _journal.setdefault(target.name, []).append(line)
 
 
 def load_spec_or_exit() -> Spec:
@@ -70,7 +77,10 @@ class SqlCommand(PyinfraCommand):
                 take_run_lock(conn)
                 _run_locked.add(host.name)
             host.log(f"{self.step.object}: {self.step.why}")
+            started = time.monotonic()
             run_step(conn, url, self.step, self.settings, host.log)
+            journal(host, f"applied [{self.step.phase}] {self.step.object}: {self.step.why}"
+                          f" ({time.monotonic() - started:.1f} s)")
             return True
         except (StepFailed, LookupError, ValueError) as exc:
             return _fail(host, str(exc))
@@ -98,6 +108,7 @@ class GateCommand(PyinfraCommand):
         failed = []
         for gate in phase.gates:
             result = gates.run_gate(conn, self.spec, gate, params)
+            journal(host, result.line())
             if result.passed:
                 host.log(result.line())
             else:
@@ -135,7 +146,9 @@ class BackupCommand(PyinfraCommand):
             record = backup.take_backup(url, *backup_target(host), self.label, int(host.data.get("backup_retention") or 5))
         except (backup.BackupFailed, StepFailed, LookupError, OSError) as exc:
             return _fail(host, f"backup before {self.label} failed, nothing was changed: {exc}")
-        host.log(f"backup {record.path} ({record.size:,} bytes, {record.entries} entries, sha256 {record.sha256[:12]}…)")
+        line = f"backup {record.path} ({record.size:,} bytes, {record.entries} entries, sha256 {record.sha256[:12]}…)"
+        host.log(line)
+        journal(host, line)
         return True
 
 
@@ -237,3 +250,28 @@ def phase_gates(phase_id: str):
                  + ", ".join(g.name for g in selected.gates))
         return
     yield GateCommand(spec, phase_id)
+
+
+class SummaryCommand(PyinfraCommand):
+    def __repr__(self) -> str:
+        return "SummaryCommand()"
+
+    def execute(self, state, host, connector_arguments) -> bool:
+        lines = _journal.get(host.name, [])
+        applied = [line for line in lines if line.startswith("applied")]
+        gate_lines = [line for line in lines if line.startswith("gate ")]
+        passed = sum(" passed: " in line for line in gate_lines)
+        host.log_styled(f"summary: {len(applied)} statements applied, {passed}/{len(gate_lines)} gates passed",
+                        fg="green" if passed == len(gate_lines) else "red")
+        for line in lines:
+            host.log(f"  {mask(line)}")
+        return True
+
+
+@operation()
+def run_summary():
+    """
+    Print what this run changed on the host and every gate with its measured value and threshold (read-only).
+    """
+    if state.is_executing:
+        yield SummaryCommand()

@@ -36,7 +36,7 @@ def test_converge_all_then_second_run_changes_nothing(cron_db):
     out = ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
     assert "gate events_list_uses_index (plan) passed" in out
     first = catalog_oids(cron_db)
-    assert len(first) == 12 + 3 + 3 + 4  # indexes, views, the views' unique indexes, functions
+    assert len(first) == 12 + 3 + 3 + 5  # indexes, views, the views' unique indexes, functions
     with psycopg.connect(cron_db) as conn:
         assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 3
@@ -219,7 +219,7 @@ def test_rollback_phase1_restores_schema_and_reapply_works(cron_db):
     with psycopg.connect(cron_db) as conn:
         assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 0
     ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
-    assert len(catalog_oids(cron_db)) == 22
+    assert len(catalog_oids(cron_db)) == 23
 
 
 def test_missing_database_url_is_one_clear_line(cron_db):
