@@ -57,6 +57,11 @@ lint-sql: venv
 # What the pull-request workflow runs (.github/workflows/pull-request.yml), locally
 check: deps lint lint-sql test
 
+# KPI latencies before/after each phase, writes during apply, runner overhead: reports/bench/<scale>/
+bench: deps venv
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pgconverge bench --scale $(or $(BENCH_SCALE),L)
+
 clean:
 	-$(BIN)/pgconverge lab down
 	rm -rf .lab

@@ -138,6 +138,17 @@ def cmd_export_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    spec = spec_module.load(args.phases)
+    out_dir = Path(args.output) / args.scale
+    report = bench.run(spec, args.scale, args.runs, out_dir, Path.cwd())
+    print(bench.to_markdown(report))
+    print(f"written: {out_dir}/bench.json, bench.md, bench.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgconverge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--phases", default="phases.yml")
     export.add_argument("--output", default="build/lint/generated.sql")
     export.set_defaults(func=cmd_export_sql)
+
+    bench = commands.add_parser("bench", help="KPI p50/p95/p99 before and after each phase on a lab of its own")
+    bench.add_argument("--scale", choices=sorted(seed_module.SCALES), default="L")
+    bench.add_argument("--runs", type=int, default=200, help="runs per KPI class (fewer when a query is slow)")
+    bench.add_argument("--phases", default="phases.yml")
+    bench.add_argument("--output", default="reports/bench")
+    bench.set_defaults(func=cmd_bench)
 
     kpi = commands.add_parser("kpi", help="p50/p95 of every KPI query class on a database (read-only)")
     kpi.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")

@@ -1,0 +1,232 @@
+"""`pgconverge bench`: KPI latencies before any phase and after each, writes during apply, runner overhead.
+
+It runs on a lab of its own (.lab/bench-<scale>, loopback only) so the numbers never depend on the demo lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from . import facts, gates, plan, seed
+from .execute import connect, run_step
+from .lab import Lab
+from .spec import Spec
+
+# KPI class → the query each stage uses: the best one that the stage's objects make possible.
+CLASSES: dict[str, dict[str, str]] = {
+    "dashboard analytics": {"before": "dashboard_analytics", "phase2": "dashboard_analytics_mv"},
+    "message events list": {"before": "message_events_list"},
+    "events list by channel": {"before": "message_events_list_channel"},
+    "P-score batch, old way (100 queries)": {"before": "pscore_per_lead"},
+    "P-score batch (calculate_lead_event_stats)": {"phase3": "pscore_batch"},
+    "hot leads": {"before": "hot_leads", "phase2": "hot_leads_mv"},
+    "unified inbox": {"before": "unified_inbox", "phase3": "unified_inbox_fn"},
+    "template performance": {"before": "template_performance", "phase2": "template_performance_mv"},
+}
+STAGES = ("before", "phase1", "phase2", "phase3")
+
+
+def query_for(kpi: str, stage: str) -> str | None:
+    chosen = None
+    for candidate in STAGES[: STAGES.index(stage) + 1]:
+        chosen = CLASSES[kpi].get(candidate, chosen)
+    return chosen
+
+
+@dataclass
+class WriteLoad:
+    """Writers on loopback: INSERT an event and UPDATE a lead, paced, each in its own transaction."""
+
+    url: str
+    leads: list[tuple[Any, Any]]
+    threads: int = 2
+    pause: float = 0.01
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _workers: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self.latencies, self.failures = [], []
+        self._workers = [threading.Thread(target=self._write, args=(i,), daemon=True) for i in range(self.threads)]
+        for worker in self._workers:
+            worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=30)
+
+    def _write(self, seed_value: int) -> None:
+        rng = random.Random(seed_value)
+        with psycopg.connect(self.url, autocommit=True, application_name="pgconverge-bench-writer") as conn:
+            while not self._stop.is_set():
+                lead, user = rng.choice(self.leads)
+                started = time.perf_counter()
+                try:
+                    conn.execute(
+                        "INSERT INTO message_events (user_id, lead_id, channel, direction, status, subject, created_at)"
+                        " VALUES (%s, %s, 'email', 'inbound', 'delivered', 'bench write', now())", [user, lead])
+                    conn.execute("UPDATE leads SET last_activity_at = now() WHERE id = %s", [lead])
+                    self.latencies.append((time.perf_counter() - started) * 1000)
+                except psycopg.Error as exc:
+                    self.failures.append(str(exc).splitlines()[0])
+                time.sleep(self.pause)
+
+    def figures(self) -> dict[str, Any]:
+        samples = self.latencies or [0.0]
+        return {"writes": len(self.latencies), "failed": len(self.failures),
+                "p50_ms": round(gates.percentile(samples, 50), 2), "p99_ms": round(gates.percentile(samples, 99), 2),
+                "first_failure": self.failures[0] if self.failures else None}
+
+
+def measure(conn: psycopg.Connection, spec: Spec, stage: str, runs: int, budget_s: float, log) -> dict[str, Any]:
+    params = gates.WorkloadParams(conn)
+    result: dict[str, Any] = {}
+    for kpi in CLASSES:
+        query = query_for(kpi, stage)
+        if query is None:
+            continue
+        text = gates.workload_sql(spec, query)
+        per_call = 100 if query == "pscore_per_lead" else 1
+        probe = gates.time_query(conn, text, params, 1, per_call)[0]
+        count = max(3, min(runs, int(budget_s * 1000 / max(probe, 0.01))))
+        samples = gates.time_query(conn, text, params, count, per_call)
+        result[kpi] = {"query": query, "runs": count, **{f"p{p}_ms": round(gates.percentile(samples, p), 3)
+                                                          for p in (50, 95, 99)}}
+        log(f"  {stage:<7} {kpi:<45} p95 {result[kpi]['p95_ms']:>10.2f} ms ({count} runs, {query})")
+    return result
+
+
+def converge(url: str, spec: Spec, phase_id: str, log) -> float:
+    started = time.monotonic()
+    with connect(url) as conn:
+        steps = plan.plan(spec, facts.read(conn, spec.settings.schema), [phase_id]).steps
+        for step in steps:
+            run_step(conn, url, step, spec.settings, lambda _line: None)
+    log(f"  applied {phase_id}: {len(steps)} steps in {time.monotonic() - started:.1f} s")
+    return time.monotonic() - started
+
+
+def rollback_all(url: str, spec: Spec) -> None:
+    with connect(url) as conn:
+        for step in plan.plan_rollback(spec, facts.read(conn, spec.settings.schema), spec.phases[0].id).steps:
+            run_step(conn, url, step, spec.settings, lambda _line: None)
+        conn.execute("VACUUM ANALYZE")
+
+
+def runner_overhead(url: str, repo: Path) -> dict[str, float]:
+    """Wall time of the real pyinfra CLI on a converged database: plan only, and apply (incl. every gate)."""
+    pyinfra = str(Path(sys.executable).parent / "pyinfra")
+    env = {**os.environ, "DATABASE_URL": url}
+    figures = {}
+    for label, extra in (("dry_s", ["--dry"]), ("apply_with_gates_s", ["-y"])):
+        started = time.monotonic()
+        done = subprocess.run([pyinfra, "inventory/lab.py", "deploys/all.py", *extra, "--data", "backup_dir=/tmp"],
+                              cwd=repo, env=env, capture_output=True, text=True)
+        figures[label] = round(time.monotonic() - started, 2)
+        if done.returncode != 0:
+            figures[label + "_failed"] = 1.0
+    return figures
+
+
+def run(spec: Spec, scale: str, runs: int, out_dir: Path, repo: Path, log=print) -> dict[str, Any]:
+    lab = Lab(repo / ".lab" / f"bench-{scale}")
+    urls = lab.up(echo=log)
+    url = urls["DATABASE_URL"]
+    seed_started = time.monotonic()
+    seed.seed(url, scale, 42, echo=log)
+    seed_s = time.monotonic() - seed_started
+    rollback_all(url, spec)
+    with connect(url) as conn:
+        leads = [tuple(r) for r in conn.execute("SELECT id, user_id FROM leads ORDER BY id LIMIT 5000").fetchall()]
+    report: dict[str, Any] = {"scale": scale, "rows": seed.SCALES[scale].__dict__, "seed_s": round(seed_s, 1),
+                              "stages": {}, "apply_s": {}, "writes": {}}
+    writers = WriteLoad(url, leads)
+    log("write load while idle (10 s)")
+    writers.start()
+    time.sleep(10)
+    writers.stop()
+    report["writes"]["idle"] = writers.figures()
+    with connect(url) as conn:
+        report["stages"]["before"] = measure(conn, spec, "before", runs, 20, log)
+    for phase in spec.phases:
+        if phase.id in ("phase1", "phase2"):
+            writers.start()
+            report["apply_s"][phase.id] = round(converge(url, spec, phase.id, log), 1)
+            writers.stop()
+            report["writes"][f"during {phase.id}"] = writers.figures()
+        else:
+            report["apply_s"][phase.id] = round(converge(url, spec, phase.id, log), 1)
+        with connect(url) as conn:
+            conn.execute("VACUUM ANALYZE")
+            report["stages"][phase.id] = measure(conn, spec, phase.id, runs, 20, log)
+    report["runner_overhead"] = runner_overhead(url, repo)
+    lab.down()  # the data stays on disk for the next run; the servers stop
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+    (out_dir / "bench.md").write_text(to_markdown(report))
+    chart(report, out_dir / "bench.png")
+    return report
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    stages = report["stages"]
+    lines = [f"### KPI p95 at scale {report['scale']} (ms; {report['rows']['events']:,} message events)", "",
+             "| KPI class | before | after phase 1 | after phase 2 | after phase 3 | change |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for kpi in CLASSES:
+        cells = [stages[s][kpi]["p95_ms"] if kpi in stages.get(s, {}) else None for s in STAGES]
+        first = next((c for c in cells if c is not None), None)
+        last = cells[-1]
+        change = f"{100 * (last - first) / first:+.1f} %" if first and last is not None and cells[0] else "new"
+        lines.append(f"| {kpi} | " + " | ".join("—" if c is None else f"{c:,.2f}" for c in cells) + f" | {change} |")
+    old, new = stages["before"].get("P-score batch, old way (100 queries)"), stages["phase3"].get(
+        "P-score batch (calculate_lead_event_stats)")
+    if old and new:
+        lines += ["", f"P-score batch of 100 leads: old way {old['p95_ms']:,.2f} ms → calculate_lead_event_stats "
+                      f"{new['p95_ms']:,.2f} ms (p95)."]
+    lines += ["", "| writes | count | failed | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
+    for label, w in report["writes"].items():
+        lines.append(f"| {label} | {w['writes']} | {w['failed']} | {w['p50_ms']} | {w['p99_ms']} |")
+    overhead = report["runner_overhead"]
+    lines += ["", "Apply time: " + ", ".join(f"{k} {v} s" for k, v in report["apply_s"].items())
+              + f". No-op run of all phases with pyinfra: plan only {overhead['dry_s']} s, "
+                f"apply incl. every gate {overhead['apply_with_gates_s']} s. Seed {report['seed_s']} s.", ""]
+    return "\n".join(lines)
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kpis = [k for k in CLASSES if any(k in report["stages"][s] for s in STAGES)]
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    width = 0.2
+    for i, stage in enumerate(STAGES):
+        values = [report["stages"][stage].get(k, {}).get("p95_ms", float("nan")) for k in kpis]
+        ax.bar([x + (i - 1.5) * width for x in range(len(kpis))], values, width, label=stage)
+    ax.set_yscale("log")
+    ax.set_ylabel("p95 latency, ms (log scale)")
+    ax.set_title(f"SalesFlow KPI queries at scale {report['scale']}: before and after each phase")
+    ax.set_xticks(range(len(kpis)))
+    ax.set_xticklabels([k.replace(" (", "\n(") for k in kpis], rotation=30, ha="right", fontsize=8)
+    ax.legend()
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
