@@ -94,7 +94,9 @@ def project(tmp_path) -> Path:
 def run_pyinfra(database_url: str, deploy: str, *args: str, phases: Path | None = None,
                 timeout: float = 300) -> subprocess.CompletedProcess:
     """The real pyinfra CLI against the lab inventory, pointed at a test database."""
-    env = {**os.environ, "DATABASE_URL": database_url}
+    scratch = Path(tempfile.gettempdir()) / "pgconverge-test-output"
+    env = {**os.environ, "DATABASE_URL": database_url, "PGCONVERGE_BACKUP_DIR": str(scratch / "backups"),
+           "PGCONVERGE_REPORTS_DIR": str(scratch / "reports")}
     if phases is not None:
         env["PGCONVERGE_PHASES"] = str(phases)
     return subprocess.run([PYINFRA, "inventory/lab.py", deploy, *args], cwd=REPO, env=env, capture_output=True,

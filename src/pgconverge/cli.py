@@ -149,6 +149,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from . import snapshot
+
+    url = args.database_url or os.environ.get("DATABASE_URL") or lab_module.Lab(_lab_dir()).urls()["DATABASE_URL"]
+    remember_url(url)
+    redis_url = os.environ.get("REDIS_URL")
+    if redis_url:
+        remember_url(redis_url)
+    with psycopg.connect(url, autocommit=True, application_name="pgconverge-snapshot") as conn:
+        taken = snapshot.take(conn, redis_url)
+    path = snapshot.write(taken, Path(args.reports), args.environment, args.host, args.label)
+    print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from . import snapshot
+
+    a, b = (json.loads(Path(p).read_text()) for p in (args.before, args.after))
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(snapshot.compare(a, b))
+    snapshot.chart(a, b, out / "comparison.png")
+    print(snapshot.compare(a, b))
+    print(f"written: {out}/comparison.md, {out}/comparison.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgconverge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -192,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--phases", default="phases.yml")
     bench.add_argument("--output", default="reports/bench")
     bench.set_defaults(func=cmd_bench)
+
+    snap = commands.add_parser("snapshot", help="read-only health snapshot as JSON under reports/<env>/<host>/")
+    snap.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
+    snap.add_argument("--label", default="manual")
+    snap.add_argument("--environment", default="lab")
+    snap.add_argument("--host", default="local")
+    snap.add_argument("--reports", default="reports")
+    snap.set_defaults(func=cmd_snapshot)
+
+    rep = commands.add_parser("report", help="compare two snapshots: Markdown and a PNG chart")
+    rep.add_argument("before")
+    rep.add_argument("after")
+    rep.add_argument("--output-dir", default="reports/comparison")
+    rep.set_defaults(func=cmd_report)
 
     kpi = commands.add_parser("kpi", help="p50/p95 of every KPI query class on a database (read-only)")
     kpi.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")

@@ -20,8 +20,10 @@ def converge(phase_id: str | None = None) -> None:
         return
     phases = spec.phases if phase_id is None else spec.phases_through(phase_id)
     for phase in phases:
+        operations.health_snapshot(name=f"Snapshot before {phase.id}", label=f"before-{phase.id}")
         operations.phase(name=f"Converge {phase.id}: {phase.title}", phase_id=phase.id)
         operations.phase_gates(name=f"Gates of {phase.id}", phase_id=phase.id)
+        operations.health_snapshot(name=f"Snapshot after {phase.id}", label=f"after-{phase.id}")
     operations.run_summary(name="Summary")
 
 

@@ -154,7 +154,8 @@ class BackupCommand(PyinfraCommand):
 
 def backup_target(target) -> tuple[Path, str]:
     environment = target.data.get("environment") or "default"
-    return Path(target.data.get("backup_dir") or "backups") / environment, environment
+    base = target.data.get("backup_dir") or os.environ.get("PGCONVERGE_BACKUP_DIR") or "backups"
+    return Path(base) / environment, environment
 
 
 def _with_backup(label: str, wanted: bool, steps: tuple[plan.Step, ...], settings: Settings):
@@ -275,3 +276,38 @@ def run_summary():
     """
     if state.is_executing:
         yield SummaryCommand()
+
+
+class SnapshotCommand(PyinfraCommand):
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"SnapshotCommand({self.label})"
+
+    def execute(self, state, host, connector_arguments) -> bool:
+        from . import snapshot
+
+        try:
+            conn, _ = database(host)
+            redis_var = host.data.get("redis_url_env")
+            taken = snapshot.take(conn, os.environ.get(redis_var) if redis_var else None)
+            reports = host.data.get("reports_dir") or os.environ.get("PGCONVERGE_REPORTS_DIR") or "reports"
+            path = snapshot.write(taken, Path(reports),
+                                  host.data.get("environment") or "default", host.name, self.label)
+        except (StepFailed, LookupError, OSError, psycopg.Error) as exc:
+            return _fail(host, f"snapshot {self.label} failed: {exc}")
+        host.log(f"snapshot {path}")
+        return True
+
+
+@operation()
+def health_snapshot(label: str):
+    """
+    Record a read-only snapshot (pg_stat_statements, sizes, scans, cache hits, cron health, Redis) as JSON.
+
+    + label: e.g. before-phase1
+    """
+    if state.is_executing:
+        yield SnapshotCommand(label)

@@ -74,3 +74,24 @@ def test_every_generated_statement_passes_squawk(tmp_path):
     result = subprocess.run([str(squawk), str(generated)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "Found 0 issues" in result.stdout
+
+
+def test_snapshots_before_and_after_each_phase_and_their_comparison(cron_db, tmp_path):
+    reports = tmp_path / "reports"
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y", "--data", f"reports_dir={reports}"))
+    files = sorted(p.name.split("-", 1)[1] for p in (reports / "lab" / "local").glob("*.json"))
+    assert files == sorted(f"{when}-phase{n}.json" for when in ("before", "after") for n in (1, 2, 3))
+    before = next((reports / "lab" / "local").glob("*-before-phase1.json"))
+    after = next((reports / "lab" / "local").glob("*-after-phase3.json"))
+    document = json.loads(after.read_text())
+    assert {t["table"] for t in document["tables"]} >= {"message_events", "leads"}
+    assert [j["jobname"] for j in document["cron_jobs"]] == sorted(
+        ["refresh-rlhf-dashboard", "refresh-hot-leads", "refresh-template-performance"])
+    password = cron_db.split(":")[2].split("@")[0]
+    assert all(password not in p.read_text() for p in reports.rglob("*.json"))
+    out = tmp_path / "cmp"
+    result = subprocess.run([PGCONVERGE, "report", str(before), str(after), "--output-dir", str(out)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "| message_events |" in (out / "comparison.md").read_text()
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
