@@ -39,7 +39,10 @@ class SpecError(Exception):
     def __init__(self, path: Path | str, mark: Mark | None, message: str):
         self.path = str(path)
         self.mark = mark
-        self.message = message
+        # One line whatever the input held: control characters are shown escaped, runs of space folded.
+        message = re.sub(r"\s*\n\s*", " ", message)
+        self.message = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+        message = self.message
         where = f"{self.path}:{mark.line}:{mark.col}" if mark else self.path
         super().__init__(f"{where}: {message}")
 
