@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron redis-server python3-venv
 SCALE ?= M
 
-.PHONY: deps venv lab demo test lint lint-sql check bench clean
+.PHONY: deps venv lab demo test lint lint-sql check bench faults clean
 
 # Debian packages the lab and the tests need; installed only when missing (root on Debian).
 deps:
@@ -61,6 +61,10 @@ check: deps lint lint-sql test
 bench: deps venv
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/pgconverge bench --scale $(or $(BENCH_SCALE),L)
+
+# Full fault matrix: kill -9 at every step of every phase and the backup, rerun, check (see tests/fault_matrix.py)
+faults: deps venv
+	$(BIN)/python -m tests.fault_matrix --scale S
 
 clean:
 	-$(BIN)/pgconverge lab down

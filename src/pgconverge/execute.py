@@ -73,12 +73,14 @@ def blockers(conn: psycopg.Connection, table: str | None) -> str:
     return "; ".join(f"pid {pid} ({state}): {query}" for pid, state, query in rows)
 
 
-def session_statements(settings: Settings, step: Step) -> tuple[str, str]:
+def session_statements(settings: Settings, step: Step) -> tuple[str, ...]:
     """Run before every step: a bounded lock wait always; no statement timeout only for builds."""
     timeout = "0" if step.kind == "build" else settings.statement_timeout
     return (
         sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.lock_timeout)).as_string(None),
         sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout)).as_string(None),
+        # A runner killed mid-build must not leave its backend building on: the server notices within 2 s.
+        "SET client_connection_check_interval = '2s'",
     )
 
 

@@ -81,6 +81,8 @@ class SqlCommand(PyinfraCommand):
             run_step(conn, url, self.step, self.settings, host.log)
             journal(host, f"applied [{self.step.phase}] {self.step.object}: {self.step.why}"
                           f" ({time.monotonic() - started:.1f} s)")
+            # Fault-injection tests slow the run down so that a kill can land between any two steps.
+            time.sleep(float(os.environ.get("PGCONVERGE_STEP_DELAY") or 0))
             return True
         except (StepFailed, LookupError, ValueError) as exc:
             return _fail(host, str(exc))
