@@ -21,7 +21,7 @@ SELECT md5(:seed || ':user:' || (j % :users))::uuid,
             ELSE (ARRAY['queued', 'sent', 'delivered', 'opened', 'replied', 'bounced', 'failed'])[1 + (((h >> 4) & 255) % 7)::int]
        END,
        'Subject ' || (h >> 30) % 1000,
-       (SELECT now_ FROM seed_anchor) - make_interval(secs => ((h >> 12) & 16777215) % (180 * 86400))
+       (SELECT now_ FROM seed_anchor) - make_interval(secs => ((h >> 12) & 1073741823) % (180 * 86400))
 FROM (
     SELECT i, h, CASE WHEN i < :leads THEN i ELSE ((h >> 33) & 1073741823) % :leads END AS j, (h >> 2) % 3 = 0 AS inbound
     FROM (SELECT i, hashint8extended(i, :seed) & 9223372036854775807 AS h FROM generate_series(0, :events - 1) AS i) AS r

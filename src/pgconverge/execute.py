@@ -81,6 +81,8 @@ def session_statements(settings: Settings, step: Step) -> tuple[str, ...]:
         sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout)).as_string(None),
         # A runner killed mid-build must not leave its backend building on: the server notices within 2 s.
         "SET client_connection_check_interval = '2s'",
+        sql.SQL("SET max_parallel_maintenance_workers = {}").format(
+            sql.Literal(settings.build_parallel_workers)).as_string(None),
     )
 
 

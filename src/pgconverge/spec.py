@@ -55,6 +55,7 @@ class Settings:
     retry_backoff_seconds: float = 1.0
     statement_timeout: str = "60s"
     progress_interval_seconds: float = 5.0
+    build_parallel_workers: int = 0
     api_roles: tuple[str, ...] = ("anon", "authenticated")
 
 
