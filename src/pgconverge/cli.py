@@ -19,12 +19,20 @@ def _lab_dir() -> Path:
     return Path(os.environ.get("PGCONVERGE_LAB_DIR", ".lab"))
 
 
+def _database_url(args: argparse.Namespace) -> str:
+    """--database-url, else $DATABASE_URL, else the lab's database; remembered so that it is masked."""
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        lab = lab_module.Lab(_lab_dir())
+        if not lab.state_file.exists():
+            raise LookupError("no --database-url, no DATABASE_URL and no lab here — pass one, or run pgconverge lab up")
+        url = lab.urls()["DATABASE_URL"]
+    remember_url(url)
+    return str(url)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    try:
-        spec = spec_module.load(args.file)
-    except spec_module.SpecError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_INPUT
+    spec = spec_module.load(args.file)
     counts = {
         "indexes": sum(len(p.indexes) for p in spec.phases),
         "materialized views": sum(len(p.materialized_views) for p in spec.phases),
@@ -53,9 +61,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
             print(f"{server:<9} {'running' if running else 'stopped'}")
         return 0 if all(status.values()) else 1
     elif args.action == "seed":
-        url = args.database_url or os.environ.get("DATABASE_URL") or lab.urls()["DATABASE_URL"]
-        remember_url(url)
-        seed_module.seed(url, args.scale, args.seed)
+        seed_module.seed(_database_url(args), args.scale, args.seed)
     return 0
 
 
@@ -65,8 +71,7 @@ def cmd_kpi(args: argparse.Namespace) -> int:
 
     from . import gates
 
-    url = args.database_url or os.environ.get("DATABASE_URL") or lab_module.Lab(_lab_dir()).urls()["DATABASE_URL"]
-    remember_url(url)
+    url = _database_url(args)
     spec = spec_module.load(args.phases)
     with psycopg.connect(url, autocommit=True, application_name="pgconverge-kpi") as conn:
         params = gates.WorkloadParams(conn)
@@ -93,7 +98,7 @@ def _per_call(query: str) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     from . import backup
 
-    url = args.database_url or os.environ.get("DATABASE_URL") or lab_module.Lab(_lab_dir()).urls()["DATABASE_URL"]
+    url = _database_url(args)
     directory = Path(args.backup_dir) / args.environment
     try:
         if args.action == "take":
@@ -109,11 +114,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from . import report
 
-    try:
-        spec = spec_module.load(args.phases)
-    except spec_module.SpecError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_INPUT
+    spec = spec_module.load(args.phases)
     plans = report.build(spec, Path(args.inventory), args.deploy, args.phase)
     text = report.to_json(plans, args.deploy) if args.format == "json" else report.to_markdown(plans, args.deploy)
     if args.output:
@@ -126,11 +127,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_export_sql(args: argparse.Namespace) -> int:
     from . import report
 
-    try:
-        spec = spec_module.load(args.phases)
-    except spec_module.SpecError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_INPUT
+    spec = spec_module.load(args.phases)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(report.every_statement(spec))
@@ -154,8 +151,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
     from . import snapshot
 
-    url = args.database_url or os.environ.get("DATABASE_URL") or lab_module.Lab(_lab_dir()).urls()["DATABASE_URL"]
-    remember_url(url)
+    url = _database_url(args)
     redis_url = os.environ.get("REDIS_URL")
     if redis_url:
         remember_url(redis_url)
@@ -251,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except spec_module.SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INPUT
     except (lab_module.LabError, RuntimeError, LookupError, ValueError, OSError) as exc:
         print(f"pgconverge: {mask(str(exc))}", file=sys.stderr)
         return 1

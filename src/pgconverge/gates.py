@@ -46,14 +46,20 @@ class WorkloadParams:
             "SELECT user_id FROM leads GROUP BY user_id ORDER BY user_id LIMIT 200").fetchall()]
         if not self.users:
             raise LookupError("the leads table is empty — gates and benchmarks need data (pgconverge lab seed)")
+        # up to 100 leads of each user: the P-score batch
+        self.batches = {r[0]: r[1] for r in conn.execute(
+            "SELECT user_id, (array_agg(id ORDER BY id))[1:100] FROM leads WHERE user_id = ANY(%s) GROUP BY user_id",
+            [self.users]).fetchall()}
         self.leads = [r[0] for r in conn.execute(
             "SELECT id FROM leads TABLESAMPLE SYSTEM (5) REPEATABLE (7) LIMIT 1000").fetchall()] or \
             [r[0] for r in conn.execute("SELECT id FROM leads LIMIT 1000").fetchall()]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:
+            user = self.random.choice(self.users)
             yield {
-                "user_id": self.random.choice(self.users),
+                "user_id": user,
+                "lead_ids": self.batches.get(user, []),
                 "status": self.random.choice(STATUSES),
                 "channel": self.random.choice(CHANNELS),
                 "lead_id": self.random.choice(self.leads),

@@ -248,9 +248,17 @@ def plan_function(function: FunctionSpec, catalog: Catalog) -> list[Step]:
         return []
     reason = "missing" if fact is None else (
         f"body changed ({fact.comment} → {want})" if is_managed(fact.comment) else "exists without our marker")
-    return [Step((function.body.rstrip().rstrip(";"), comment_sql("FUNCTION", target, want)),
-                 f"{reason}: CREATE OR REPLACE from sql/{function.sql_file}", label, "none (replaced atomically)",
-                 function.phase, transactional=True)]
+    statements = [function.body.rstrip().rstrip(";")]
+    if fact is not None:
+        # A changed argument list creates a second overload: drop every one this transaction did not just write.
+        statements.append(render(sql.SQL(
+            "DO $pgconverge$ DECLARE old regprocedure; BEGIN FOR old IN SELECT p.oid::regprocedure FROM pg_proc p"
+            " WHERE p.proname = {} AND p.pronamespace = {}::regnamespace AND age(p.xmin) > 0"
+            " LOOP EXECUTE format('DROP FUNCTION %s', old); END LOOP; END $pgconverge$").format(
+            sql.Literal(function.name), sql.Literal(schema))))
+    statements.append(comment_sql("FUNCTION", target, want))
+    return [Step(tuple(statements), f"{reason}: CREATE OR REPLACE from sql/{function.sql_file}", label,
+                 "none (replaced atomically)", function.phase, transactional=True)]
 
 
 # pg_cron jobs

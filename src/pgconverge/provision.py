@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 from io import StringIO
 from typing import Any
@@ -21,6 +22,7 @@ from pyinfra.operations import apt, crontab, files, systemd
 
 from .secrets import mask, remember
 
+SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 DANGEROUS_COMMANDS = ("flushall", "flushdb", "debug", "keys", "shutdown", "migrate")
 
 
@@ -276,10 +278,10 @@ def nightly_backups() -> None:
     """A backup script and a cron entry on the backup host: pg_dump -Fc, verified, kept under retention."""
     backup_dir = host.data.get("backup_dir") or "/var/backups/salesflow"
     retention = int(host.data.get("backup_retention") or 7)
-    environment = host.data.get("environment") or "env"
+    environment = SAFE_NAME.sub("_", host.data.get("environment") or "env")
     env_path = host.data.get("backup_env_file") or f"/etc/pgconverge/backup-{environment}.env"
     script = f"/usr/local/bin/pgconverge-backup-{environment}"
-    apt.packages(name="Install PostgreSQL client", packages=["postgresql-client"])
+    apt.packages(name="Install PostgreSQL client and cron", packages=["postgresql-client", "cron"])
     files.directory(name=f"Backup directory {backup_dir}", path=backup_dir, mode="700")
     files.directory(name="Config directory", path=os.path.dirname(env_path), mode="700")
     env_file(name=f"Backup connection in {env_path}", path=env_path,

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -102,3 +103,38 @@ def test_redis_deploy_installs_starts_requires_password_and_is_idempotent(redis_
     table = (second.stdout + second.stderr).split("Detected changes:")[1].split("Detected changes may")[0]
     rows = [line for line in table.splitlines()[2:] if line.strip()]
     assert len(rows) == 9 and all(line.split()[-2:] == ["-", "-"] for line in rows), table
+
+
+def test_nightly_backup_deploy_installs_a_working_script_and_cron_entry(cron_db, tmp_path):
+    base = Path(tempfile.mkdtemp(prefix="pgconverge-backup-"))
+    name = f"t{free_port()}"
+    data = {"environment": name, "database_url_env": "T_BACKUP_URL", "backup_dir": f"{base}/dumps",
+            "backup_retention": 2, "backup_env_file": f"{base}/etc/backup.env"}
+    inventory = base / "inventory.py"
+    inventory.write_text(f"backup = ([('@local', {data!r})], {{'role': 'backup'}})\n")
+    env = {**os.environ, "T_BACKUP_URL": cron_db}
+    password = cron_db.split(":")[2].split("@")[0]
+    try:
+        first = subprocess.run([PYINFRA, "-y", str(inventory), "deploys/backups.py"], cwd=REPO, env=env,
+                               capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+        assert password not in first.stdout + first.stderr
+        script = Path(f"/usr/local/bin/pgconverge-backup-{name}")
+        crontab = subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
+        assert f"30 2 * * * {script}" in crontab
+        assert oct((base / "etc" / "backup.env").stat().st_mode & 0o777) == "0o600"
+        for _ in range(3):
+            subprocess.run([str(script)], check=True, capture_output=True, env={"PATH": os.environ["PATH"]})
+            time.sleep(1.1)  # names carry the second
+        dumps = sorted((base / "dumps").glob(f"{name}-salesflow-*-nightly.dump"))
+        assert len(dumps) == 2  # retention
+        for dump in dumps:
+            assert hashlib.sha256(dump.read_bytes()).hexdigest() in (dump.parent / (dump.name + ".sha256")).read_text()
+        second = subprocess.run([PYINFRA, str(inventory), "deploys/backups.py", "--dry"], cwd=REPO, env=env,
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        table = (second.stdout + second.stderr).split("Detected changes:")[1].split("Detected changes may")[0]
+        rows = [line for line in table.splitlines()[2:] if line.strip()]
+        assert rows and all(line.split()[-2:] == ["-", "-"] for line in rows), table
+    finally:
+        subprocess.run(["sh", "-c", f"crontab -l | grep -v pgconverge-backup-{name} | crontab -"], check=False)
+        Path(f"/usr/local/bin/pgconverge-backup-{name}").unlink(missing_ok=True)

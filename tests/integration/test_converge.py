@@ -230,3 +230,21 @@ def test_missing_database_url_is_one_clear_line(cron_db):
                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert result.returncode != 0
     assert "environment variable DATABASE_URL is not set" in result.stdout + result.stderr
+
+
+def test_changed_function_signature_replaces_the_old_overload(cron_db, project):
+    phases = project / "phases.yml"
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
+    body = project / "sql" / "phase3" / "calculate_lead_event_stats.sql"
+    body.write_text(body.read_text().replace("p_lead_ids uuid[] DEFAULT NULL\n",
+                                             "p_lead_ids uuid[] DEFAULT NULL,\n    p_min_events int DEFAULT 0\n"))
+    out = ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
+    assert "function calculate_lead_event_stats: body changed" in out
+    with psycopg.connect(cron_db) as conn:
+        overloads = conn.execute("SELECT pronargs FROM pg_proc WHERE proname = 'calculate_lead_event_stats'").fetchall()
+        assert overloads == [(5,)]
+        rows = conn.execute("SELECT count(*) FROM calculate_lead_event_stats("
+                            "(SELECT user_id FROM leads LIMIT 1), now() - interval '14 days', now() - interval '7 days')"
+                            ).fetchone()[0]
+        assert rows > 0
+    assert "No Change" in ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
