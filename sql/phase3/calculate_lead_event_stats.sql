@@ -10,17 +10,32 @@ STABLE
 SECURITY INVOKER
 SET search_path = public, pg_temp
 AS $$
-    -- One aggregate over the user's recent events replaces one query per lead in a Python loop.
-    -- p_lead_ids (optional) limits the answer to one batch of leads; NULL answers for all of the user's leads.
+    -- One call replaces one query per lead in a Python loop.
+    -- Without p_lead_ids: one aggregate over the user's recent events, a row per lead that has any.
     SELECT e.lead_id,
            count(*) FILTER (WHERE e.direction = 'inbound' AND e.created_at >= p_cutoff_14d),
            count(*) FILTER (WHERE e.direction = 'outbound' AND e.created_at >= p_cutoff_14d),
            count(*) FILTER (WHERE e.direction = 'inbound' AND e.created_at >= p_cutoff_7d),
            count(*) FILTER (WHERE e.direction = 'outbound' AND e.created_at >= p_cutoff_7d)
     FROM message_events AS e
-    WHERE e.user_id = p_user_id
+    WHERE p_lead_ids IS NULL
+      AND e.user_id = p_user_id
       AND e.created_at >= least(p_cutoff_14d, p_cutoff_7d)
       AND e.lead_id IS NOT NULL
-      AND (p_lead_ids IS NULL OR e.lead_id = ANY (p_lead_ids))
     GROUP BY e.lead_id
+    UNION ALL
+    -- With p_lead_ids (a P-score batch): a row per requested lead, zeros included, from the per-lead index.
+    SELECT batch.lead_id, recent.*
+    FROM unnest(p_lead_ids) AS batch (lead_id)
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE e.direction = 'inbound' AND e.created_at >= p_cutoff_14d),
+               count(*) FILTER (WHERE e.direction = 'outbound' AND e.created_at >= p_cutoff_14d),
+               count(*) FILTER (WHERE e.direction = 'inbound' AND e.created_at >= p_cutoff_7d),
+               count(*) FILTER (WHERE e.direction = 'outbound' AND e.created_at >= p_cutoff_7d)
+        FROM message_events AS e
+        WHERE e.lead_id = batch.lead_id
+          AND e.user_id = p_user_id
+          AND e.created_at >= least(p_cutoff_14d, p_cutoff_7d)
+    ) AS recent
+    WHERE p_lead_ids IS NOT NULL
 $$;
