@@ -20,7 +20,7 @@ from pyinfra.api.command import PyinfraCommand, StringCommand
 from pyinfra.facts.files import Directory, FileContents
 from pyinfra.operations import apt, crontab, files, systemd
 
-from .secrets import mask, remember
+from .secrets import from_env, mask, remember
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 DANGEROUS_COMMANDS = ("flushall", "flushdb", "debug", "keys", "shutdown", "migrate")
@@ -39,14 +39,10 @@ class ProcessRunning(FactBase):
 
 def secret_from_env(data_key: str) -> str:
     """The secret held by the environment variable that host data names under `data_key`."""
-    var = host.data.get(data_key)
-    if not var:
-        raise SystemExit(f"{host.name}: host data '{data_key}' is not set — name the environment variable that holds it")
-    value = os.environ.get(var, "")
-    if not value:
-        raise SystemExit(f"{host.name}: environment variable {var} is not set — export it before running")
-    remember(value)
-    return value
+    try:
+        return from_env(host.data.get(data_key), f"{host.name} ({data_key})")
+    except (LookupError, ValueError) as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def redis_settings() -> dict[str, Any]:

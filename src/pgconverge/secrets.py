@@ -32,12 +32,18 @@ def mask(text: str) -> str:
     return text
 
 
-def url_from_env(var: str, where: str) -> str:
-    """The connection URL held by environment variable `var`; a clear error names the variable, never a value."""
+def from_env(var: str | None, where: str) -> str:
+    """The secret held by environment variable `var`, remembered for masking; errors name the variable, never a value."""
     if not re.match(r"^[A-Z_][A-Z0-9_]*$", var or ""):
         raise ValueError(f"{where}: '{var}' is not an environment variable name — use e.g. DATABASE_URL")
-    url = os.environ.get(var, "")
-    if not url:
-        raise LookupError(f"{where}: environment variable {var} is not set — export it with the connection URL")
+    value = os.environ.get(var or "", "")
+    if not value:
+        raise LookupError(f"{where}: environment variable {var} is not set — export it before running")
+    remember(value)
+    return value
+
+
+def url_from_env(var: str, where: str) -> str:
+    url = from_env(var, where)
     remember_url(url)
     return url
