@@ -51,6 +51,15 @@ def database(target=None) -> tuple[psycopg.Connection, str]:
     return conn, url
 
 
+def locked_database(target) -> tuple[psycopg.Connection, str]:
+    """The host's connection, holding the run's advisory lock from the first change on."""
+    conn, url = database(target)
+    if target.name not in _run_locked:
+        take_run_lock(conn)
+        _run_locked.add(target.name)
+    return conn, url
+
+
 def _fail(target, message: str) -> bool:
     target.log_styled(mask(message), fg="red", log_func=logger.error)
     return False
@@ -72,10 +81,7 @@ class SqlCommand(PyinfraCommand):
 
     def execute(self, state, host, connector_arguments) -> bool:  # noqa: A002 - pyinfra's signature
         try:
-            conn, url = database(host)
-            if host.name not in _run_locked:
-                take_run_lock(conn)
-                _run_locked.add(host.name)
+            conn, url = locked_database(host)
             host.log(f"{self.step.object}: {self.step.why}")
             started = time.monotonic()
             run_step(conn, url, self.step, self.settings, host.log)
@@ -141,10 +147,7 @@ class BackupCommand(PyinfraCommand):
 
     def execute(self, state, host, connector_arguments) -> bool:
         try:
-            conn, url = database(host)
-            if host.name not in _run_locked:
-                take_run_lock(conn)
-                _run_locked.add(host.name)
+            _, url = locked_database(host)
             record = backup.take_backup(url, *backup_target(host), self.label, int(host.data.get("backup_retention") or 5))
         except (backup.BackupFailed, StepFailed, LookupError, OSError) as exc:
             return _fail(host, f"backup before {self.label} failed, nothing was changed: {exc}")
