@@ -248,3 +248,17 @@ def test_changed_function_signature_replaces_the_old_overload(cron_db, project):
                             ).fetchone()[0]
         assert rows > 0
     assert "No Change" in ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
+
+
+def test_pyinfra_json_output_stays_pure_json(cron_db):
+    import json
+
+    def changed_ops() -> dict[str, list]:
+        result = run_pyinfra(cron_db, "deploys/all.py", "--dry", "--json")
+        assert result.returncode == 0, result.stderr[-2000:]
+        return {op["name"]: op["hosts_with_change"] for op in json.loads(result.stdout)["plan"]}
+
+    before = changed_ops()
+    assert before["Converge phase1: Quick wins: baseline statistics and 12 concurrent indexes"] == ["@local"]
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    assert all(hosts == [] for hosts in changed_ops().values())
