@@ -185,13 +185,29 @@ def _log_plan(result: plan.Plan, label: str) -> None:
             host.log(f"   {line}")
 
 
-def _plan_or_fail(spec: Spec, compute) -> plan.Plan | None:
+class FailedCommand(PyinfraCommand):
+    """A host whose plan could not be made fails on its own; the other hosts of the inventory go on."""
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message = message
+
+    def __repr__(self) -> str:
+        return "FailedCommand()"
+
+    def execute(self, state, host, connector_arguments) -> bool:
+        return _fail(host, self.message)
+
+
+def _plan_or_fail(spec: Spec, compute) -> plan.Plan | FailedCommand:
     try:
         conn, _ = database()
         catalog = facts.read(conn, spec.settings.schema)
     except (StepFailed, LookupError, ValueError, psycopg.Error) as exc:
-        _fail(host, f"cannot read the catalog: {exc}")
-        raise SystemExit(1) from None
+        message = mask(f"cannot read the catalog: {exc}")
+        if not state.is_executing:
+            host.log_styled(message, fg="red", log_func=logger.error)
+        return FailedCommand(message)
     result: plan.Plan = compute(catalog)
     return result
 
@@ -212,7 +228,9 @@ def phase(phase_id: str):
     """
     spec = load_spec_or_exit()
     result = _plan_or_fail(spec, lambda catalog: plan.plan(spec, catalog, [phase_id]))
-    assert result is not None
+    if isinstance(result, FailedCommand):
+        yield result
+        return
     _log_plan(result, phase_id)
     if not result.steps:
         host.noop(f"{phase_id} already converged")
@@ -230,7 +248,9 @@ def rollback(phase_id: str):
     """
     spec = load_spec_or_exit()
     result = _plan_or_fail(spec, lambda catalog: plan.plan_rollback(spec, catalog, phase_id))
-    assert result is not None
+    if isinstance(result, FailedCommand):
+        yield result
+        return
     _log_plan(result, f"rollback from {phase_id}")
     if not result.steps:
         host.noop(f"nothing of {phase_id} or later is present")

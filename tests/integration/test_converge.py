@@ -226,10 +226,28 @@ def test_missing_database_url_is_one_clear_line(cron_db):
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    result = subprocess.run([PYINFRA, "inventory/lab.py", "deploys/phase1.py", "--dry"], cwd=REPO, env=env,
+    result = subprocess.run([PYINFRA, "inventory/lab.py", "deploys/phase1.py", "-y"], cwd=REPO, env=env,
                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert result.returncode != 0
     assert "environment variable DATABASE_URL is not set" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_one_unreachable_database_of_a_fleet_fails_alone(cron_db, tmp_path):
+    import os
+
+    inventory = tmp_path / "fleet.py"
+    inventory.write_text('db = ([("@db/good", {"database_url_env": "GOOD_URL", "environment": "lab"}),\n'
+                         '       ("@db/down", {"database_url_env": "DOWN_URL", "environment": "lab"})], {})\n')
+    env = {**os.environ, "GOOD_URL": cron_db, "DOWN_URL": "postgresql://salesflow:pw@127.0.0.1:1/salesflow",
+           "PGCONVERGE_BACKUP_DIR": str(tmp_path / "b"), "PGCONVERGE_REPORTS_DIR": str(tmp_path / "r")}
+    result = subprocess.run([PYINFRA, str(inventory), "deploys/all.py", "-y"], cwd=REPO, env=env,
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    combined = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "[@db/down]" in combined and "cannot connect to the database" in combined
+    assert "[@db/good] summary: " in combined and "17/17 gates passed" in combined
+    assert len(catalog_oids(cron_db)) == 23
 
 
 def test_changed_function_signature_replaces_the_old_overload(cron_db, project):
