@@ -181,6 +181,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_database_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgconverge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -193,12 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("action", choices=["up", "down", "status", "seed"])
     lab.add_argument("--scale", choices=sorted(seed_module.SCALES), default="S")
     lab.add_argument("--seed", type=int, default=42)
-    lab.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
+    _add_database_url(lab)
     lab.set_defaults(func=cmd_lab)
 
     backup = commands.add_parser("backup", help="take a verified backup, or run the restore drill")
     backup.add_argument("action", choices=["take", "restore-drill"])
-    backup.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
+    _add_database_url(backup)
     backup.add_argument("--backup-dir", default="backups")
     backup.add_argument("--environment", default="lab")
     backup.add_argument("--retention", type=int, default=5)
@@ -226,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     snap = commands.add_parser("snapshot", help="read-only health snapshot as JSON under reports/<env>/<host>/")
-    snap.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
+    _add_database_url(snap)
     snap.add_argument("--label", default="manual")
     snap.add_argument("--environment", default="lab")
     snap.add_argument("--host", default="local")
@@ -240,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
 
     kpi = commands.add_parser("kpi", help="p50/p95 of every KPI query class on a database (read-only)")
-    kpi.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
+    _add_database_url(kpi)
     kpi.add_argument("--runs", type=int, default=50)
     kpi.add_argument("--phases", default="phases.yml")
     kpi.set_defaults(func=cmd_kpi)

@@ -135,15 +135,19 @@ class GateCommand(PyinfraCommand):
         return _fail(host, f"{phase.id}: {len(failed)} of {len(phase.gates)} gates failed — first: {failed[0].line()}")
 
 
-class BackupCommand(PyinfraCommand):
-    """A verified pg_dump before any change; if it fails, the change does not start."""
+class LabelledCommand(PyinfraCommand):
+    """A command of ours that carries only a label (the phase or moment it is for)."""
 
     def __init__(self, label: str):
         super().__init__()
         self.label = label
 
     def __repr__(self) -> str:
-        return f"BackupCommand({self.label})"
+        return f"{type(self).__name__}({self.label})"
+
+
+class BackupCommand(LabelledCommand):
+    """A verified pg_dump before any change; if it fails, the change does not start."""
 
     def execute(self, state, host, connector_arguments) -> bool:
         try:
@@ -303,13 +307,8 @@ def run_summary():
         yield SummaryCommand()
 
 
-class SnapshotCommand(PyinfraCommand):
-    def __init__(self, label: str):
-        super().__init__()
-        self.label = label
-
-    def __repr__(self) -> str:
-        return f"SnapshotCommand({self.label})"
+class SnapshotCommand(LabelledCommand):
+    """A read-only health snapshot written as JSON."""
 
     def execute(self, state, host, connector_arguments) -> bool:
         from . import snapshot
