@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -30,6 +31,7 @@ class BackupRecord:
     sha256: str
     entries: int
     size: int
+    mode: str = "schema"
 
 
 def libpq_env(url: str) -> dict[str, str]:
@@ -52,23 +54,63 @@ def _run(argv: list[str], env: dict[str, str], what: str) -> subprocess.Complete
     return result
 
 
-def backup_name(environment: str, database: str, label: str, now: dt.datetime | None = None) -> str:
-    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return "-".join(SAFE.sub("_", part) for part in (environment, database, stamp, label)) + ".dump"
+def backup_name(environment: str, host: str, database: str, label: str, now: dt.datetime | None = None) -> str:
+    """Unique per host and moment: every Supabase database is called postgres, a fleet backs up in the same second."""
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
+    return "-".join(safe(part) for part in (environment, host, database, stamp, label)) + ".dump"
 
 
-def take_backup(url: str, directory: Path, environment: str, label: str, retention: int = 5) -> BackupRecord:
-    """pg_dump -Fc, verified by pg_restore --list, with a .sha256 beside it; older ones beyond `retention` removed."""
+def safe(part: str) -> str:
+    return SAFE.sub("_", part).strip("_") or "_"
+
+
+def host_directory(base: Path, environment: str, host: str) -> Path:
+    """One folder per inventory host: retention and the restore drill never mix two databases."""
+    return base / safe(environment) / safe(host)
+
+
+def _snapshot_facts(conn: psycopg.Connection, with_counts: bool) -> dict:
+    """Tables (with row counts for a data backup) and pg_cron jobs, read inside the exported snapshot."""
+    counts = table_counts(conn, exact=with_counts)
+    jobs: list[dict] = []
+    try:
+        with conn.transaction():
+            jobs = [dict(zip(("jobname", "schedule", "command", "database", "username", "active"), row, strict=True))
+                    for row in conn.execute("SELECT jobname, schedule, command, database, username, active"
+                                            " FROM cron.job ORDER BY jobid").fetchall()]
+    except psycopg.Error:
+        pass  # no pg_cron here, or its jobs are not readable by this role
+    return {"tables": counts, "cron_jobs": jobs}
+
+
+def take_backup(url: str, directory: Path, environment: str, label: str, retention: int = 5, *,
+                host: str = "cli", mode: str = "schema") -> BackupRecord:
+    """pg_dump -Fc from one exported snapshot (schema only, or with data), verified by pg_restore --list, with a
+    .sha256 and a .json sidecar (tables, row counts seen in that snapshot, cron jobs); older ones pruned."""
     env = libpq_env(url)
     database = env.get("PGDATABASE", "db")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = directory / backup_name(environment, database, label)
-    partial = target.with_suffix(".partial")
+    target = directory / backup_name(environment, host, database, label)
+    handle, partial_name = tempfile.mkstemp(prefix=".partial-", suffix=".dump", dir=directory)
+    os.close(handle)
+    partial = Path(partial_name)
+    argv = ["pg_dump", "-Fc", "--no-password", "--exclude-table-data=cron.*", "-f", str(partial)]
+    if mode != "full":
+        argv.append("--schema-only")
     try:
-        # pg_cron's job table is readable only by its superuser; the jobs themselves are declared in phases.yml.
-        _run(["pg_dump", "-Fc", "--no-password", "--exclude-table-data=cron.*", "-f", str(partial)], env, "pg_dump")
+        try:
+            with psycopg.connect(url, application_name="pgconverge-backup") as conn:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+                facts = _snapshot_facts(conn, with_counts=mode == "full")
+                # The dump sees exactly what the counts saw, whatever the application writes meanwhile.
+                _run([*argv, f"--snapshot={snapshot}"], env, "pg_dump")
+                conn.rollback()
+        except psycopg.Error as exc:
+            raise BackupFailed(mask(f"cannot read the database for the backup: {str(exc).strip().splitlines()[0]}")) \
+                from None
         listing = _run(["pg_restore", "--list", str(partial)], env, "pg_restore --list")
-    except BackupFailed:
+    except BaseException:
         partial.unlink(missing_ok=True)
         raise
     entries = sum(1 for line in listing.stdout.splitlines() if line and not line.startswith(";"))
@@ -76,21 +118,23 @@ def take_backup(url: str, directory: Path, environment: str, label: str, retenti
         partial.unlink(missing_ok=True)
         raise BackupFailed(f"backup {target.name} lists no entries — not keeping it")
     digest = hashlib.sha256(partial.read_bytes()).hexdigest()
-    partial.rename(target)
+    sidecar = {"host": host, "database": database, "environment": environment, "label": label, "mode": mode,
+               "taken_at": dt.datetime.now(dt.UTC).isoformat(), "sha256": digest, "entries": entries, **facts}
+    target.with_name(target.name + ".json").write_text(json.dumps(sidecar, indent=1, default=str) + "\n")
     target.with_name(target.name + ".sha256").write_text(f"{digest}  {target.name}\n")
-    prune(directory, environment, database, retention)
-    return BackupRecord(target, digest, entries, target.stat().st_size)
+    partial.rename(target)
+    prune(directory, retention)
+    return BackupRecord(target, digest, entries, target.stat().st_size, mode)
 
 
-def backups_of(directory: Path, environment: str, database: str) -> list[Path]:
-    prefix = f"{SAFE.sub('_', environment)}-{SAFE.sub('_', database)}-"
-    return sorted((p for p in directory.glob(f"{prefix}*.dump")), key=lambda p: p.name, reverse=True)
+def backups_of(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.dump"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
 
 
-def prune(directory: Path, environment: str, database: str, retention: int) -> None:
-    for old in backups_of(directory, environment, database)[retention:]:
-        old.unlink(missing_ok=True)
-        old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+def prune(directory: Path, retention: int) -> None:
+    for old in backups_of(directory)[retention:]:
+        for path in (old, old.with_name(old.name + ".sha256"), old.with_name(old.name + ".json")):
+            path.unlink(missing_ok=True)
 
 
 def verify_checksum(path: Path) -> None:
@@ -99,26 +143,32 @@ def verify_checksum(path: Path) -> None:
         raise BackupFailed(f"{path.name}: checksum differs from the one recorded — the file is damaged")
 
 
-def table_counts(conn: psycopg.Connection) -> dict[str, int]:
+def table_counts(conn: psycopg.Connection, exact: bool = True) -> dict[str, int | None]:
     tables = [r[0] for r in conn.execute(
         "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables"
         " WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'cron') ORDER BY 1").fetchall()]
+    if not exact:
+        return dict.fromkeys(tables)
     return {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(t))).fetchone()[0]  # type: ignore[index]
             for t in tables}
 
 
-def restore_drill(url: str, directory: Path, environment: str, echo=print) -> bool:
-    """Restore the newest backup into a scratch database and compare every table's row count with the source."""
+def restore_drill(url: str, directory: Path, echo=print) -> bool:
+    """Restore the newest backup of this host into a scratch database and compare it with what the backup's own
+    snapshot held (tables, and row counts for a data backup): later writes to the live database don't matter."""
     env = libpq_env(url)
-    database = env["PGDATABASE"]
-    candidates = backups_of(directory, environment, database)
+    candidates = backups_of(directory)
     if not candidates:
-        raise BackupFailed(f"no backup of {environment}/{database} in {directory} — take one first")
+        raise BackupFailed(f"no backup in {directory} — take one first (pgconverge backup take)")
     newest = candidates[0]
     verify_checksum(newest)
-    scratch = f"pgconverge_drill_{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
+    sidecar_path = newest.with_name(newest.name + ".json")
+    if not sidecar_path.exists():
+        raise BackupFailed(f"{newest.name} has no {sidecar_path.name} — take a new backup")
+    recorded: dict[str, int | None] = json.loads(sidecar_path.read_text())["tables"]
+    full = json.loads(sidecar_path.read_text()).get("mode") == "full"
+    scratch = f"pgconverge_drill_{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S%f}"
     with psycopg.connect(url, autocommit=True) as conn:
-        source = table_counts(conn)
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
     try:
         listing = _run(["pg_restore", "--list", str(newest)], env, "pg_restore --list").stdout
@@ -139,17 +189,18 @@ def restore_drill(url: str, directory: Path, environment: str, echo=print) -> bo
              {**env, "PGDATABASE": scratch}, "pg_restore")
         os.unlink(handle.name)
         with psycopg.connect(url, dbname=scratch, autocommit=True) as conn:
-            restored = table_counts(conn)
+            restored = table_counts(conn, exact=full)
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
-    echo(f"restore drill of {newest.name} (sha256 verified)")
-    echo(f"{'table':<40} {'source':>12} {'restored':>12}")
+    what = "row counts" if full else "tables (schema-only backup)"
+    echo(f"restore drill of {newest.name} (sha256 verified): {what} compared with the backup's own snapshot")
+    echo(f"{'table':<40} {'in backup':>12} {'restored':>12}")
     equal = True
-    for table in sorted(set(source) | set(restored)):
-        a, b = source.get(table), restored.get(table)
-        mark = "" if a == b else "  DIFFERENT"
-        equal = equal and a == b
-        echo(f"{table:<40} {a if a is not None else '-':>12} {b if b is not None else '-':>12}{mark}")
-    echo("all row counts equal" if equal else "row counts differ")
+    for table in sorted(set(recorded) | set(restored)):
+        a, b = recorded.get(table, "-"), restored.get(table, "-")
+        same = table in recorded and table in restored and a == b
+        equal = equal and same
+        echo(f"{table:<40} {'' if a is None else a:>12} {'' if b is None else b:>12}{'' if same else '  DIFFERENT'}")
+    echo(f"all {what} equal" if equal else f"{what} differ")
     return equal

@@ -103,13 +103,15 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from . import backup
 
     url = _database_url(args)
-    directory = Path(args.backup_dir) / args.environment
+    directory = backup.host_directory(Path(args.backup_dir), args.environment, args.host)
     try:
         if args.action == "take":
-            record = backup.take_backup(url, directory, args.environment, "manual", args.retention)
-            print(f"{record.path} ({record.size:,} bytes, {record.entries} entries, sha256 {record.sha256})")
+            record = backup.take_backup(url, directory, args.environment, "manual", args.retention, host=args.host,
+                                        mode=args.mode)
+            print(f"{record.path} ({record.mode}, {record.size:,} bytes, {record.entries} entries,"
+                  f" sha256 {record.sha256})")
             return 0
-        return 0 if backup.restore_drill(url, directory, args.environment) else 1
+        return 0 if backup.restore_drill(url, directory) else 1
     except backup.BackupFailed as exc:
         print(f"pgconverge backup: {exc}", file=sys.stderr)
         return 1
@@ -206,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--backup-dir", default="backups")
     backup.add_argument("--environment", default="lab")
     backup.add_argument("--retention", type=int, default=5)
+    backup.add_argument("--host", default="cli", help="the inventory host the backups belong to (default: cli)")
+    backup.add_argument("--mode", choices=["full", "schema"], default="full",
+                        help="take: with table data (default) or schema only")
     backup.set_defaults(func=cmd_backup)
 
     plan = commands.add_parser("plan", help="what a deploy would change on each database, as Markdown or JSON")

@@ -1,17 +1,23 @@
-"""Running steps: psycopg, autocommit, one statement per call, lock_timeout with bounded retries."""
+"""Running steps: psycopg, autocommit, one statement per call; lock waits that fit each lock; signals."""
 
 from __future__ import annotations
 
+import contextlib
+import random
+import re
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import errors, sql
 
 from .plan import Step
 from .secrets import mask, remember_url
-from .spec import Settings
+from .spec import Settings, seconds
 
 APPLICATION_NAME = "pgconverge"
 # One advisory lock key per database for every pgconverge run ("pgconverge" hashed, fixed forever).
@@ -73,11 +79,29 @@ def blockers(conn: psycopg.Connection, table: str | None) -> str:
     return "; ".join(f"pid {pid} ({state}): {query}" for pid, state, query in rows)
 
 
+def is_concurrent_index_step(step: Step) -> bool:
+    """CREATE/DROP INDEX CONCURRENTLY: never blocks the application, waits politely for old transactions."""
+    return "INDEX CONCURRENTLY" in step.statements[0]
+
+
+def is_exclusive_step(step: Step) -> bool:
+    """Steps whose queued ACCESS EXCLUSIVE request would stall every later query on the object."""
+    return step.lock.startswith("ACCESS EXCLUSIVE") and step.kind != "build"
+
+
+def lock_timeout_for(settings: Settings, step: Step) -> str:
+    if is_concurrent_index_step(step):
+        return "0"  # bounded by build_max_wait and watched instead: a lock timeout would throw the build away
+    if is_exclusive_step(step):
+        return settings.exclusive_lock_timeout
+    return settings.lock_timeout
+
+
 def session_statements(settings: Settings, step: Step) -> tuple[str, ...]:
-    """Run before every step: a bounded lock wait always; no statement timeout only for builds."""
-    timeout = "0" if step.kind == "build" else settings.statement_timeout
+    """Run before every step: the lock wait that fits the step's lock; no statement timeout for builds."""
+    timeout = "0" if step.kind == "build" or is_concurrent_index_step(step) else settings.statement_timeout
     return (
-        sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.lock_timeout)).as_string(None),
+        sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout_for(settings, step))).as_string(None),
         sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout)).as_string(None),
         # A runner killed mid-build must not leave its backend building on: the server notices within 2 s.
         "SET client_connection_check_interval = '2s'",
@@ -91,18 +115,69 @@ def _set_session(conn: psycopg.Connection, settings: Settings, step: Step) -> No
         conn.execute(statement)  # type: ignore[arg-type]
 
 
-def _watch_index_build(url: str, pid: int, interval: float, log: Log, stop: threading.Event) -> None:
-    """Log pg_stat_progress_create_index for our backend every few seconds while a build runs."""
+SESSION_LINE = (
+    "SELECT a.pid, coalesce(a.state, '?'), coalesce(extract(epoch FROM now() - a.xact_start)::int, 0),"
+    " left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 100) FROM pg_stat_activity a"
+)
+
+
+def describe_sessions(rows: list[tuple]) -> str:
+    return "; ".join(f"pid {pid} ({state}, transaction open {age} s): {query}" for pid, state, age, query in rows)
+
+
+def old_snapshot_holders(conn: psycopg.Connection, min_age_seconds: int = 5) -> str:
+    """Sessions of this database whose snapshot a concurrent index build will wait for (long or idle transactions)."""
+    rows = conn.execute(
+        SESSION_LINE + " WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
+        " AND a.backend_xmin IS NOT NULL AND a.backend_type = 'client backend'"
+        " AND (a.state LIKE 'idle in transaction%%' OR a.xact_start < now() - make_interval(secs => %s))"
+        " ORDER BY a.xact_start",
+        [min_age_seconds],
+    ).fetchall()
+    return describe_sessions(rows)
+
+
+@dataclass
+class BuildWatch:
+    """What the watcher saw of one build: set by the watcher greenlet, read by the step when the build ends."""
+
+    stopped_because: str = ""
+    waited_for: str = ""
+
+
+def _watch_build(url: str, pid: int, settings: Settings, log: Log, stop: threading.Event, watch: BuildWatch) -> None:
+    """Every few seconds: progress, or whom the build waits for; cancel it once it waited build_max_wait."""
+    max_wait = seconds(settings.build_max_wait)
+    poll = min(0.5, settings.progress_interval_seconds)
+    waited = 0.0
+    last_log = time.monotonic()
     try:
         with psycopg.connect(url, autocommit=True, application_name=f"{APPLICATION_NAME}-progress") as watcher:
-            while not stop.wait(interval):
+            while not stop.wait(poll):
                 row = watcher.execute(
-                    "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total"
-                    " FROM pg_stat_progress_create_index WHERE pid = %s",
-                    [pid],
-                ).fetchone()
-                if row:
-                    phase, blocks_done, blocks_total, tuples_done, tuples_total = row
+                    "SELECT coalesce(p.phase, a.wait_event_type, 'running'), p.blocks_done, p.blocks_total,"
+                    " p.tuples_done, p.tuples_total, a.wait_event_type = 'Lock', pg_blocking_pids(a.pid)"
+                    " FROM pg_stat_activity a LEFT JOIN pg_stat_progress_create_index p ON p.pid = a.pid"
+                    " WHERE a.pid = %s", [pid]).fetchone()
+                if not row:
+                    continue
+                phase, blocks_done, blocks_total, tuples_done, tuples_total, waiting, blocking = row
+                who = describe_sessions(watcher.execute(SESSION_LINE + " WHERE a.pid = ANY(%s)",
+                                                        [blocking]).fetchall()) if waiting and blocking else ""
+                waited = waited + poll if waiting else waited
+                if who:
+                    watch.waited_for = who
+                if waiting and waited >= max_wait:
+                    watch.stopped_because = (f"waited {waited:.0f} s, longer than build_max_wait "
+                                             f"{settings.build_max_wait}, for {who or 'other transactions'}")
+                    watcher.execute("SELECT pg_cancel_backend(%s)", [pid])
+                    return
+                if time.monotonic() - last_log < settings.progress_interval_seconds:
+                    continue
+                last_log = time.monotonic()
+                if waiting:
+                    log(f"  … {phase}: waiting {waited:.0f} s for {who or 'other transactions'}")
+                else:
                     share = (f"{100 * blocks_done / blocks_total:.0f}% of blocks" if blocks_total
                              else f"{100 * tuples_done / tuples_total:.0f}% of tuples" if tuples_total else "")
                     log(f"  … {phase} {share}".rstrip())
@@ -110,71 +185,140 @@ def _watch_index_build(url: str, pid: int, interval: float, log: Log, stop: thre
         return
 
 
+class Interruption:
+    """SIGINT/SIGTERM: cancel the statement running on the server, let its step clean up, run no further step."""
+
+    received: str | None = None
+    running: dict[int, psycopg.Connection] = {}
+
+    @classmethod
+    def install(cls) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, cls.handle)
+
+    @classmethod
+    def handle(cls, signum: int, frame: object) -> None:
+        first = cls.received is None
+        cls.received = signal.Signals(signum).name
+        if first and cls.running:
+            print(f"{cls.received}: cancelling the running statement, cleaning up, then stopping", file=sys.stderr)
+            for conn in list(cls.running.values()):
+                with contextlib.suppress(Exception):
+                    conn.cancel()
+            return
+        # Nothing is half-done between statements (each step commits or not): stop now, never with exit 0.
+        print(f"{cls.received}: stopped", file=sys.stderr)
+        raise SystemExit(130)
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.received:
+            raise StepFailed(f"interrupted by {cls.received}: no further step runs — run again to finish")
+
+
+@contextlib.contextmanager
+def _cancellable(conn: psycopg.Connection):
+    Interruption.running[id(conn)] = conn
+    try:
+        yield
+    finally:
+        Interruption.running.pop(id(conn), None)
+
+
 def _run_once(conn: psycopg.Connection, step: Step) -> None:
-    if step.transactional:
-        with conn.transaction():
+    with _cancellable(conn):
+        if step.transactional:
+            with conn.transaction():
+                for statement in step.statements:
+                    conn.execute(statement)  # type: ignore[arg-type]
+        else:
             for statement in step.statements:
                 conn.execute(statement)  # type: ignore[arg-type]
-    else:
-        for statement in step.statements:
-            conn.execute(statement)  # type: ignore[arg-type]
 
 
-def _repair_failed_build(conn: psycopg.Connection, step: Step) -> None:
-    """A CREATE INDEX CONCURRENTLY that failed leaves an INVALID index behind: drop it before the retry."""
-    statement = step.statements[0]
-    if "INDEX CONCURRENTLY" not in statement or not statement.startswith("CREATE"):
-        return
-    name = statement.split(" CONCURRENTLY ", 1)[1].split(" ON ", 1)[0]
-    row = conn.execute(
-        "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-        " WHERE c.oid = to_regclass(%s)", [name]
-    ).fetchone()
-    if row and row[0]:
-        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")  # type: ignore[arg-type]
+def _built_index(step: Step) -> str | None:
+    """The schema-qualified name a CREATE INDEX CONCURRENTLY step builds, None for any other step."""
+    match = re.match(r'CREATE (?:UNIQUE )?INDEX CONCURRENTLY (\S+) ON ', step.statements[0])
+    return match.group(1) if match else None
+
+
+def drop_failed_build(conn: psycopg.Connection, step: Step, settings: Settings) -> str:
+    """A failed or cancelled CREATE INDEX CONCURRENTLY leaves an INVALID index: drop it, bounded; say what is left."""
+    name = _built_index(step)
+    if name is None or conn.closed or conn.broken:
+        return ""
+    try:
+        row = conn.execute("SELECT NOT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+                           [name]).fetchone()
+        if not (row and row[0]):
+            return ""
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(settings.lock_timeout)))
+        conn.execute("SET statement_timeout = 0")
+        with _cancellable(conn):
+            conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")  # type: ignore[arg-type]
+        return f"; its INVALID leftover {name} was dropped"
+    except psycopg.Error as exc:
+        return f"; its INVALID leftover {name} is still there ({_first_line(exc)}) — the next run drops it"
+
+
+def _jittered(delay: float) -> float:
+    return delay * random.uniform(0.5, 1.5)
 
 
 def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings, log: Log) -> None:
-    """Apply one step; retry lock timeouts with doubling backoff, then fail naming who holds the lock."""
+    """Apply one step; retry lock timeouts with jittered doubling backoff, then fail naming who holds the lock."""
+    Interruption.check()
     attempts = settings.lock_retries + 1
     delay = settings.retry_backoff_seconds
+    if _built_index(step):
+        waiting_for = old_snapshot_holders(conn)
+        if waiting_for:
+            log(f"  note: this build will wait for sessions holding old snapshots: {waiting_for}")
     for attempt in range(1, attempts + 1):
         stop = threading.Event()
+        watch = BuildWatch()
         watcher = None
         try:
             _set_session(conn, settings, step)
-            if step.kind == "build" and "INDEX CONCURRENTLY" in step.statements[0]:
+            if is_concurrent_index_step(step):
                 watcher = threading.Thread(
-                    target=_watch_index_build,
-                    args=(url, conn.info.backend_pid, settings.progress_interval_seconds, log, stop),
-                    daemon=True,
-                )
+                    target=_watch_build, args=(url, conn.info.backend_pid, settings, log, stop, watch), daemon=True)
                 watcher.start()
             _run_once(conn, step)
             return
         except errors.LockNotAvailable as exc:
             held_by = blockers(conn, step.table) if not conn.closed else ""
-            _repair_failed_build(conn, step)
-            if attempt == attempts:
+            left = drop_failed_build(conn, step, settings)
+            timeout = lock_timeout_for(settings, step)
+            if attempt == attempts or Interruption.received:
                 raise StepFailed(mask(
-                    f"{step.object}: lock not available after {attempts} tries of lock_timeout "
-                    f"{settings.lock_timeout} ({_first_line(exc)})"
-                    + (f"; blocked by {held_by}" if held_by else "")
-                    + " — end the blocking session or raise lock_timeout/lock_retries in phases.yml settings"
+                    f"{step.object}: lock not available after {attempt} tries of lock_timeout {timeout}"
+                    f" ({_first_line(exc)})" + (f"; blocked by {held_by}" if held_by else "") + left
+                    + " — end the blocking session, or run again at a quieter time"
+                    " (lock_timeout, exclusive_lock_timeout, lock_retries in phases.yml settings)"
                 )) from None
-            log(f"  lock busy on {step.object} (try {attempt}/{attempts}); retrying in {delay:.1f}s"
+            wait = _jittered(delay)
+            log(f"  lock busy on {step.object} (try {attempt}/{attempts} of {timeout}); retrying in {wait:.1f}s"
                 + (f"; held by {held_by}" if held_by else ""))
-            time.sleep(delay)
+            time.sleep(wait)
             delay *= 2
         except errors.InsufficientPrivilege as exc:
             hint = (" — enable it in the Supabase dashboard (Database → Extensions) or have a superuser run it"
                     if "EXTENSION" in step.statements[0] else " — grant the privilege or run as the object's owner")
             raise StepFailed(mask(f"{step.object}: {_first_line(exc)}{hint}")) from None
         except psycopg.Error as exc:
-            if not conn.closed and not conn.broken:
-                _repair_failed_build(conn, step)
-            raise StepFailed(mask(f"{step.object}: {_first_line(exc)} — while running: {step.statements[0][:160]}")) \
-                from None
+            stop.set()
+            if watcher is not None:
+                watcher.join(timeout=5)
+            left = drop_failed_build(conn, step, settings)
+            if Interruption.received:
+                raise StepFailed(mask(f"{step.object}: interrupted by {Interruption.received}, statement cancelled"
+                                      f" on the server{left}; no further step runs — run again to finish")) from None
+            if watch.stopped_because:
+                raise StepFailed(mask(f"{step.object}: build stopped: {watch.stopped_because}{left}"
+                                      " — end that session or raise build_max_wait, then run again")) from None
+            raise StepFailed(mask(f"{step.object}: {_first_line(exc)}{left} — while running: "
+                                  f"{step.statements[0][:160]}")) from None
         finally:
             stop.set()
             if watcher is not None:

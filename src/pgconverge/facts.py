@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import psycopg
@@ -121,12 +122,17 @@ def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, FunctionF
 
 def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFact]]:
     """pg_cron's jobs visible to this role (cron.job has row-level security for non-superusers)."""
+    # pg_cron's extension lives in pg_catalog; its objects in schema cron.
     available = conn.execute(
         "SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n"
-        " JOIN pg_extension e ON e.extnamespace = n.oid AND e.extname = 'pg_cron'"
+        " WHERE n.nspname = 'cron' AND EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron')"
     ).fetchone()
-    if not available or not available[0]:
+    if not available:
         return False, {}
+    if not available[0]:
+        user = conn.execute("SELECT current_user").fetchone()[0]  # type: ignore[index]
+        raise CatalogUnreadable(f"pg_cron is installed but {user} may not read its jobs — "
+                                f"GRANT USAGE ON SCHEMA cron TO {user} (as a superuser), then run again")
     rows = conn.execute(
         "SELECT jobname, schedule, command, database, active FROM cron.job WHERE jobname IS NOT NULL"
     ).fetchall()
@@ -180,8 +186,27 @@ def read_relations(conn: psycopg.Connection, schema: str) -> dict[str, int]:
     return {r[0]: r[1] for r in rows}
 
 
+class CatalogUnreadable(LookupError):
+    """The catalog could not be read; one line naming what to grant."""
+
+
 def read(conn: psycopg.Connection, schema: str = "public") -> Catalog:
-    """A snapshot of everything the planner compares with the spec."""
+    """A snapshot of everything the planner compares with the spec; one line naming the missing grant if refused."""
+    try:
+        return _read(conn, schema)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        first = str(exc).strip().splitlines()[0]
+        user = conn.execute("SELECT current_user").fetchone()[0]  # type: ignore[index]
+        target = re.search(r"permission denied for (schema|table|relation|view|function) (\S+)", first)
+        grant = (f"GRANT {'USAGE' if target.group(1) == 'schema' else 'SELECT'} ON {target.group(1).upper()}"
+                 f" {target.group(2)} TO {user}" if target else f"grant {user} read access to the catalog")
+        raise CatalogUnreadable(f"{first} — {grant}, then run again") from None
+    except psycopg.Error as exc:
+        raise CatalogUnreadable(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) \
+            from None
+
+
+def _read(conn: psycopg.Connection, schema: str) -> Catalog:
     database, user = conn.execute("SELECT current_database(), current_user").fetchone()  # type: ignore[misc]
     cron_available, cron_jobs = read_cron_jobs(conn)
     relations = read_relations(conn, schema)

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from .spec import GateSpec, Spec
+from .spec import GateSpec, Spec, seconds
 
 STATUSES = ("queued", "sent", "delivered", "opened", "replied", "bounced", "failed")
 CHANNELS = ("email", "linkedin", "whatsapp", "sms")
@@ -147,11 +147,6 @@ def gate_explain(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: W
                       f"< {gate.get('max_ms')} ms")
 
 
-def _seconds(duration: str) -> float:
-    number, unit = re.match(r"^(\d+)(ms|s|min)$", duration).groups()  # type: ignore[union-attr]
-    return int(number) * {"ms": 0.001, "s": 1, "min": 60}[unit]
-
-
 def gate_freshness(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateResult:
     view = gate.get("materialized_view")
     # The jobs that refresh this view: their command calls a declared function whose body names the view.
@@ -163,7 +158,7 @@ def gate_freshness(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> Gate
         [jobs],
     ).fetchone()
     age = row[0] if row else None
-    limit = _seconds(gate.get("within"))
+    limit = seconds(gate.get("within"))
     measured = "never refreshed by cron" if age is None else f"last refresh {float(age):.0f} s ago"
     return GateResult(gate.name, "freshness", age is not None and float(age) <= limit, measured, f"≤ {limit:.0f} s")
 

@@ -13,7 +13,7 @@ from pyinfra.api import operation
 from pyinfra.api.command import PyinfraCommand
 
 from . import backup, facts, gates, plan
-from .execute import StepFailed, connect, run_step, take_run_lock
+from .execute import Interruption, StepFailed, connect, run_step, take_run_lock
 from .secrets import mask, url_from_env
 from .spec import Settings, Spec, SpecError, load
 
@@ -30,6 +30,7 @@ def journal(target, line: str) -> None:
 def load_spec_or_exit() -> Spec:
     """phases.yml for this run; a bad file stops the deploy with one line, before any connection."""
     path = os.environ.get("PGCONVERGE_PHASES") or "phases.yml"
+    Interruption.install()
     try:
         return load(path)
     except SpecError as exc:
@@ -108,6 +109,7 @@ class GateCommand(PyinfraCommand):
     def execute(self, state, host, connector_arguments) -> bool:
         phase = self.spec.phase(self.phase_id)
         try:
+            Interruption.check()
             conn, _ = database(host)
             params = gates.WorkloadParams(conn) if any(
                 g.kind in {"plan", "latency", "explain"} for g in phase.gates) else None
@@ -149,30 +151,42 @@ class LabelledCommand(PyinfraCommand):
 class BackupCommand(LabelledCommand):
     """A verified pg_dump before any change; if it fails, the change does not start."""
 
+    def __init__(self, label: str, mode: str):
+        super().__init__(label)
+        self.mode = mode
+
     def execute(self, state, host, connector_arguments) -> bool:
         try:
+            Interruption.check()
             _, url = locked_database(host)
-            record = backup.take_backup(url, *backup_target(host), self.label, int(host.data.get("backup_retention") or 5))
+            directory, environment = backup_target(host)
+            started = time.monotonic()
+            record = backup.take_backup(url, directory, environment, self.label,
+                                        int(host.data.get("backup_retention") or 5), host=host.name, mode=self.mode)
         except (backup.BackupFailed, StepFailed, LookupError, OSError) as exc:
             return _fail(host, f"backup before {self.label} failed, nothing was changed: {exc}")
-        line = f"backup {record.path} ({record.size:,} bytes, {record.entries} entries, sha256 {record.sha256[:12]}…)"
+        line = (f"backup {record.path} ({record.mode}, {record.size:,} bytes, {record.entries} entries,"
+                f" sha256 {record.sha256[:12]}…, {time.monotonic() - started:.1f} s)")
         host.log(line)
         journal(host, line)
         return True
 
 
 def backup_target(target) -> tuple[Path, str]:
+    """backups/<environment>/<inventory host>/: same-named databases of a fleet never share a file or a retention."""
     environment = target.data.get("environment") or "default"
     base = target.data.get("backup_dir") or os.environ.get("PGCONVERGE_BACKUP_DIR") or "backups"
-    return Path(base) / environment, environment
+    return backup.host_directory(Path(base), environment, target.name), environment
 
 
-def _with_backup(label: str, wanted: bool, steps: tuple[plan.Step, ...], settings: Settings):
-    if wanted and steps:
+def _with_backup(label: str, mode: str, steps: tuple[plan.Step, ...], settings: Settings):
+    if mode != "none" and steps:
         directory, _ = backup_target(host)
         if not state.is_executing:
-            host.log(f"-- first: verified backup (pg_dump -Fc, pg_restore --list, sha256) into {directory}/")
-        yield BackupCommand(label)
+            what = "schema and managed objects" if mode == "schema" else "schema and data"
+            host.log(f"-- first: verified backup of the {what} (pg_dump -Fc, pg_restore --list, sha256)"
+                     f" into {directory}/")
+        yield BackupCommand(label, mode)
     for step in steps:
         yield SqlCommand(step, settings)
 
@@ -211,6 +225,8 @@ def _plan_or_fail(spec: Spec, compute) -> plan.Plan | FailedCommand:
         message = mask(f"cannot read the catalog: {exc}")
         if not state.is_executing:
             host.log_styled(message, fg="red", log_func=logger.error)
+            # --dry never executes FailedCommand: the failed host must still end the run with exit != 0.
+            state.failed_hosts.add(host)
         return FailedCommand(message)
     result: plan.Plan = compute(catalog)
     return result
@@ -259,7 +275,7 @@ def rollback(phase_id: str):
     if not result.steps:
         host.noop(f"nothing of {phase_id} or later is present")
         return
-    yield from _with_backup(f"rollback-{phase_id}", True, result.steps, spec.settings)
+    yield from _with_backup(f"rollback-{phase_id}", "schema", result.steps, spec.settings)
 
 
 @operation()
@@ -287,6 +303,8 @@ class SummaryCommand(PyinfraCommand):
         return "SummaryCommand()"
 
     def execute(self, state, host, connector_arguments) -> bool:
+        if Interruption.received:
+            return _fail(host, f"interrupted by {Interruption.received}: the run stopped before its end")
         lines = _journal.get(host.name, [])
         applied = [line for line in lines if line.startswith("applied")]
         gate_lines = [line for line in lines if line.startswith("gate ")]

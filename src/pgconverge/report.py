@@ -75,8 +75,13 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
             host_plan.error = mask(str(exc))
             result.append(host_plan)
             continue
-        with conn:
-            catalog = facts.read(conn, spec.settings.schema)
+        try:
+            with conn:
+                catalog = facts.read(conn, spec.settings.schema)
+        except facts.CatalogUnreadable as exc:
+            host_plan.error = mask(f"cannot read the catalog: {exc}")
+            result.append(host_plan)
+            continue
         if mode == "rollback":
             host_plan.phases.append((f"rollback from {phase_ids[0]}", plan.plan_rollback(spec, catalog, phase_ids[0])))
         elif mode == "converge":

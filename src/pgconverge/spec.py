@@ -51,12 +51,22 @@ class SpecError(Exception):
 class Settings:
     schema: str = "public"
     lock_timeout: str = "3s"
+    # ACCESS EXCLUSIVE steps (MV swap, drops): every query on the object queues behind our waiting request
+    exclusive_lock_timeout: str = "500ms"
+    # a concurrent index build waits this long in total for old transactions, then stops and cleans up
+    build_max_wait: str = "30min"
     lock_retries: int = 5
     retry_backoff_seconds: float = 1.0
     statement_timeout: str = "60s"
     progress_interval_seconds: float = 5.0
     build_parallel_workers: int = 0
     api_roles: tuple[str, ...] = ("anon", "authenticated")
+
+
+def seconds(duration: str) -> float:
+    """A phases.yml duration ("500ms", "3s", "30min") in seconds."""
+    number, unit = re.match(r"^(\d+)(ms|s|min)$", duration).groups()  # type: ignore[union-attr]
+    return int(number) * {"ms": 0.001, "s": 1, "min": 60}[unit]
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,8 @@ class Phase:
     id: str
     title: str
     requires: tuple[str, ...] = ()
-    backup: bool = True
+    # what is saved before the phase changes anything: "schema" (what phases change), "full" (data too), "none"
+    backup: str = "schema"
     on_gate_failure: str = "stop"
     extensions: tuple[ExtensionSpec, ...] = ()
     indexes: tuple[IndexSpec, ...] = ()
@@ -340,7 +351,7 @@ def _build(path: Path, data: dict, marks: dict) -> Spec:
                 id=pid,
                 title=p["title"],
                 requires=tuple(p.get("requires", [])),
-                backup=p.get("backup", True),
+                backup={True: "schema", False: "none"}.get(p.get("backup", True), p.get("backup")),
                 on_gate_failure=p.get("on_gate_failure", "stop"),
                 extensions=tuple(_extension(b, e, (*at, "extensions", i), pid) for i, e in enumerate(p.get("extensions", []))),
                 indexes=tuple(_index(b, x, (*at, "indexes", i), pid) for i, x in enumerate(p.get("indexes", []))),
