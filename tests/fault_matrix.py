@@ -68,7 +68,7 @@ def points_from_plan(url: str) -> list[FaultPoint]:
         steps = plan.plan(loaded, facts.read(conn), [p.id for p in loaded.phases]).steps
     points = [FaultPoint(f"{s.phase} {s.object}: {s.statements[0][:50]}", s.statements[0][:60],
                          committed=committed_condition(s)) for s in steps]
-    return [FaultPoint("backup of phase1 (pg_dump)", "COPY ", "pg_dump"), *points]
+    return [FaultPoint("backup of phase1 (pg_dump)", "", "pg_dump"), *points]
 
 
 def _env(url: str, scratch: Path, delay: float) -> dict[str, str]:

@@ -91,7 +91,8 @@ def take_backup(url: str, directory: Path, environment: str, label: str, retenti
     database = env.get("PGDATABASE", "db")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     target = directory / backup_name(environment, host, database, label)
-    handle, partial_name = tempfile.mkstemp(prefix=".partial-", suffix=".dump", dir=directory)
+    remove_orphaned_partials(directory)
+    handle, partial_name = tempfile.mkstemp(prefix=f".partial-{os.getpid()}-", suffix=".dump", dir=directory)
     os.close(handle)
     partial = Path(partial_name)
     argv = ["pg_dump", "-Fc", "--no-password", "--exclude-table-data=cron.*", "-f", str(partial)]
@@ -125,6 +126,14 @@ def take_backup(url: str, directory: Path, environment: str, label: str, retenti
     partial.rename(target)
     prune(directory, retention)
     return BackupRecord(target, digest, entries, target.stat().st_size, mode)
+
+
+def remove_orphaned_partials(directory: Path) -> None:
+    """A run killed mid-dump leaves .partial-<pid>-*.dump: remove those whose process is gone."""
+    for partial in directory.glob(".partial-*.dump"):
+        pid = partial.name.split("-")[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            partial.unlink(missing_ok=True)
 
 
 def backups_of(directory: Path) -> list[Path]:

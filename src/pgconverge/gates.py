@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import re
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from croniter import croniter
 
 from .spec import GateSpec, Spec, seconds
 
 STATUSES = ("queued", "sent", "delivered", "opened", "replied", "bounced", "failed")
+# a run starts a little after its due minute; count it as on time within this slack
+MISSED_RUN_SLACK = dt.timedelta(seconds=90)
 CHANNELS = ("email", "linkedin", "whatsapp", "sms")
 
 
@@ -163,6 +167,48 @@ def gate_freshness(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> Gate
     return GateResult(gate.name, "freshness", age is not None and float(age) <= limit, measured, f"≤ {limit:.0f} s")
 
 
+def gate_cron_health(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateResult:
+    """pg_cron really runs the managed jobs: launcher alive, each job active and not behind its schedule."""
+    names = list(gate.get("jobs") or [j.name for p in spec.phases for j in p.cron_jobs if j.state == "present"])
+    threshold = "pg_cron launcher running; each job active, last run succeeded, none missed"
+    launcher = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher'").fetchone()
+    if not (launcher and launcher[0]):
+        return GateResult(gate.name, "cron_health", False,
+                          "no pg_cron launcher in pg_stat_activity: jobs are never run — add pg_cron to"
+                          " shared_preload_libraries and restart PostgreSQL", threshold)
+    rows = {r[0]: r[1:] for r in conn.execute(
+        """
+        SELECT j.jobname, j.schedule, j.active, last.status, last.start_time, ok.end_time, now(),
+               CASE WHEN current_setting('track_commit_timestamp') = 'on'
+                    THEN pg_xact_commit_timestamp(j.xmin) END
+        FROM cron.job j
+        LEFT JOIN LATERAL (SELECT status, start_time FROM cron.job_run_details r WHERE r.jobid = j.jobid
+                           ORDER BY r.start_time DESC NULLS LAST LIMIT 1) last ON true
+        LEFT JOIN LATERAL (SELECT max(end_time) AS end_time FROM cron.job_run_details r
+                           WHERE r.jobid = j.jobid AND r.status = 'succeeded') ok ON true
+        WHERE j.jobname = ANY(%s)
+        """, [names]).fetchall()}
+    problems, seen = [], []
+    for name in names:
+        if name not in rows:
+            problems.append(f"{name}: not scheduled")
+            continue
+        schedule, active, status, started, succeeded, now, scheduled_at = rows[name]
+        due = croniter(schedule, now).get_prev(dt.datetime)
+        if not active:
+            problems.append(f"{name}: inactive")
+        elif status == "failed":
+            problems.append(f"{name}: last run at {started:%Y-%m-%d %H:%M} failed")
+        elif succeeded is None and scheduled_at is not None and scheduled_at < due - MISSED_RUN_SLACK:
+            problems.append(f"{name}: never ran, scheduled {scheduled_at:%Y-%m-%d %H:%M}, due {due:%H:%M}")
+        elif succeeded is not None and succeeded < due - MISSED_RUN_SLACK and (started or succeeded) < due:
+            problems.append(f"{name}: missed its run due {due:%Y-%m-%d %H:%M} (last success {succeeded:%H:%M})")
+        else:
+            seen.append(f"{name}: " + ("no run yet (first period)" if succeeded is None
+                                       else f"last success {int((now - succeeded).total_seconds())} s ago"))
+    return GateResult(gate.name, "cron_health", not problems, "; ".join(problems or seen) or "no jobs", threshold)
+
+
 def gate_security(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateResult:
     schema = spec.settings.schema
     roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
@@ -213,6 +259,8 @@ def run_gate(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: Workl
             return gate_security(conn, spec, gate)
         if gate.kind == "freshness":
             return gate_freshness(conn, spec, gate)
+        if gate.kind == "cron_health":
+            return gate_cron_health(conn, spec, gate)
         assert params is not None
         if gate.kind == "plan":
             return gate_plan(conn, spec, gate, params)

@@ -200,7 +200,8 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
     if view.state == "absent":
         if fact and is_managed(fact.comment):
             steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
-                sql.Identifier(schema, view.name))),), "declared absent", label, "ACCESS EXCLUSIVE", view.phase))
+                sql.Identifier(schema, view.name))),), "declared absent", label, "ACCESS EXCLUSIVE", view.phase,
+                table=view.name))
         return steps
 
     swap = (
@@ -212,9 +213,10 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
     if tmp_fact is not None:
         if fact is None and tmp_fact.comment == want:
             return [Step(swap, f"finish an interrupted swap: {tmp} is built and current", label, "ACCESS EXCLUSIVE",
-                         view.phase, transactional=True)]
+                         view.phase, transactional=True, table=tmp)]
         steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(sql.Identifier(schema, tmp))),),
-                          f"remove {tmp} left by an interrupted rebuild", label, "ACCESS EXCLUSIVE", view.phase))
+                          f"remove {tmp} left by an interrupted rebuild", label, "ACCESS EXCLUSIVE", view.phase,
+                          table=tmp))
 
     if fact is None:
         steps.append(Step(_matview_build(view, view.name, schema, grants, catalog),
@@ -227,7 +229,7 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
                           label, "ACCESS EXCLUSIVE (new object only)", view.phase, transactional=True, kind="build"))
         drop_old = render(sql.SQL("DROP MATERIALIZED VIEW {}").format(sql.Identifier(schema, view.name)))
         steps.append(Step((drop_old, *swap), "swap the new view in, one short transaction", label,
-                          "ACCESS EXCLUSIVE", view.phase, transactional=True))
+                          "ACCESS EXCLUSIVE", view.phase, transactional=True, table=view.name))
     return steps
 
 
@@ -444,7 +446,7 @@ def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
                 if view_fact and is_managed(view_fact.comment):
                     steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
                         sql.Identifier(schema, name))),), "rollback", f"materialized view {view.name}",
-                        "ACCESS EXCLUSIVE", phase.id))
+                        "ACCESS EXCLUSIVE", phase.id, table=name))
         for index in reversed(phase.indexes):
             for name in (index.name, temp_name(index.name), retired_name(index.name)):
                 index_fact = catalog.indexes.get(name)

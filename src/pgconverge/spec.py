@@ -29,6 +29,7 @@ GATE_FIELDS: dict[str, tuple[set[str], set[str]]] = {
     "latency": ({"query", "p95_ms"}, {"query", "p95_ms", "runs"}),
     "freshness": ({"materialized_view", "within"}, {"materialized_view", "within"}),
     "security": (set(), set()),
+    "cron_health": (set(), {"jobs"}),
     "explain": ({"query", "max_ms"}, {"query", "max_ms", "runs"}),
 }
 
