@@ -5,6 +5,7 @@ It runs on a lab of its own (.lab/bench-<scale>, loopback only) so the numbers n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -18,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from . import facts, gates, plan, seed
+from . import backup, facts, gates, plan, seed
 from .execute import connect, run_step
 from .lab import Lab
 from .spec import Spec
@@ -127,6 +128,62 @@ def rollback_all(url: str, spec: Spec) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
+def backup_times(url: str, out_dir: Path, label: str) -> dict[str, Any]:
+    """The pre-change backup (schema and managed objects) as every phase takes it."""
+    started = time.monotonic()
+    record = backup.take_backup(url, out_dir / "backups", "bench", label, retention=2, host="bench")
+    return {"mode": record.mode, "seconds": round(time.monotonic() - started, 2), "bytes": record.size}
+
+
+def changed_view_spec(spec: Spec, view: str) -> Spec:
+    """The same phases with one view's query changed, so that converging it builds beside and swaps."""
+    phases = []
+    for phase in spec.phases:
+        views = tuple(dataclasses.replace(v, query=v.query.rstrip().rstrip(";") + "\n-- changed for the bench\n"
+                                          "LIMIT ALL") if v.name == view else v for v in phase.materialized_views)
+        phases.append(dataclasses.replace(phase, materialized_views=views))
+    return dataclasses.replace(spec, phases=tuple(phases))
+
+
+def swap_probe(url: str, spec: Spec, view: str, reader_s: float, log) -> dict[str, Any]:
+    """Swap a view while a report reads it for `reader_s` and a probe queries it every 10 ms: the longest any
+    probe query waited is what the application would feel (bounded by exclusive_lock_timeout per try)."""
+    phase_id = next(p.id for p in spec.phases if any(v.name == view for v in p.materialized_views))
+    waits: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with psycopg.connect(url, autocommit=True, application_name="pgconverge-bench-probe") as conn:
+            while not stop.is_set():
+                started = time.perf_counter()
+                conn.execute(f"SELECT count(*) FROM {view}").fetchone()  # type: ignore[arg-type]
+                waits.append(time.perf_counter() - started)
+                time.sleep(0.01)
+
+    def report_reader() -> None:
+        with psycopg.connect(url, autocommit=True, application_name="pgconverge-bench-report") as conn:
+            conn.execute(f"SELECT count(*), pg_sleep({reader_s}) FROM {view}")  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=probe), threading.Thread(target=report_reader)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    converge(url, changed_view_spec(spec, view), phase_id, log)
+    swap_s = time.monotonic() - started
+    stop.set()
+    for thread in threads:
+        thread.join()
+    converge(url, spec, phase_id, log)
+    figures = {"view": view, "report_reader_s": reader_s, "probe_queries": len(waits),
+               "probe_max_wait_s": round(max(waits), 3), "probe_p99_ms": round(gates.percentile(
+                   [w * 1000 for w in waits], 99), 2), "swap_s": round(swap_s, 1),
+               "exclusive_lock_timeout": spec.settings.exclusive_lock_timeout}
+    log(f"  MV swap of {view} under a {reader_s} s report: probe max wait {figures['probe_max_wait_s']} s"
+        f" over {len(waits)} queries")
+    return figures
+
+
 def runner_overhead(url: str, repo: Path) -> dict[str, float]:
     """Wall time of the real pyinfra CLI on a converged database: plan only, and apply (incl. every gate)."""
     pyinfra = str(Path(sys.executable).parent / "pyinfra")
@@ -162,7 +219,9 @@ def run(spec: Spec, scale: str, runs: int, out_dir: Path, repo: Path, log=print)
     report["writes"]["idle"] = writers.figures()
     with connect(url) as conn:
         report["stages"]["before"] = measure(conn, spec, "before", runs, 20, log)
+    report["backup"] = {}
     for phase in spec.phases:
+        report["backup"][phase.id] = backup_times(url, out_dir, phase.id)
         if phase.id in ("phase1", "phase2"):
             writers.start()
             report["apply_s"][phase.id] = round(converge(url, spec, phase.id, log), 1)
@@ -173,6 +232,9 @@ def run(spec: Spec, scale: str, runs: int, out_dir: Path, repo: Path, log=print)
         with connect(url) as conn:
             conn.execute("VACUUM ANALYZE")
             report["stages"][phase.id] = measure(conn, spec, phase.id, runs, 20, log)
+    views = [v.name for p in spec.phases for v in p.materialized_views if v.state == "present"]
+    if views:
+        report["mv_swap"] = swap_probe(url, spec, views[-1], 3.0, log)
     report["runner_overhead"] = runner_overhead(url, repo)
     lab.down()  # the data stays on disk for the next run; the servers stop
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +263,15 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += ["", "| writes | count | failed | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
     for label, w in report["writes"].items():
         lines.append(f"| {label} | {w['writes']} | {w['failed']} | {w['p50_ms']} | {w['p99_ms']} |")
+    lines += ["", "| pre-change backup (schema + managed objects) | seconds | bytes |", "|---|---:|---:|"]
+    for phase_id, b in report.get("backup", {}).items():
+        lines.append(f"| before {phase_id} | {b['seconds']} | {b['bytes']:,} |")
+    swap = report.get("mv_swap")
+    if swap:
+        lines += ["", f"MV swap of {swap['view']} while a report read it for {swap['report_reader_s']} s: the probe"
+                      f" (a query every 10 ms, {swap['probe_queries']} queries) waited at most"
+                      f" {swap['probe_max_wait_s']} s (p99 {swap['probe_p99_ms']} ms; exclusive_lock_timeout"
+                      f" {swap['exclusive_lock_timeout']}); the swap took {swap['swap_s']} s."]
     overhead = report["runner_overhead"]
     lines += ["", "Apply time: " + ", ".join(f"{k} {v} s" for k, v in report["apply_s"].items())
               + f". No-op run of all phases with pyinfra: plan only {overhead['dry_s']} s, "

@@ -53,7 +53,7 @@ class Settings:
     schema: str = "public"
     lock_timeout: str = "3s"
     # ACCESS EXCLUSIVE steps (MV swap, drops): every query on the object queues behind our waiting request
-    exclusive_lock_timeout: str = "500ms"
+    exclusive_lock_timeout: str = "400ms"
     # a concurrent index build waits this long in total for old transactions, then stops and cleans up
     build_max_wait: str = "30min"
     lock_retries: int = 5

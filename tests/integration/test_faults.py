@@ -63,7 +63,7 @@ def test_app_queries_never_wait_behind_an_mv_swap_longer_than_exclusive_lock_tim
     """A long transaction reads the view; our swap's ACCESS EXCLUSIVE request queues behind it and gives up within
     exclusive_lock_timeout (not the 3 s lock_timeout), so the application's queries queue at most that long."""
     phases = project / "phases.yml"
-    phases.write_text(phases.read_text().replace("lock_timeout: 3s", "lock_timeout: 3s\n  exclusive_lock_timeout: 300ms")
+    phases.write_text(phases.read_text().replace("exclusive_lock_timeout: 400ms", "exclusive_lock_timeout: 300ms")
                       .replace("lock_retries: 5", "lock_retries: 3").replace("retry_backoff_seconds: 1.0",
                                                                              "retry_backoff_seconds: 0.2"))
     ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
