@@ -5,6 +5,5 @@ from pyinfra import host
 from pgconverge.deploy import rollback
 from pgconverge.provision import backend_cache
 
-rollback(host.data.get("phase") or "phase1")
-if (host.data.get("phase") or "phase1") == "phase1":
-    backend_cache(enable=False)  # the runbook's cache rollback: the backend stops using Redis
+if rollback(host.data.get("phase")):
+    backend_cache(enable=False)  # the whole runbook undone: the backend stops using Redis

@@ -17,8 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgconverge import seed
-from pgconverge.lab import APP_ROLE, Lab, prepare_app_database
+from pgconverge.lab import APP_ROLE, Lab, prepare_app_database, seed
 
 REPO = Path(__file__).resolve().parents[1]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")

@@ -141,8 +141,7 @@ def main() -> int:
     args = parser.parse_args()
     import tempfile
 
-    from pgconverge import seed
-    from pgconverge.lab import Lab
+    from pgconverge.lab import Lab, seed
 
     base = Path(tempfile.mkdtemp(prefix="pgconverge-faults-"))
     base.chmod(0o755)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from . import lab as lab_module
-from . import seed as seed_module
 from . import spec as spec_module
+from .lab import seed as seed_module
 from .secrets import mask, remember_url
 
 EXIT_INPUT = 2
@@ -32,7 +32,7 @@ def _database_url(args: argparse.Namespace) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    spec = spec_module.load(args.file)
+    spec = _load_spec(args, announce=False)
     counts = {
         "indexes": sum(len(p.indexes) for p in spec.phases),
         "materialized views": sum(len(p.materialized_views) for p in spec.phases),
@@ -41,7 +41,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "gates": sum(len(p.gates) for p in spec.phases),
     }
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
-    print(f"{args.file}: valid — {len(spec.phases)} phases, {summary}")
+    print(f"{spec.path}: valid — {len(spec.phases)} phases, {summary}")
     return 0
 
 
@@ -66,37 +66,33 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_kpi(args: argparse.Namespace) -> int:
-    """p50/p95 of each KPI query class on a database, the P-score batch both the old and the new way."""
+    """p50/p95/p99 of each query the workload declares, on a database (read-only)."""
     import psycopg
 
     from . import gates
 
     url = _database_url(args)
-    spec = spec_module.load(args.phases)
+    spec = _load_spec(args)
+    if not spec.workload:
+        raise LookupError(f"{spec.path} declares no workload: — add the application's queries there")
     with psycopg.connect(url, autocommit=True, application_name="pgconverge-kpi") as conn:
-        params = gates.WorkloadParams(conn)
-        print(f"{'query':<30} {'p50 ms':>9} {'p95 ms':>9}  runs")
-        for query, needs in KPI_QUERIES:
-            row = conn.execute("SELECT %s::text IS NULL OR coalesce(to_regclass(%s)::text, to_regproc(%s)::text)"
-                               " IS NOT NULL", [needs, needs, needs]).fetchone()
-            if not (row and row[0]):
-                continue  # the object this variant reads is not there yet (an earlier phase)
-            samples = gates.time_query(conn, gates.workload_sql(spec, query), params, args.runs, per_call=_per_call(query))
-            print(f"{query:<30} {gates.percentile(samples, 50):>9.2f} {gates.percentile(samples, 95):>9.2f}  {len(samples)}")
+        params = gates.ParamSampler(conn, spec)
+        print(f"{'query':<30} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}  runs")
+        for query in spec.workload:
+            if query.needs and not present(conn, query.needs):
+                print(f"{query.name:<30} {'—':>9} {'—':>9} {'—':>9}  (needs {query.needs}, not there yet)")
+                continue
+            samples = gates.time_query(conn, query, params, args.runs)
+            print(f"{query.name:<30} {gates.percentile(samples, 50):>9.2f} {gates.percentile(samples, 95):>9.2f}"
+                  f" {gates.percentile(samples, 99):>9.2f}  {len(samples)}")
     return 0
 
 
-# (workload query, the object it needs or None)
-KPI_QUERIES = (("dashboard_analytics", None), ("dashboard_analytics_mv", "mv_rlhf_sessions_daily"),
-               ("message_events_list", None), ("message_events_list_channel", None), ("pscore_per_lead", None),
-               ("pscore_batch", "calculate_lead_event_stats"), ("hot_leads", None), ("hot_leads_mv", "mv_hot_leads"),
-               ("unified_inbox", None), ("unified_inbox_fn", "get_unified_inbox"),
-               ("template_performance", None), ("template_performance_mv", "mv_template_performance"))
-
-
-def _per_call(query: str) -> int:
-    # The old P-score path: one query per lead for a batch of 100 leads, timed as one batch.
-    return 100 if query == "pscore_per_lead" else 1
+def present(conn, name: str) -> bool:
+    """A relation or function of that (optionally schema-qualified) name exists."""
+    row = conn.execute("SELECT coalesce(to_regclass(%s)::text, to_regproc(%s)::text) IS NOT NULL",
+                       [name, name]).fetchone()
+    return bool(row and row[0])
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -120,7 +116,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from . import report
 
-    spec = spec_module.load(args.phases)
+    spec = _load_spec(args)
     plans = report.build(spec, Path(args.inventory), args.deploy, args.phase)
     text = report.to_json(plans, args.deploy) if args.format == "json" else report.to_markdown(plans, args.deploy)
     if args.output:
@@ -133,18 +129,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_export_sql(args: argparse.Namespace) -> int:
     from . import report
 
-    spec = spec_module.load(args.phases)
+    spec = _load_spec(args)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(report.every_statement(spec))
-    print(f"{output}: every statement pgconverge can generate for {args.phases}")
+    print(f"{output}: every statement pgconverge can generate for {spec.path}")
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from .lab import bench
 
-    spec = spec_module.load(args.phases)
+    spec = _load_spec(args)
     out_dir = Path(args.output) / args.scale
     report = bench.run(spec, args.scale, args.runs, out_dir, Path.cwd())
     print(bench.to_markdown(report))
@@ -183,6 +179,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_phases(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--phases", help="the phases.yml to use (default: $PGCONVERGE_PHASES, else ./phases.yml)")
+
+
+def _load_spec(args: argparse.Namespace, announce: bool = True) -> spec_module.Spec:
+    """The one rule for which phases.yml (--phases > $PGCONVERGE_PHASES > ./phases.yml), named on the first line
+    (an error names it too)."""
+    path, why = spec_module.locate(getattr(args, "file", None) or args.phases)
+    loaded = spec_module.load(path)
+    if announce:
+        print(f"phases: {path} ({why})", file=sys.stderr, flush=True)
+    return loaded
+
+
 def _add_database_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
 
@@ -192,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     validate = commands.add_parser("validate", help="check phases.yml against its schema and semantic rules")
-    validate.add_argument("file", nargs="?", default="phases.yml")
+    validate.add_argument("file", nargs="?", help="default: --phases, else $PGCONVERGE_PHASES, else ./phases.yml")
+    _add_phases(validate)
     validate.set_defaults(func=cmd_validate)
 
     lab = commands.add_parser("lab", help="the local lab: PostgreSQL 15 + pg_cron + Redis on loopback")
@@ -216,21 +227,21 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="what a deploy would change on each database, as Markdown or JSON")
     plan.add_argument("inventory", help="e.g. inventory/staging.py")
     plan.add_argument("deploy", help="e.g. deploys/all.py")
-    plan.add_argument("--phases", default="phases.yml")
-    plan.add_argument("--phase", help="for deploys/rollback.py: the first phase to undo")
+    _add_phases(plan)
+    plan.add_argument("--phase", help="for deploys/rollback.py: the first phase to undo; for deploys/phase.py: the phase")
     plan.add_argument("--format", choices=["md", "json"], default="md")
     plan.add_argument("--output", help="write to this file instead of standard output")
     plan.set_defaults(func=cmd_plan)
 
     export = commands.add_parser("export-sql", help="write every statement the planner can generate (for squawk)")
-    export.add_argument("--phases", default="phases.yml")
+    _add_phases(export)
     export.add_argument("--output", default="build/lint/generated.sql")
     export.set_defaults(func=cmd_export_sql)
 
     bench = commands.add_parser("bench", help="KPI p50/p95/p99 before and after each phase on a lab of its own")
     bench.add_argument("--scale", choices=sorted(seed_module.SCALES), default="L")
     bench.add_argument("--runs", type=int, default=200, help="runs per KPI class (fewer when a query is slow)")
-    bench.add_argument("--phases", default="phases.yml")
+    _add_phases(bench)
     bench.add_argument("--output", default="reports/bench")
     bench.set_defaults(func=cmd_bench)
 
@@ -251,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     kpi = commands.add_parser("kpi", help="p50/p95 of every KPI query class on a database (read-only)")
     _add_database_url(kpi)
     kpi.add_argument("--runs", type=int, default=50)
-    kpi.add_argument("--phases", default="phases.yml")
+    _add_phases(kpi)
     kpi.set_defaults(func=cmd_kpi)
     return parser
 

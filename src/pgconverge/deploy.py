@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra import host
 
 from . import operations
-from .operations import load_spec_or_exit
+from .operations import load_spec_or_exit, phase_or_exit
 
 
 def _is_database_target() -> bool:
@@ -18,7 +18,7 @@ def converge(phase_id: str | None = None) -> None:
     spec = load_spec_or_exit()
     if not _is_database_target():
         return
-    phases = spec.phases if phase_id is None else spec.phases_through(phase_id)
+    phases = spec.phases if phase_id is None else spec.phases_through(phase_or_exit(spec, phase_id))
     for phase in phases:
         operations.health_snapshot(name=f"Snapshot before {phase.id}", label=f"before-{phase.id}")
         operations.phase(name=f"Converge {phase.id}: {phase.title}", phase_id=phase.id)
@@ -37,8 +37,12 @@ def verify() -> None:
     operations.run_summary(name="Summary")
 
 
-def rollback(phase_id: str) -> None:
-    load_spec_or_exit()
+def rollback(phase_id: str | None) -> bool:
+    """Roll back `phase_id` (the first phase when None) and every later one; True when that is the first phase."""
+    spec = load_spec_or_exit()
+    phase_id = phase_or_exit(spec, phase_id or spec.phases[0].id)
+    first = phase_id == spec.phases[0].id
     if not _is_database_target():
-        return
+        return first
     operations.rollback(name=f"Roll back {phase_id} and later phases", phase_id=phase_id)
+    return first

@@ -15,7 +15,7 @@ from pyinfra.api.command import PyinfraCommand
 from . import backup, facts, gates, plan
 from .execute import Interruption, StepFailed, connect, run_step, take_run_lock
 from .secrets import mask, url_from_env
-from .spec import Settings, Spec, SpecError, load
+from .spec import Settings, Spec, SpecError, load, locate
 
 _connections: dict[str, tuple[psycopg.Connection, str]] = {}
 _run_locked: set[str] = set()
@@ -27,15 +27,32 @@ def journal(target, line: str) -> None:
     _journal.setdefault(target.name, []).append(line)
 
 
+_announced: set[str] = set()
+
+
 def load_spec_or_exit() -> Spec:
-    """phases.yml for this run; a bad file stops the deploy with one line, before any connection."""
-    path = os.environ.get("PGCONVERGE_PHASES") or "phases.yml"
+    """phases.yml for this run (--data phases=FILE > $PGCONVERGE_PHASES > ./phases.yml); a bad file stops the deploy
+    with one line, before any connection."""
+    path, why = locate(host.data.get("phases"))
     Interruption.install()
+    if path not in _announced:
+        _announced.add(path)
+        print(f"phases: {path} ({'from --data phases=' if why == 'given' else why})", file=sys.stderr)
     try:
         return load(path)
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         sys.exit(2)
+
+
+def phase_or_exit(spec: Spec, phase_id: str | None) -> str:
+    """A phase id from a deploy or --data phase=…; an unknown one stops with one line naming the ids there are."""
+    known = [p.id for p in spec.phases]
+    if phase_id in known:
+        return phase_id  # type: ignore[return-value]
+    print(f"{spec.path}: no phase '{phase_id}' — the phases are: {', '.join(known)}"
+          " (pass one with --data phase=ID)", file=sys.stderr)
+    sys.exit(2)
 
 
 def database(target=None) -> tuple[psycopg.Connection, str]:
@@ -111,13 +128,12 @@ class GateCommand(PyinfraCommand):
         try:
             Interruption.check()
             conn, _ = database(host)
-            params = gates.WorkloadParams(conn) if any(
-                g.kind in {"plan", "latency", "explain"} for g in phase.gates) else None
         except (StepFailed, LookupError, psycopg.Error) as exc:
             return _fail(host, f"gates of {phase.id}: {exc}")
+        params = gates.ParamSampler(conn, self.spec)
         failed = []
         for gate in phase.gates:
-            result = gates.run_gate(conn, self.spec, gate, params)
+            result = gates.run_gate(conn, self.spec, gate, params, gates.BEFORE.get((host.name, gate.name)))
             journal(host, result.line())
             if result.passed:
                 host.log(result.line())
@@ -135,6 +151,32 @@ class GateCommand(PyinfraCommand):
                 except StepFailed as exc:
                     return _fail(host, f"rollback after failed gate: {exc}")
         return _fail(host, f"{phase.id}: {len(failed)} of {len(phase.gates)} gates failed — first: {failed[0].line()}")
+
+
+class BaselineCommand(PyinfraCommand):
+    """Before a phase changes anything: p95 of each latency gate that compares with before (max_ratio_to_before)."""
+
+    def __init__(self, spec: Spec, phase_id: str):
+        super().__init__()
+        self.spec = spec
+        self.phase_id = phase_id
+
+    def __repr__(self) -> str:
+        return f"BaselineCommand({self.phase_id})"
+
+    def execute(self, state, host, connector_arguments) -> bool:
+        try:
+            Interruption.check()
+            conn, _ = database(host)
+            params = gates.ParamSampler(conn, self.spec)
+            for gate in self.spec.phase(self.phase_id).gates:
+                if gate.kind == "latency" and gate.get("max_ratio_to_before") is not None:
+                    samples = gates.time_query(conn, self.spec.query(gate.get("query")), params, gate.get("runs", 30))
+                    gates.BEFORE[(host.name, gate.name)] = gates.percentile(samples, 95)
+                    host.log(f"before {self.phase_id}: {gate.get('query')} {gates.summary(samples)}")
+        except (StepFailed, LookupError, psycopg.Error) as exc:
+            return _fail(host, f"measuring before {self.phase_id}: {exc}")
+        return True
 
 
 class LabelledCommand(PyinfraCommand):
@@ -255,6 +297,8 @@ def phase(phase_id: str):
     if not result.steps:
         host.noop(f"{phase_id} already converged")
         return
+    if any(g.get("max_ratio_to_before") is not None for g in spec.phase(phase_id).gates):
+        yield BaselineCommand(spec, phase_id)
     yield from _with_backup(phase_id, spec.phase(phase_id).backup, result.steps, spec.settings)
 
 

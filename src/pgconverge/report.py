@@ -47,7 +47,11 @@ def deploy_phases(spec: Spec, deploy: str, rollback_phase: str | None) -> tuple[
     if stem == "verify":
         return "verify", [p.id for p in spec.phases]
     if stem == "rollback":
-        return "rollback", [p.id for p in spec.phases_from(rollback_phase or "phase1")]
+        return "rollback", [p.id for p in spec.phases_from(rollback_phase or spec.phases[0].id)]
+    if stem == "phase":  # the generic deploy: deploys/phase.py --data phase=ID, here --phase ID
+        if not rollback_phase:
+            raise LookupError("deploys/phase.py needs --phase ID (as the deploy needs --data phase=ID)")
+        return "converge", [p.id for p in spec.phases_through(rollback_phase)]
     return "converge", [p.id for p in spec.phases_through(stem)]
 
 
@@ -58,7 +62,7 @@ def risk(step: plan.Step, catalog: facts.Catalog, settings_lock_timeout: str) ->
     if step.kind == "build":
         return "builds a new view beside anything in use; the app sees it only when committed"
     if step.lock.startswith("ACCESS EXCLUSIVE"):
-        return f"brief exclusive lock, gives up after lock_timeout {settings_lock_timeout} and retries"
+        return f"brief exclusive lock, gives up after exclusive_lock_timeout {settings_lock_timeout} and retries"
     if "DROP INDEX CONCURRENTLY" in step.statements[0]:
         return "dropped concurrently, queries are not blocked"
     return "catalog-only change"
@@ -88,7 +92,8 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
             host_plan.phases += [(pid, plan.plan(spec, catalog, [pid])) for pid in phase_ids]
         if mode != "rollback":
             host_plan.gates = [(pid, g.name, g.kind) for pid in phase_ids for g in spec.phase(pid).gates]
-        host_plan.phases = [(label, _with_risks(p, catalog, spec.settings.lock_timeout)) for label, p in host_plan.phases]
+        host_plan.phases = [(label, _with_risks(p, catalog, spec.settings.exclusive_lock_timeout))
+                            for label, p in host_plan.phases]
         result.append(host_plan)
     return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,7 +27,7 @@ GATE_FIELDS: dict[str, tuple[set[str], set[str]]] = {
     # kind: (required, allowed besides name/kind/description)
     "sql": ({"sql", "expect"}, {"sql", "expect", "value"}),
     "plan": ({"query"}, {"query", "uses_index", "no_seq_scan_on"}),
-    "latency": ({"query", "p95_ms"}, {"query", "p95_ms", "runs"}),
+    "latency": ({"query"}, {"query", "p95_ms", "runs", "max_ratio_to_before"}),
     "freshness": ({"materialized_view", "within"}, {"materialized_view", "within"}),
     "security": (set(), set()),
     "cron_health": (set(), {"jobs"}),
@@ -172,6 +173,20 @@ class GateSpec:
 
 
 @dataclass(frozen=True)
+class WorkloadQuery:
+    """A query the application runs, with how to sample realistic parameters for it from the data."""
+
+    name: str
+    sql: str
+    params_sql: str | None = None
+    # executions that make one timed call (the old per-row way of a batch: e.g. 100 one-lead queries)
+    per_call: int = 1
+    # an object (relation or function) this query needs; kpi leaves the query out while it is missing
+    needs: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
 class Phase:
     id: str
     title: str
@@ -194,6 +209,13 @@ class Spec:
     sql_dir: str
     settings: Settings
     phases: tuple[Phase, ...] = field(default_factory=tuple)
+    workload: tuple[WorkloadQuery, ...] = field(default_factory=tuple)
+
+    def query(self, name: str) -> WorkloadQuery:
+        for query in self.workload:
+            if query.name == name:
+                return query
+        raise SpecError(self.path, None, f"no workload query '{name}' — declare it under workload:")
 
     def phase(self, phase_id: str) -> Phase:
         for phase in self.phases:
@@ -231,6 +253,18 @@ def json_schema() -> dict[str, Any]:
     text = resources.files("pgconverge").joinpath("schemas/phases.schema.json").read_text()
     result: dict[str, Any] = json.loads(text)
     return result
+
+
+PHASES_ENV = "PGCONVERGE_PHASES"
+
+
+def locate(explicit: str | None = None) -> tuple[str, str]:
+    """Which phases.yml every command and deploy uses, and why: --phases > $PGCONVERGE_PHASES > ./phases.yml."""
+    if explicit:
+        return explicit, "given"
+    if os.environ.get(PHASES_ENV):
+        return os.environ[PHASES_ENV], f"from ${PHASES_ENV}"
+    return "phases.yml", "default"
 
 
 def load(path: str | Path) -> Spec:
@@ -367,7 +401,36 @@ def _build(path: Path, data: dict, marks: dict) -> Spec:
             )
         )
         ids.append(pid)
-    return Spec(path=str(path), sql_dir=str(b.sql_dir), settings=settings, phases=tuple(phases))
+    workload = tuple(_workload(b, w, ("workload", i)) for i, w in enumerate(data.get("workload", [])))
+    declared = {w.name for w in workload}
+    for p_index, phase in enumerate(phases):
+        for g_index, gate in enumerate(phase.gates):
+            if gate.get("query") and gate.get("query") not in declared:
+                raise b.fail(("phases", p_index, "gates", g_index, "query"),
+                             f"gate '{gate.name}' times query '{gate.get('query')}', which is not declared under"
+                             " workload: — declare it there")
+    return Spec(path=str(path), sql_dir=str(b.sql_dir), settings=settings, phases=tuple(phases), workload=workload)
+
+
+def _workload(b: _Builder, w: dict, at: tuple) -> WorkloadQuery:
+    name = b.identifier(w["name"], (*at, "name"), "workload query name")
+    b.unique_name("workload query", name, (*at, "name"))
+    relative = w.get("sql", f"workload/{name}.sql")
+    text = b.sql_file(relative, (*at, "sql") if "sql" in w else (*at, "name")).strip().rstrip(";").strip()
+    b.parse_sql(re.sub(r"%\((\w+)\)s", "NULL", text), (*at, "sql"), f"sql/{relative}")
+    params = w.get("params")
+    if params is not None:
+        params = (b.sql_file(params, (*at, "params")) if re.fullmatch(r"[\w./-]+\.sql", params) else params)
+        params = params.strip().rstrip(";").strip()
+        statements = b.parse_sql(params, (*at, "params"), "parameter query")
+        if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
+            raise b.fail((*at, "params"), "params must be one SELECT returning rows of named values")
+    used = set(re.findall(r"%\((\w+)\)s", text))
+    if used and params is None:
+        raise b.fail((*at, "name"), f"sql/{relative} uses {', '.join(sorted(used))} — add params: a SELECT returning"
+                     " those columns")
+    return WorkloadQuery(name=name, sql=text, params_sql=params, per_call=w.get("per_call", 1), needs=w.get("needs"),
+                         description=w.get("description"))
 
 
 def _extension(b: _Builder, e: dict, at: tuple, phase: str) -> ExtensionSpec:
@@ -494,8 +557,8 @@ def _gate(b: _Builder, g: dict, at: tuple, phase: str) -> GateSpec:
         raise b.fail((*at, "name"), f"{g['kind']} gate '{name}' needs '{key}' — add it")
     if "sql" in g:
         b.sql_file(g["sql"], (*at, "sql"))
-    if "query" in g:
-        b.sql_file(f"workload/{g['query']}.sql", (*at, "query"))
+    if g["kind"] == "latency" and "p95_ms" not in g and "max_ratio_to_before" not in g:
+        raise b.fail((*at, "name"), f"latency gate '{name}' needs p95_ms, max_ratio_to_before or both — add one")
     if g.get("expect") == "value" and "value" not in g:
         raise b.fail((*at, "expect"), f"gate '{name}' expects a value — add 'value'")
     params = tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in g.items() if k not in {"name", "kind"}))

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 import redis
 
-from pgconverge import seed
+from pgconverge.lab import seed
 
 
 def test_cluster_preloads_both_extensions_and_app_role_is_not_superuser(servers, cron_db):

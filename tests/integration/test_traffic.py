@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgconverge import cli, seed
-from pgconverge.lab import Lab
+from pgconverge import cli
+from pgconverge.lab import Lab, seed
 from tests.conftest import PYINFRA, REPO, run_pyinfra
 from tests.integration.test_converge import ok
 

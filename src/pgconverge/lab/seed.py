@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 
-from .secrets import mask
+from ..secrets import mask
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql" / "schema"
 TABLES = ("users", "leads", "message_templates", "message_events", "crm_notes", "rlhf_feedback_sessions")

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from .secrets import mask, remember
+from ..secrets import mask, remember
 
 PG_BIN = Path(os.environ.get("PGCONVERGE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DEBIAN_PACKAGES = {

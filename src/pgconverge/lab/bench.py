@@ -19,10 +19,10 @@ from typing import Any
 
 import psycopg
 
-from . import backup, facts, gates, plan, seed
-from .execute import connect, run_step
-from .lab import Lab
-from .spec import Spec
+from .. import backup, facts, gates, plan
+from ..execute import connect, run_step
+from ..spec import Spec
+from . import Lab, seed
 
 # KPI class → the query each stage uses: the best one that the stage's objects make possible.
 CLASSES: dict[str, dict[str, str]] = {
@@ -94,20 +94,19 @@ class WriteLoad:
 
 
 def measure(conn: psycopg.Connection, spec: Spec, stage: str, runs: int, budget_s: float, log) -> dict[str, Any]:
-    params = gates.WorkloadParams(conn)
+    params = gates.ParamSampler(conn, spec)
     result: dict[str, Any] = {}
     for kpi in CLASSES:
-        query = query_for(kpi, stage)
-        if query is None:
+        name = query_for(kpi, stage)
+        if name is None:
             continue
-        text = gates.workload_sql(spec, query)
-        per_call = 100 if query == "pscore_per_lead" else 1
-        probe = gates.time_query(conn, text, params, 1, per_call)[0]
+        query = spec.query(name)
+        probe = gates.time_query(conn, query, params, 1, warmup=1)[0]
         count = max(3, min(runs, int(budget_s * 1000 / max(probe, 0.01))))
-        samples = gates.time_query(conn, text, params, count, per_call)
-        result[kpi] = {"query": query, "runs": count, **{f"p{p}_ms": round(gates.percentile(samples, p), 3)
-                                                          for p in (50, 95, 99)}}
-        log(f"  {stage:<7} {kpi:<45} p95 {result[kpi]['p95_ms']:>10.2f} ms ({count} runs, {query})")
+        samples = gates.time_query(conn, query, params, count, warmup=0)
+        result[kpi] = {"query": name, "runs": count, **{f"p{p}_ms": round(gates.percentile(samples, p), 3)
+                                                         for p in (50, 95, 99)}}
+        log(f"  {stage:<7} {kpi:<45} p95 {result[kpi]['p95_ms']:>10.2f} ms ({count} runs, {name})")
     return result
 
 
