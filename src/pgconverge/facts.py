@@ -74,6 +74,11 @@ class Catalog:
     row_estimates: dict[str, int] = field(default_factory=dict)
 
 
+# every schema but the system's: objects are keyed "schema.name" in the Catalog
+USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                " AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'")
+
+
 def is_managed(comment: str | None) -> bool:
     return bool(comment and comment.startswith(MARKER_PREFIX))
 
@@ -81,43 +86,40 @@ def is_managed(comment: str | None) -> bool:
 def read_indexes(conn: psycopg.Connection, schema: str) -> dict[str, IndexFact]:
     rows = conn.execute(
         """
-        SELECT ic.relname, tc.relname, i.indisvalid, pg_get_indexdef(i.indexrelid),
+        SELECT n.nspname || '.' || ic.relname, tc.relname, i.indisvalid, pg_get_indexdef(i.indexrelid),
                obj_description(i.indexrelid, 'pg_class'), i.indexrelid::bigint
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
         JOIN pg_class tc ON tc.oid = i.indrelid
         JOIN pg_namespace n ON n.oid = ic.relnamespace
-        WHERE n.nspname = %s
-        """,
-        [schema],
+        WHERE """ + USER_SCHEMAS,
     ).fetchall()
-    return {r[0]: IndexFact(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows}
+    return {r[0]: IndexFact(r[0].split(".", 1)[1], r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
 
 def read_matviews(conn: psycopg.Connection, schema: str) -> dict[str, MatViewFact]:
     rows = conn.execute(
         """
-        SELECT c.relname, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class'), c.oid::bigint
+        SELECT n.nspname || '.' || c.relname, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class'), c.oid::bigint
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind = 'm' AND n.nspname = %s
-        """,
-        [schema],
+        WHERE c.relkind = 'm' AND """ + USER_SCHEMAS,
     ).fetchall()
-    return {r[0]: MatViewFact(r[0], r[1], r[2], r[3]) for r in rows}
+    return {r[0]: MatViewFact(r[0].split(".", 1)[1], r[1], r[2], r[3]) for r in rows}
 
 
 def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, FunctionFact]:
     rows = conn.execute(
         """
-        SELECT p.proname, pg_get_function_identity_arguments(p.oid), obj_description(p.oid, 'pg_proc'),
-               p.prosecdef, coalesce(p.proconfig, '{}'), p.oid::bigint,
-               count(*) OVER (PARTITION BY p.proname)
+        SELECT n.nspname || '.' || p.proname, pg_get_function_identity_arguments(p.oid),
+               obj_description(p.oid, 'pg_proc'), p.prosecdef, coalesce(p.proconfig, '{}'), p.oid::bigint,
+               count(*) OVER (PARTITION BY p.pronamespace, p.proname)
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname = %s AND p.prokind = 'f'
+        WHERE p.prokind = 'f' AND """ + USER_SCHEMAS + """
+          AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                          AND d.deptype = 'e')
         """,
-        [schema],
     ).fetchall()
-    return {r[0]: FunctionFact(r[0], r[1], r[2], r[3], tuple(r[4]), r[5], r[6]) for r in rows}
+    return {r[0]: FunctionFact(r[0].split(".", 1)[1], r[1], r[2], r[3], tuple(r[4]), r[5], r[6]) for r in rows}
 
 
 def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFact]]:
@@ -152,21 +154,20 @@ def read_extensions(conn: psycopg.Connection) -> dict[str, ExtensionFact]:
 def read_acls(conn: psycopg.Connection, schema: str) -> dict[str, dict[str, frozenset[str]]]:
     rows = conn.execute(
         """
-        SELECT c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+        SELECT n.nspname || '.' || c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
                array_agg(a.privilege_type)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        CROSS JOIN LATERAL aclexplode(c.relacl) a
-        WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p')
+        CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+        WHERE c.relkind IN ('r', 'v', 'm', 'p') AND """ + USER_SCHEMAS + """
         GROUP BY 1, 2
         UNION ALL
-        SELECT p.proname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
+        SELECT n.nspname || '.' || p.proname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
                array_agg(a.privilege_type)
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
-        WHERE n.nspname = %s
+        WHERE """ + USER_SCHEMAS + """
         GROUP BY 1, 2
         """,
-        [schema, schema],
     ).fetchall()
     acls: dict[str, dict[str, frozenset[str]]] = {}
     for name, role, privileges in rows:
@@ -177,11 +178,9 @@ def read_acls(conn: psycopg.Connection, schema: str) -> dict[str, dict[str, froz
 def read_relations(conn: psycopg.Connection, schema: str) -> dict[str, int]:
     rows = conn.execute(
         """
-        SELECT c.relname, greatest(c.reltuples, 0)::bigint FROM pg_class c
+        SELECT n.nspname || '.' || c.relname, greatest(c.reltuples, 0)::bigint FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm', 'p')
-        """,
-        [schema],
+        WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f') AND """ + USER_SCHEMAS,
     ).fetchall()
     return {r[0]: r[1] for r in rows}
 

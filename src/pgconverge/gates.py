@@ -242,45 +242,51 @@ def gate_cron_health(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> Ga
 
 
 def gate_security(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateResult:
-    schema = spec.settings.schema
+    """What Supabase's linter flags, on managed objects: API roles reading an MV (it bypasses RLS) or executing a
+    function not granted to them, a mutable search_path, undeclared SECURITY DEFINER, duplicate indexes."""
     roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
                                         [list(spec.settings.api_roles)]).fetchall()]
+    views = [v.key for p in spec.phases for v in p.materialized_views if v.state == "present"]
+    functions = [f for p in spec.phases for f in p.functions if f.state == "present"]
+    granted = {(g.key, r) for p in spec.phases for g in p.grants if not g.revoke for r in g.roles}
     problems: list[str] = []
-    for (name, role) in conn.execute(
-        """
-        SELECT c.relname, r FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, unnest(%s::text[]) r
-        WHERE n.nspname = %s AND has_table_privilege(r, c.oid, 'SELECT')
-          AND c.relkind = 'm'
-        """,
-        [roles, schema],
+    for name, role in conn.execute(
+        "SELECT v, r FROM unnest(%s::text[]) v, unnest(%s::text[]) r"
+        " WHERE to_regclass(v) IS NOT NULL AND has_table_privilege(r, to_regclass(v), 'SELECT')",
+        [views, roles],
     ).fetchall():
         problems.append(f"{role} can read materialized view {name}")
-    declared_definer = {f.name for p in spec.phases for f in p.functions if f.security_definer}
-    managed = [f.name for p in spec.phases for f in p.functions if f.state == "present"]
-    for name, definer, config in conn.execute(
-        "SELECT p.proname, p.prosecdef, coalesce(p.proconfig, '{}') FROM pg_proc p"
-        " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname = ANY(%s)",
-        [schema, managed],
+    for name, definer, config, executors in conn.execute(
+        """
+        SELECT n.nspname || '.' || p.proname, p.prosecdef, coalesce(p.proconfig, '{}'),
+               array(SELECT r FROM unnest(%s::text[]) r WHERE has_function_privilege(r, p.oid, 'EXECUTE'))
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname || '.' || p.proname = ANY(%s)
+        """,
+        [roles, [f.key for f in functions]],
     ).fetchall():
         if not any(c.startswith("search_path=") for c in config):
             problems.append(f"function {name} has no pinned search_path")
-        if definer and name not in declared_definer:
+        if definer and name not in {f.key for f in functions if f.security_definer}:
             problems.append(f"function {name} is SECURITY DEFINER but not declared so")
+        for role in executors:
+            if (name, role) not in granted and (name, "PUBLIC") not in granted:
+                problems.append(f"{role} can execute function {name}")
     for (names,) in conn.execute(
         """
-        SELECT string_agg(c.relname, ' = ' ORDER BY c.relname) FROM pg_index i
+        SELECT string_agg(n.nspname || '.' || c.relname, ' = ' ORDER BY c.relname) FROM pg_index i
         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = %s
-        GROUP BY i.indrelid, i.indkey::text, i.indclass::text, i.indoption::text,
+        WHERE n.nspname = ANY(%s)
+        GROUP BY i.indrelid, i.indkey::text, i.indclass::text, i.indoption::text, i.indcollation::text,
                  coalesce(pg_get_expr(i.indpred, i.indrelid), ''), coalesce(pg_get_expr(i.indexprs, i.indrelid), '')
         HAVING count(*) > 1
         """,
-        [schema],
+        [sorted({i.schema for p in spec.phases for i in p.indexes} | {spec.settings.schema})],
     ).fetchall():
         problems.append(f"duplicate indexes {names}")
     return GateResult(gate.name, "security", not problems, "; ".join(problems) or "no finding",
-                      f"no MV readable by {', '.join(roles) or 'API roles (none exist)'}, pinned search_path, "
-                      "no duplicate index")
+                      f"no managed MV readable or function executable by {', '.join(roles) or 'API roles (none here)'}"
+                      " unless granted, pinned search_path, no duplicate index")
 
 
 def run_gate(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler,

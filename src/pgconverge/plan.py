@@ -75,9 +75,13 @@ def qualified(name: str, schema: str) -> sql.Identifier:
 
 # Indexes
 
-def create_index_sql(index: IndexSpec, name: str, schema: str) -> str:
-    columns = []
+def create_index_sql(index: IndexSpec, name: str) -> str:
+    columns: list[sql.Composable] = []
     for column in index.columns:
+        if column.element:
+            # checked by pglast to be exactly one index element when phases.yml was loaded
+            columns.append(sql.SQL(column.element))
+            continue
         part: sql.Composable = sql.Identifier(column.column)
         if column.order:
             part = sql.SQL("{} {}").format(part, sql.SQL(column.order))
@@ -87,12 +91,17 @@ def create_index_sql(index: IndexSpec, name: str, schema: str) -> str:
     statement = sql.SQL("CREATE {unique}INDEX CONCURRENTLY {name} ON {table} USING {method} ({columns})").format(
         unique=sql.SQL("UNIQUE " if index.unique else ""),
         name=sql.Identifier(name),
-        table=qualified(index.table, schema),
-        method=sql.SQL(index.method),
+        table=sql.Identifier(index.schema, index.table_name),
+        method=sql.SQL(index.method),  # validated: [a-z_][a-z0-9_]*
         columns=sql.SQL(", ").join(columns),
     )
     if index.include:
         statement += sql.SQL(" INCLUDE ({})").format(sql.SQL(", ").join(map(sql.Identifier, index.include)))
+    if index.nulls_not_distinct:
+        statement += sql.SQL(" NULLS NOT DISTINCT")
+    if index.storage:
+        statement += sql.SQL(" WITH ({})").format(sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in index.storage))
     if index.where:
         # The predicate was parsed by pglast as exactly one expression when phases.yml was loaded.
         statement += sql.SQL(" WHERE {}").format(sql.SQL(index.where))
@@ -110,7 +119,7 @@ def drop_index_sql(name: str, schema: str) -> str:
 def _build_index_steps(index: IndexSpec, name: str, schema: str, why: str) -> list[Step]:
     want = marker(index.phase, index.definition_hash)
     return [
-        Step((create_index_sql(index, name, schema),), why, f"index {index.name}", "SHARE UPDATE EXCLUSIVE",
+        Step((create_index_sql(index, name),), why, f"index {index.name}", "SHARE UPDATE EXCLUSIVE",
              index.phase, kind="build", table=index.table),
         Step((comment_sql("INDEX", sql.Identifier(schema, name), want),), f"mark {name} as managed ({want})",
              f"index {index.name}", "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table),
@@ -118,16 +127,16 @@ def _build_index_steps(index: IndexSpec, name: str, schema: str, why: str) -> li
 
 
 def plan_index(index: IndexSpec, catalog: Catalog) -> list[Step]:
-    schema = catalog.schema
-    fact = catalog.indexes.get(index.name)
+    schema = index.schema
+    fact = catalog.indexes.get(index.key)
     tmp = temp_name(index.name)
-    tmp_fact = catalog.indexes.get(tmp)
+    tmp_fact = catalog.indexes.get(f"{schema}.{tmp}")
     retired = retired_name(index.name)
     want = marker(index.phase, index.definition_hash)
-    rows = catalog.row_estimates.get(index.table.split(".")[-1], 0)
+    rows = catalog.row_estimates.get(index.table_key, 0)
     label = f"index {index.name}"
     steps: list[Step] = []
-    if retired in catalog.indexes:
+    if f"{schema}.{retired}" in catalog.indexes:
         steps.append(Step((drop_index_sql(retired, schema),), f"remove {retired} left by an interrupted swap", label,
                           "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
 
@@ -183,15 +192,15 @@ def _matview_build(view: MatViewSpec, name: str, schema: str, grants: Iterable[G
             sql.SQL(", ").join(map(sql.Identifier, view.unique_key)))),
         comment_sql("MATERIALIZED VIEW", sql.Identifier(schema, name), want),
         # Privileges go in the same transaction: default privileges (e.g. Supabase's) must never expose a new view.
-        *[s for g in grants for s in _grant_statements(g, name, schema, catalog, None)],
+        *[s for g in grants for s in _grant_statements(g, name, schema, None, False, catalog.roles)],
     )
 
 
 def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec]) -> list[Step]:
-    schema = catalog.schema
-    fact = catalog.matviews.get(view.name)
+    schema = view.schema
+    fact = catalog.matviews.get(view.key)
     tmp = temp_name(view.name)
-    tmp_fact = catalog.matviews.get(tmp)
+    tmp_fact = catalog.matviews.get(f"{schema}.{tmp}")
     want = marker(view.phase, view.definition_hash)
     label = f"materialized view {view.name}"
     grants = list(grants)
@@ -201,7 +210,7 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
         if fact and is_managed(fact.comment):
             steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
                 sql.Identifier(schema, view.name))),), "declared absent", label, "ACCESS EXCLUSIVE", view.phase,
-                table=view.name))
+                table=view.key))
         return steps
 
     swap = (
@@ -213,10 +222,10 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
     if tmp_fact is not None:
         if fact is None and tmp_fact.comment == want:
             return [Step(swap, f"finish an interrupted swap: {tmp} is built and current", label, "ACCESS EXCLUSIVE",
-                         view.phase, transactional=True, table=tmp)]
+                         view.phase, transactional=True, table=f"{schema}.{tmp}")]
         steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(sql.Identifier(schema, tmp))),),
                           f"remove {tmp} left by an interrupted rebuild", label, "ACCESS EXCLUSIVE", view.phase,
-                          table=tmp))
+                          table=f"{schema}.{tmp}"))
 
     if fact is None:
         steps.append(Step(_matview_build(view, view.name, schema, grants, catalog),
@@ -229,15 +238,15 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
                           label, "ACCESS EXCLUSIVE (new object only)", view.phase, transactional=True, kind="build"))
         drop_old = render(sql.SQL("DROP MATERIALIZED VIEW {}").format(sql.Identifier(schema, view.name)))
         steps.append(Step((drop_old, *swap), "swap the new view in, one short transaction", label,
-                          "ACCESS EXCLUSIVE", view.phase, transactional=True, table=view.name))
+                          "ACCESS EXCLUSIVE", view.phase, transactional=True, table=view.key))
     return steps
 
 
 # Functions
 
-def plan_function(function: FunctionSpec, catalog: Catalog) -> list[Step]:
-    schema = catalog.schema
-    fact = catalog.functions.get(function.name)
+def plan_function(function: FunctionSpec, catalog: Catalog, privileges: Iterable[GrantSpec] = ()) -> list[Step]:
+    schema = function.schema
+    fact = catalog.functions.get(function.key)
     want = marker(function.phase, function.definition_hash)
     label = f"function {function.name}"
     target = sql.Identifier(schema, function.name)
@@ -259,6 +268,11 @@ def plan_function(function: FunctionSpec, catalog: Catalog) -> list[Step]:
             " LOOP EXECUTE format('DROP FUNCTION %s', old); END LOOP; END $pgconverge$").format(
             sql.Literal(function.name), sql.Literal(schema))))
     statements.append(comment_sql("FUNCTION", target, want))
+    if fact is None:
+        # In the creating transaction: nobody but the owner can execute it even for a moment (default
+        # privileges, e.g. Supabase's for anon, are unknown here: every declared revoke and grant is stated).
+        statements += [s for g in privileges for s in _grant_statements(g, function.name, function.schema,
+                                                                           None, True, catalog.roles)]
     return [Step(tuple(statements), f"{reason}: CREATE OR REPLACE from sql/{function.sql_file}", label,
                  "none (replaced atomically)", function.phase, transactional=True)]
 
@@ -322,54 +336,62 @@ def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
 
 # Grants and revokes
 
-def _grant_statements(grant: GrantSpec, target: str, schema: str, catalog: Catalog,
-                      current: dict[str, frozenset[str]] | None) -> list[str]:
-    """GRANT/REVOKE statements that close the gap; `current` None means a new object (state unknown: do all)."""
-    is_function = grant.on in catalog.functions
+def _grant_statements(grant: GrantSpec, target: str, schema: str, current: dict[str, frozenset[str]] | None,
+                      is_function: bool, roles: frozenset[str] | None = None) -> list[str]:
+    """GRANT/REVOKE statements that close the gap; `current` None means unknown (a new view): state every one."""
     universe = FUNCTION_PRIVILEGES if is_function else TABLE_PRIVILEGES
     wanted = universe if "ALL" in grant.privileges else frozenset(grant.privileges) & universe
     statements = []
     for role in grant.roles:
-        if role not in catalog.roles and role != "PUBLIC":
+        if roles is not None and role not in roles and role != "PUBLIC":
             continue
         have = (current or {}).get(role, frozenset())
         todo = (wanted & have if grant.revoke else wanted - have) if current is not None else wanted
         if not todo:
             continue
         template = "REVOKE {} ON {} {} FROM {}" if grant.revoke else "GRANT {} ON {} {} TO {}"
-        privileges = "ALL" if todo == universe else ", ".join(sorted(todo))
+        privileges = "ALL" if todo == universe and not is_function else ", ".join(sorted(todo))
         statements.append(render(sql.SQL(template).format(
             sql.SQL(privileges), sql.SQL("FUNCTION" if is_function else "TABLE"), sql.Identifier(schema, target),
             sql.SQL("PUBLIC") if role == "PUBLIC" else sql.Identifier(role))))
     return statements
 
 
-def plan_grant(grant: GrantSpec, catalog: Catalog) -> list[Step]:
-    target = grant.on.split(".")[-1]
+def function_privileges(function: FunctionSpec, grants: Iterable[GrantSpec], api_roles: Iterable[str]) -> list[GrantSpec]:
+    """A managed function is executable by its owner only, unless phases.yml grants it: REVOKE EXECUTE from PUBLIC
+    (PostgreSQL's default) and from the API roles (Supabase's default privileges), then the declared grants."""
+    declared = [g for g in grants if g.key == function.key]
+    granted = {r for g in declared if not g.revoke for r in g.roles}
+    implicit = tuple(r for r in ("PUBLIC", *api_roles) if r not in granted)
+    revoke = [GrantSpec(("EXECUTE",), function.key, implicit, function.phase, revoke=True, schema=function.schema)]
+    return (revoke if implicit else []) + declared
+
+
+def plan_grant(grant: GrantSpec, catalog: Catalog, is_function: bool) -> list[Step]:
+    target = grant.on.rpartition(".")[2]
     verb = "revoke" if grant.revoke else "grant"
-    if target not in catalog.relations and target not in catalog.functions:
+    if grant.key not in catalog.relations and grant.key not in catalog.functions:
         return []
-    statements = _grant_statements(grant, target, catalog.schema, catalog, catalog.acls.get(target, {}))
+    statements = _grant_statements(grant, target, grant.schema, catalog.acls.get(grant.key, {}), is_function,
+                                   catalog.roles)
     return [Step((s,), f"{verb} {', '.join(grant.privileges)} ({'from' if grant.revoke else 'to'} "
-                 f"{', '.join(grant.roles)}) differs from the catalog", f"privileges on {target}", "none", grant.phase)
+                 f"{', '.join(grant.roles)}) differs from the catalog", f"privileges on {grant.key}", "none", grant.phase)
             for s in statements]
 
 
 def grant_notes(grant: GrantSpec, catalog: Catalog, created: set[str]) -> list[str]:
-    target = grant.on.split(".")[-1]
     notes = [f"role '{r}' does not exist here: {grant.on} privileges for it skipped"
              for r in grant.roles if r not in catalog.roles and r != "PUBLIC"]
-    if target not in catalog.relations and target not in catalog.functions and target not in created:
+    if grant.key not in catalog.relations and grant.key not in catalog.functions and grant.key not in created:
         notes.append(f"{grant.on} does not exist: its privileges are skipped")
     return notes
 
 
 # Phases
 
-def plan_phase(phase: Phase, catalog: Catalog) -> Plan:
+def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = ()) -> Plan:
     """Everything one phase needs, in dependency order; removals first, in reverse order."""
-    views = {v.name for v in phase.materialized_views}
-    built_views = set()
+    created = {v.key for v in phase.materialized_views} | {f.key for f in phase.functions}
     steps: list[Step] = []
     removals = [j for j in phase.cron_jobs if j.state == "absent"]
     for job in removals:
@@ -384,18 +406,28 @@ def plan_phase(phase: Phase, catalog: Catalog) -> Plan:
         steps += plan_extension(extension, catalog)
     for index in (i for i in phase.indexes if i.state == "present"):
         steps += plan_index(index, catalog)
+    handled: set[str] = set()
     for view in (v for v in phase.materialized_views if v.state == "present"):
-        view_steps = plan_matview(view, catalog, [g for g in phase.grants if g.on.split(".")[-1] == view.name])
+        view_steps = plan_matview(view, catalog, [g for g in phase.grants if g.key == view.key])
         if any(s.kind == "build" for s in view_steps):
-            built_views.add(view.name)
+            handled.add(view.key)  # its privileges were set in the transaction that built it
         steps += view_steps
+    privilege_steps: list[Step] = []
     for function in (f for f in phase.functions if f.state == "present"):
-        steps += plan_function(function, catalog)
+        privileges = function_privileges(function, phase.grants, api_roles)
+        function_steps = plan_function(function, catalog, privileges)
+        if function.key not in catalog.functions:
+            handled.add(function.key)  # a new function: its privileges go into the transaction that creates it
+        else:
+            privilege_steps += [s for g in privileges for s in plan_grant(g, catalog, True)]
+        handled.add(function.key)
+        steps += function_steps
+    steps += privilege_steps
     notes: list[str] = []
     for grant in phase.grants:
-        notes += grant_notes(grant, catalog, views)
-        if grant.on.split(".")[-1] not in built_views:
-            steps += plan_grant(grant, catalog)
+        notes += grant_notes(grant, catalog, created)
+        if grant.key not in handled:
+            steps += plan_grant(grant, catalog, grant.key in catalog.functions)
     for job in (j for j in phase.cron_jobs if j.state == "present"):
         steps += plan_cron_job(job, catalog)
     return Plan(tuple(steps), tuple(notes))
@@ -405,7 +437,7 @@ def plan(spec: Spec, catalog: Catalog, phase_ids: Iterable[str]) -> Plan:
     steps: list[Step] = []
     notes: list[str] = []
     for phase_id in phase_ids:
-        phase_plan = plan_phase(spec.phase(phase_id), catalog)
+        phase_plan = plan_phase(spec.phase(phase_id), catalog, spec.settings.api_roles)
         steps += phase_plan.steps
         notes += phase_plan.notes
     return Plan(tuple(steps), tuple(notes) + tuple(undeclared_notes(spec, catalog)))
@@ -413,9 +445,9 @@ def plan(spec: Spec, catalog: Catalog, phase_ids: Iterable[str]) -> Plan:
 
 def undeclared_notes(spec: Spec, catalog: Catalog) -> list[str]:
     """Objects that carry our marker but are no longer in phases.yml: reported, never removed silently."""
-    declared = {i.name for p in spec.phases for i in p.indexes} | {
-        v.name for p in spec.phases for v in p.materialized_views} | {
-        f.name for p in spec.phases for f in p.functions}
+    declared = {i.key for p in spec.phases for i in p.indexes} | {
+        v.key for p in spec.phases for v in p.materialized_views} | {
+        f.key for p in spec.phases for f in p.functions}
     found = [(f"index {n}", f.comment) for n, f in catalog.indexes.items()] + [
         (f"materialized view {n}", f.comment) for n, f in catalog.matviews.items()] + [
         (f"function {n}", f.comment) for n, f in catalog.functions.items()]
@@ -427,7 +459,6 @@ def undeclared_notes(spec: Spec, catalog: Catalog) -> list[str]:
 
 def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
     """Undo a phase and every later one, latest first; only objects that carry our marker are touched."""
-    schema = catalog.schema
     steps: list[Step] = []
     for phase in reversed(spec.phases_from(from_phase)):
         for job in phase.cron_jobs:
@@ -435,23 +466,23 @@ def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
                 steps.append(Step((render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(job.name))),),
                                   "rollback", f"cron job {job.name}", "none", phase.id))
         for function in reversed(phase.functions):
-            function_fact = catalog.functions.get(function.name)
+            function_fact = catalog.functions.get(function.key)
             if function_fact and is_managed(function_fact.comment):
                 steps.append(Step((render(sql.SQL("DROP FUNCTION IF EXISTS {}").format(
-                    sql.Identifier(schema, function.name))),), "rollback", f"function {function.name}",
+                    sql.Identifier(function.schema, function.name))),), "rollback", f"function {function.name}",
                     "ACCESS EXCLUSIVE (function only)", phase.id))
         for view in reversed(phase.materialized_views):
             for name in (view.name, temp_name(view.name)):
-                view_fact = catalog.matviews.get(name)
+                view_fact = catalog.matviews.get(f"{view.schema}.{name}")
                 if view_fact and is_managed(view_fact.comment):
                     steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
-                        sql.Identifier(schema, name))),), "rollback", f"materialized view {view.name}",
-                        "ACCESS EXCLUSIVE", phase.id, table=name))
+                        sql.Identifier(view.schema, name))),), "rollback", f"materialized view {view.name}",
+                        "ACCESS EXCLUSIVE", phase.id, table=f"{view.schema}.{name}"))
         for index in reversed(phase.indexes):
             for name in (index.name, temp_name(index.name), retired_name(index.name)):
-                index_fact = catalog.indexes.get(name)
+                index_fact = catalog.indexes.get(f"{index.schema}.{name}")
                 if index_fact and (is_managed(index_fact.comment) or (name != index.name and not index_fact.valid)):
-                    steps.append(Step((drop_index_sql(name, schema),), "rollback", f"index {index.name}",
+                    steps.append(Step((drop_index_sql(name, index.schema),), "rollback", f"index {index.name}",
                                       "SHARE UPDATE EXCLUSIVE", phase.id, table=index.table))
         for extension in phase.extensions:
             extension_fact = catalog.extensions.get(extension.name)

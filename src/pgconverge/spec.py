@@ -19,6 +19,8 @@ from .yamlmarks import Mark, YamlError, load_with_marks
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
 QUALIFIED = re.compile(r"^(?:[a-z_][a-z0-9_$]{0,62}\.)?[a-z_][a-z0-9_$]{0,62}$")
+# a relation as the catalog names it: any case, optionally schema-qualified (split at the first dot)
+RELATION = re.compile(r"^(?:[\w$]{1,63}\.)?[\w$]{1,63}$")
 INDEX_COLUMN = re.compile(
     r"^(?P<column>[a-z_][a-z0-9_$]{0,62})(?: (?P<order>ASC|DESC))?(?: NULLS (?P<nulls>FIRST|LAST))?$",
     re.IGNORECASE,
@@ -85,6 +87,18 @@ class IndexColumn:
     column: str
     order: str | None = None
     nulls: str | None = None
+    # an element beyond `column [ASC|DESC] [NULLS …]` (expression, operator class, collation), as written and
+    # checked by pglast to be exactly one index element
+    element: str | None = None
+
+    def canonical(self) -> list:
+        return [self.column, self.order, self.nulls] + ([self.element] if self.element else [])
+
+
+def split_name(name: str, default_schema: str) -> tuple[str, str]:
+    """'schema.name' or 'name' (in the default schema) → (schema, name)."""
+    schema, _, bare = name.rpartition(".")
+    return (schema or default_schema), bare
 
 
 @dataclass(frozen=True)
@@ -99,19 +113,40 @@ class IndexSpec:
     method: str = "btree"
     serves: str | None = None
     state: str = "present"
+    # the index lives in its table's schema
+    schema: str = "public"
+    storage: tuple[tuple[str, str], ...] = ()
+    nulls_not_distinct: bool = False
+    allow_duplicate: bool = False
+
+    @property
+    def table_name(self) -> str:
+        return self.table.rpartition(".")[2]
+
+    @property
+    def key(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def table_key(self) -> str:
+        return f"{self.schema}.{self.table_name}"
 
     @property
     def definition_hash(self) -> str:
-        return digest(
-            {
-                "table": self.table,
-                "columns": [[c.column, c.order, c.nulls] for c in self.columns],
-                "include": list(self.include),
-                "where": self.where,
-                "unique": self.unique,
-                "method": self.method,
-            }
-        )
+        definition: dict[str, Any] = {
+            "table": self.table,
+            "columns": [c.canonical() for c in self.columns],
+            "include": list(self.include),
+            "where": self.where,
+            "unique": self.unique,
+            "method": self.method,
+        }
+        # Added later: present only when used, so the hashes of existing indexes stay what they were.
+        if self.storage:
+            definition["with"] = [list(p) for p in self.storage]
+        if self.nulls_not_distinct:
+            definition["nulls_not_distinct"] = True
+        return digest(definition)
 
 
 @dataclass(frozen=True)
@@ -122,6 +157,11 @@ class MatViewSpec:
     phase: str
     unique_key: tuple[str, ...] = ()
     state: str = "present"
+    schema: str = "public"
+
+    @property
+    def key(self) -> str:
+        return f"{self.schema}.{self.name}"
 
     @property
     def definition_hash(self) -> str:
@@ -136,6 +176,11 @@ class FunctionSpec:
     phase: str
     security_definer: bool = False
     state: str = "present"
+    schema: str = "public"
+
+    @property
+    def key(self) -> str:
+        return f"{self.schema}.{self.name}"
 
     @property
     def definition_hash(self) -> str:
@@ -159,6 +204,11 @@ class GrantSpec:
     roles: tuple[str, ...]
     phase: str
     revoke: bool = False
+    schema: str = "public"
+
+    @property
+    def key(self) -> str:
+        return f"{self.schema}.{self.on.rpartition('.')[2]}"
 
 
 @dataclass(frozen=True)
@@ -318,6 +368,7 @@ class _Builder:
         self.marks = marks
         self.sql_dir = path.parent / "sql"
         self.seen_names: dict[str, tuple] = {}
+        self.schema = "public"
 
     def fail(self, where: tuple, message: str) -> SpecError:
         return SpecError(self.path, self.marks.get(where), message)
@@ -364,6 +415,7 @@ def _build(path: Path, data: dict, marks: dict) -> Spec:
     for i, role in enumerate(settings_data.get("api_roles", [])):
         b.identifier(role, ("settings", "api_roles", i), "role")
     settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings_data.items()})  # type: ignore[arg-type]
+    b.schema = settings.schema
     phases: list[Phase] = []
     ids: list[str] = []
     for p_index, p in enumerate(data["phases"]):
@@ -442,25 +494,34 @@ def _extension(b: _Builder, e: dict, at: tuple, phase: str) -> ExtensionSpec:
                          state=e.get("state", "present"))
 
 
+def _index_element(b: _Builder, text: str, at: tuple, method: str) -> IndexColumn:
+    """One index element as a DBA writes it: a column or an expression, with collation, operator class, order."""
+    match = INDEX_COLUMN.match(text)
+    if match:
+        return IndexColumn(match["column"], match["order"].upper() if match["order"] else None,
+                           match["nulls"].upper() if match["nulls"] else None)
+    statements = b.parse_sql(f"CREATE INDEX i ON t USING {method} ({text})", at, "index element")
+    stmt: Any = statements[0].stmt if len(statements) == 1 else None
+    if type(stmt).__name__ != "IndexStmt" or len(stmt.indexParams) != 1:
+        raise b.fail(at, f"index element '{_short(text, 40)}' must be one column or expression with optional"
+                     " COLLATE, operator class, ASC|DESC, NULLS FIRST|LAST — remove ',' and ';'")
+    if "SubLink" in repr(stmt.indexParams[0]):
+        raise b.fail(at, f"index element '{_short(text, 40)}' holds a subquery — PostgreSQL does not index those")
+    element = stmt.indexParams[0]
+    column = element.name or f"expr:{text}"
+    return IndexColumn(column, None, None, element=text.strip())
+
+
 def _index(b: _Builder, x: dict, at: tuple, phase: str) -> IndexSpec:
     name = b.identifier(x["name"], (*at, "name"), "index name")
-    b.unique_name("relation", name, (*at, "name"))
-    table = b.identifier(x["table"], (*at, "table"), "table", qualified=True)
-    columns = []
-    for i, text in enumerate(x["columns"]):
-        match = INDEX_COLUMN.match(text)
-        if not match:
-            raise b.fail(
-                (*at, "columns", i),
-                f"index column '{_short(text, 40)}' is not 'column [ASC|DESC] [NULLS FIRST|LAST]' — fix it",
-            )
-        columns.append(
-            IndexColumn(
-                match["column"],
-                match["order"].upper() if match["order"] else None,
-                match["nulls"].upper() if match["nulls"] else None,
-            )
-        )
+    table = x["table"]
+    if not RELATION.match(table):
+        raise b.fail((*at, "table"), f"table '{_short(table, 40)}' — write the table's name as the catalog has it (letters,"
+                     " digits, _ and $, any case), optionally schema.table, no quotes")
+    schema, _ = split_name(table, b.schema)
+    b.unique_name("relation", f"{schema}.{name}", (*at, "name"))
+    method = x.get("method", "btree")
+    columns = tuple(_index_element(b, text, (*at, "columns", i), method) for i, text in enumerate(x["columns"]))
     include = tuple(b.identifier(c, (*at, "include", i), "include column") for i, c in enumerate(x.get("include", [])))
     where = x.get("where")
     if where is not None:
@@ -468,16 +529,23 @@ def _index(b: _Builder, x: dict, at: tuple, phase: str) -> IndexSpec:
         statements = b.parse_sql(f"SELECT 1 FROM t WHERE ({where})", (*at, "where"), "index predicate")
         if len(statements) != 1:
             raise b.fail((*at, "where"), "index predicate must be a single expression — remove ';'")
+    storage = tuple(sorted((b.identifier(k, (*at, "with", k), "storage parameter"), str(v).lower())
+                           for k, v in x.get("with", {}).items()))
+    if x.get("include") and method not in ("btree", "gist", "spgist"):
+        raise b.fail((*at, "include"), f"INCLUDE needs method btree, gist or spgist, not {method} — remove include")
+    if x.get("unique") and method != "btree":
+        raise b.fail((*at, "unique"), f"only btree indexes can be unique, not {method}")
     return IndexSpec(
-        name=name, table=table, columns=tuple(columns), phase=phase, include=include, where=where,
-        unique=x.get("unique", False), method=x.get("method", "btree"), serves=x.get("serves"),
-        state=x.get("state", "present"),
+        name=name, table=table, columns=columns, phase=phase, include=include, where=where,
+        unique=x.get("unique", False), method=method, serves=x.get("serves"),
+        state=x.get("state", "present"), schema=schema, storage=storage,
+        nulls_not_distinct=x.get("nulls_not_distinct", False), allow_duplicate=x.get("allow_duplicate", False),
     )
 
 
 def _matview(b: _Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
-    name = b.identifier(m["name"], (*at, "name"), "materialized view name")
-    b.unique_name("relation", name, (*at, "name"))
+    schema, name = split_name(b.identifier(m["name"], (*at, "name"), "materialized view name", qualified=True), b.schema)
+    b.unique_name("relation", f"{schema}.{name}", (*at, "name"))
     query = b.sql_file(m["sql"], (*at, "sql")).strip().rstrip(";").strip()
     statements = b.parse_sql(query, (*at, "sql"), f"sql/{m['sql']}")
     if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
@@ -486,12 +554,13 @@ def _matview(b: _Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
     state = m.get("state", "present")
     if state == "present" and not key:
         raise b.fail((*at, "name"), f"materialized view '{name}' needs unique_key — REFRESH CONCURRENTLY requires it")
-    return MatViewSpec(name=name, sql_file=m["sql"], query=query, phase=phase, unique_key=key, state=state)
+    return MatViewSpec(name=name, sql_file=m["sql"], query=query, phase=phase, unique_key=key, state=state,
+                       schema=schema)
 
 
 def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
-    name = b.identifier(f["name"], (*at, "name"), "function name")
-    b.unique_name("function", name, (*at, "name"))
+    schema, name = split_name(b.identifier(f["name"], (*at, "name"), "function name", qualified=True), b.schema)
+    b.unique_name("function", f"{schema}.{name}", (*at, "name"))
     body = b.sql_file(f["sql"], (*at, "sql")).strip()
     statements = b.parse_sql(body, (*at, "sql"), f"sql/{f['sql']}")
     stmt: Any = statements[0].stmt if len(statements) == 1 else None
@@ -513,7 +582,7 @@ def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
             " — declare security_definer: true only where it is meant",
         )
     return FunctionSpec(name=name, sql_file=f["sql"], body=body, phase=phase,
-                        security_definer=definer, state=f.get("state", "present"))
+                        security_definer=definer, state=f.get("state", "present"), schema=schema)
 
 
 def valid_cron_schedule(schedule: str) -> bool:
@@ -540,9 +609,11 @@ def _cron_job(b: _Builder, c: dict, at: tuple, phase: str) -> CronJobSpec:
 def _grant(b: _Builder, g: dict, at: tuple, phase: str, revoke: bool) -> GrantSpec:
     b.identifier(g["on"], (*at, "on"), "grant target", qualified=True)
     roles_key = "from" if revoke else "to"
-    roles = tuple(b.identifier(r, (*at, roles_key, i), "role") for i, r in enumerate(g[roles_key]))
+    roles = tuple(r if r == "PUBLIC" else b.identifier(r, (*at, roles_key, i), "role")
+                  for i, r in enumerate(g[roles_key]))
+    schema, _ = split_name(g["on"], b.schema)
     return GrantSpec(privileges=tuple(sorted(set(g["privileges"]))), on=g["on"], roles=roles, phase=phase,
-                     revoke=revoke)
+                     revoke=revoke, schema=schema)
 
 
 def _gate(b: _Builder, g: dict, at: tuple, phase: str) -> GateSpec:

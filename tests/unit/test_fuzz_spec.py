@@ -36,6 +36,7 @@ KNOWN_KEYS = {"version", "settings", "phases", "id", "title", "indexes", "cron_j
               "columns", "schedule", "command", "kind", "sql", "expect", "lock_timeout"}
 INJECTIONS = ['x"; DROP TABLE leads; --', "x'); DROP TABLE leads; --", "$$; DROP TABLE leads; $$", "a\nb", "ä", "🔥",
               "\u202eevil", "\x00", "../../etc/passwd", "%(user_id)s", "{x}", "Robert'); --"]
+TABLE_NAME = re.compile(r"(?:[\w$]{1,63}\.)?[\w$]{1,63}")
 ONE_LINE = re.compile(r"^\S*phases\.yml(:\d+:\d+)?: .+$")
 
 
@@ -103,7 +104,12 @@ def test_unknown_keys(where, key, value):
                       st.text(min_size=1, max_size=40).filter(lambda s: not re.fullmatch(r"[a-z0-9_$.]+", s)),
                       st.text(alphabet="abc", min_size=130, max_size=100_000)))
 def test_injection_unicode_and_huge_names(path, name):
-    assert_rejected(yaml.safe_dump(set_at(fresh(), path, name), allow_unicode=True))
+    text = yaml.safe_dump(set_at(fresh(), path, name), allow_unicode=True)
+    if path[-1] == "table" and TABLE_NAME.fullmatch(name):
+        # A table is named as the catalog has it (mixed case, non-ASCII letters): accepted, quoted when rendered.
+        assert run_validate(text)[0] == 0
+        return
+    assert_rejected(text)
 
 
 @fuzz

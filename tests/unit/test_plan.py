@@ -34,8 +34,8 @@ ROLES = frozenset({"salesflow", "anon", "authenticated"})
 
 
 def catalog(**kwargs) -> Catalog:
-    defaults = dict(roles=ROLES, relations=frozenset({"message_events", "leads"}),
-                    row_estimates={"message_events": 5_000_000})
+    defaults = dict(roles=ROLES, relations=frozenset({"public.message_events", "public.leads"}),
+                    row_estimates={"public.message_events": 5_000_000})
     return Catalog(**{**defaults, **kwargs})
 
 
@@ -61,11 +61,11 @@ def test_missing_index_is_built_concurrently_then_marked():
 
 
 def test_converged_index_needs_nothing():
-    assert plan.plan_index(INDEX, catalog(indexes={"idx_ev": index_fact(comment=CURRENT)})) == []
+    assert plan.plan_index(INDEX, catalog(indexes={"public.idx_ev": index_fact(comment=CURRENT)})) == []
 
 
 def test_invalid_index_is_dropped_and_rebuilt():
-    steps = plan.plan_index(INDEX, catalog(indexes={"idx_ev": index_fact(valid=False, comment=None)}))
+    steps = plan.plan_index(INDEX, catalog(indexes={"public.idx_ev": index_fact(valid=False, comment=None)}))
     assert sqls(steps)[0] == 'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev"'
     assert sqls(steps)[1].startswith('CREATE INDEX CONCURRENTLY "idx_ev"')
     assert "INVALID" in steps[0].why
@@ -73,7 +73,7 @@ def test_invalid_index_is_dropped_and_rebuilt():
 
 @pytest.mark.parametrize("old_comment", ["pgconverge:p1:0000000000000000", None, "hand-made"])
 def test_changed_or_unmarked_index_is_rebuilt_beside_then_swapped(old_comment):
-    steps = plan.plan_index(INDEX, catalog(indexes={"idx_ev": index_fact(comment=old_comment)}))
+    steps = plan.plan_index(INDEX, catalog(indexes={"public.idx_ev": index_fact(comment=old_comment)}))
     statements = sqls(steps)
     assert statements[0].startswith('CREATE INDEX CONCURRENTLY "idx_ev_pgc_new"')
     assert statements[1] == f'COMMENT ON INDEX "public"."idx_ev_pgc_new" IS \'{CURRENT}\''
@@ -86,27 +86,28 @@ def test_changed_or_unmarked_index_is_rebuilt_beside_then_swapped(old_comment):
 
 def test_interrupted_swap_leaves_retired_index_that_is_dropped():
     retired = index_fact("idx_ev_pgc_old", comment="pgconverge:p1:0000000000000000")
-    steps = plan.plan_index(INDEX, catalog(indexes={"idx_ev": index_fact(comment=CURRENT), "idx_ev_pgc_old": retired}))
+    steps = plan.plan_index(INDEX, catalog(indexes={"public.idx_ev": index_fact(comment=CURRENT),
+                                                    "public.idx_ev_pgc_old": retired}))
     assert sqls(steps) == ['DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev_pgc_old"']
 
 
 def test_interrupted_rebuild_with_current_temp_is_finished_by_rename():
     tmp = index_fact("idx_ev_pgc_new", comment=CURRENT)
-    steps = plan.plan_index(INDEX, catalog(indexes={"idx_ev_pgc_new": tmp}))
+    steps = plan.plan_index(INDEX, catalog(indexes={"public.idx_ev_pgc_new": tmp}))
     assert sqls(steps) == ['ALTER INDEX "public"."idx_ev_pgc_new" RENAME TO "idx_ev"']
 
 
 def test_interrupted_rebuild_with_invalid_temp_drops_it_first():
     tmp = index_fact("idx_ev_pgc_new", valid=False)
-    steps = plan.plan_index(INDEX, catalog(indexes={"idx_ev": index_fact(comment=CURRENT), "idx_ev_pgc_new": tmp}))
+    steps = plan.plan_index(INDEX, catalog(indexes={"public.idx_ev": index_fact(comment=CURRENT), "public.idx_ev_pgc_new": tmp}))
     assert sqls(steps) == ['DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev_pgc_new"']
 
 
 def test_absent_index_dropped_only_when_ours():
     absent = replace(INDEX, state="absent")
-    assert sqls(plan.plan_index(absent, catalog(indexes={"idx_ev": index_fact(comment=CURRENT)}))) == [
+    assert sqls(plan.plan_index(absent, catalog(indexes={"public.idx_ev": index_fact(comment=CURRENT)}))) == [
         'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev"']
-    assert plan.plan_index(absent, catalog(indexes={"idx_ev": index_fact(comment="hand-made")})) == []
+    assert plan.plan_index(absent, catalog(indexes={"public.idx_ev": index_fact(comment="hand-made")})) == []
 
 
 def test_index_name_with_quote_is_quoted_not_injected():
@@ -126,7 +127,7 @@ def test_missing_view_built_with_unique_index_and_revokes_in_one_transaction():
 
 def test_changed_view_is_built_beside_and_swapped_in_one_short_transaction():
     fact = MatViewFact("mv_hot", "SELECT 1", "pgconverge:p2:0000000000000000", 5)
-    steps = plan.plan_matview(VIEW, catalog(matviews={"mv_hot": fact}), [])
+    steps = plan.plan_matview(VIEW, catalog(matviews={"public.mv_hot": fact}), [])
     assert steps[0].statements[0].startswith('CREATE MATERIALIZED VIEW "public"."mv_hot_pgc_new"')
     assert steps[1].transactional and steps[1].statements == (
         'DROP MATERIALIZED VIEW "public"."mv_hot"',
@@ -137,19 +138,19 @@ def test_changed_view_is_built_beside_and_swapped_in_one_short_transaction():
 
 def test_current_view_needs_nothing_and_interrupted_swap_is_finished():
     want = marker("p2", VIEW.definition_hash)
-    assert plan.plan_matview(VIEW, catalog(matviews={"mv_hot": MatViewFact("mv_hot", "", want)}), []) == []
-    steps = plan.plan_matview(VIEW, catalog(matviews={"mv_hot_pgc_new": MatViewFact("mv_hot_pgc_new", "", want)}), [])
+    assert plan.plan_matview(VIEW, catalog(matviews={"public.mv_hot": MatViewFact("mv_hot", "", want)}), []) == []
+    steps = plan.plan_matview(VIEW, catalog(matviews={"public.mv_hot_pgc_new": MatViewFact("mv_hot_pgc_new", "", want)}), [])
     assert steps[0].statements[0] == 'ALTER MATERIALIZED VIEW "public"."mv_hot_pgc_new" RENAME TO "mv_hot"'
 
 
 def test_function_created_replaced_or_left():
     want = marker("p3", FUNCTION.definition_hash)
     assert "missing" in plan.plan_function(FUNCTION, catalog())[0].why
-    changed = plan.plan_function(FUNCTION, catalog(functions={"stats": FunctionFact("stats", "", "pgconverge:p3:1")}))
+    changed = plan.plan_function(FUNCTION, catalog(functions={"public.stats": FunctionFact("stats", "", "pgconverge:p3:1")}))
     assert changed[0].statements[0].startswith("CREATE OR REPLACE FUNCTION stats()")
     assert "age(p.xmin) > 0" in changed[0].statements[1]  # an old overload goes in the same transaction
     assert changed[0].statements[2] == f'COMMENT ON FUNCTION "public"."stats" IS \'{want}\''
-    assert plan.plan_function(FUNCTION, catalog(functions={"stats": FunctionFact("stats", "", want)})) == []
+    assert plan.plan_function(FUNCTION, catalog(functions={"public.stats": FunctionFact("stats", "", want)})) == []
 
 
 def test_cron_job_scheduled_rescheduled_or_left():
@@ -177,11 +178,13 @@ def test_extension_created_updated_or_left():
 
 
 def test_grants_close_only_the_gap_and_skip_missing_roles():
-    acls = {"leads": {"anon": frozenset({"SELECT"}), "authenticated": frozenset()}}
+    acls = {"public.leads": {"anon": frozenset({"SELECT"}), "authenticated": frozenset()}}
     revoke = GrantSpec(("ALL",), "leads", ("anon", "authenticated", "ghost"), "p2", revoke=True)
-    assert sqls(plan.plan_grant(revoke, catalog(acls=acls))) == ['REVOKE SELECT ON TABLE "public"."leads" FROM "anon"']
-    grant = GrantSpec(("SELECT",), "leads", ("authenticated",), "p2")
-    assert sqls(plan.plan_grant(grant, catalog(acls=acls))) == ['GRANT SELECT ON TABLE "public"."leads" TO "authenticated"']
+    assert sqls(plan.plan_grant(revoke, catalog(acls=acls), False)) == [
+        'REVOKE SELECT ON TABLE "public"."leads" FROM "anon"']
+    grant = GrantSpec(("SELECT",), "leads", ("authenticated", "PUBLIC"), "p2")
+    assert sqls(plan.plan_grant(grant, catalog(acls=acls), False)) == [
+        'GRANT SELECT ON TABLE "public"."leads" TO "authenticated"', 'GRANT SELECT ON TABLE "public"."leads" TO PUBLIC']
     assert plan.grant_notes(revoke, catalog(), set()) == ["role 'ghost' does not exist here: leads privileges for it skipped"]
 
 
@@ -206,9 +209,9 @@ def test_phase_order_objects_before_grants_and_jobs():
 
 def test_rollback_latest_phase_first_and_only_marked_objects():
     marked = catalog(
-        indexes={"idx_ev": index_fact(comment=CURRENT), "idx_hand": index_fact("idx_hand", comment=None)},
-        matviews={"mv_hot": MatViewFact("mv_hot", "", "pgconverge:p2:x")},
-        functions={"stats": FunctionFact("stats", "", "pgconverge:p3:x")},
+        indexes={"public.idx_ev": index_fact(comment=CURRENT), "public.idx_hand": index_fact("idx_hand", comment=None)},
+        matviews={"public.mv_hot": MatViewFact("mv_hot", "", "pgconverge:p2:x")},
+        functions={"public.stats": FunctionFact("stats", "", "pgconverge:p3:x")},
         cron_jobs={"refresh-hot": CronJobFact("refresh-hot", "*/15 * * * *", "SELECT 1;", "salesflow")},
         extensions={"pg_stat_statements": ExtensionFact("pg_stat_statements", "1.10", "public", "someone else's")},
     )
@@ -219,7 +222,42 @@ def test_rollback_latest_phase_first_and_only_marked_objects():
 
 
 def test_undeclared_managed_objects_are_reported_not_removed():
-    stray = catalog(indexes={"idx_old": index_fact("idx_old", comment="pgconverge:p1:abc")})
+    stray = catalog(indexes={"public.idx_old": index_fact("idx_old", comment="pgconverge:p1:abc")})
     result = plan.plan(spec_of(P1), stray, ["p1"])
     assert not any("idx_old" in s.sql for s in result.steps)
-    assert any("index idx_old carries pgconverge:p1:abc but is not declared" in n for n in result.notes)
+    assert any("index public.idx_old carries pgconverge:p1:abc but is not declared" in n for n in result.notes)
+
+
+def test_new_function_is_executable_by_its_owner_only_from_the_moment_it_exists():
+    steps = plan.plan_phase(P3, catalog(), ("anon", "authenticated"))
+    assert len(steps.steps) == 1 and steps.steps[0].transactional
+    assert {s for s in steps.steps[0].statements if s.startswith("REVOKE")} == {
+        'REVOKE EXECUTE ON FUNCTION "public"."stats" FROM PUBLIC',
+        'REVOKE EXECUTE ON FUNCTION "public"."stats" FROM "anon"',
+        'REVOKE EXECUTE ON FUNCTION "public"."stats" FROM "authenticated"'}
+
+
+def test_existing_function_executable_by_public_is_revoked_unless_granted():
+    want = marker("p3", FUNCTION.definition_hash)
+    existing = catalog(functions={"public.stats": FunctionFact("stats", "", want)},
+                       acls={"public.stats": {"PUBLIC": frozenset({"EXECUTE"}), "salesflow": frozenset({"EXECUTE"})}})
+    assert sqls(plan.plan_phase(P3, existing, ("anon",)).steps) == [
+        'REVOKE EXECUTE ON FUNCTION "public"."stats" FROM PUBLIC']
+    granted = replace(P3, grants=(GrantSpec(("EXECUTE",), "stats", ("PUBLIC",), "p3"),))
+    assert plan.plan_phase(granted, existing, ("anon",)).steps == ()
+
+
+def test_index_elements_a_dba_writes_and_any_schema():
+    index = IndexSpec("idx_title_trgm", "reporting.Deals", (
+        IndexColumn("expr:lower(title)", element="lower(title) extensions.gin_trgm_ops"),), "p1",
+        method="gin", schema="reporting", storage=(("fastupdate", "off"),))
+    steps = plan.plan_index(index, catalog())
+    assert sqls(steps) == [
+        'CREATE INDEX CONCURRENTLY "idx_title_trgm" ON "reporting"."Deals" USING gin'
+        ' (lower(title) extensions.gin_trgm_ops) WITH ("fastupdate" = \'off\')',
+        f'COMMENT ON INDEX "reporting"."idx_title_trgm" IS \'{marker("p1", index.definition_hash)}\'']
+    done = catalog(indexes={"reporting.idx_title_trgm": index_fact("idx_title_trgm",
+                                                                 comment=marker("p1", index.definition_hash))})
+    assert plan.plan_index(index, done) == []
+    assert plan.plan_index(index, catalog(indexes={"public.idx_title_trgm": index_fact(
+        "idx_title_trgm", comment=marker("p1", index.definition_hash))}))[0].kind == "build"

@@ -62,7 +62,8 @@ def test_minimal_spec_loads_into_frozen_dataclasses(project):
     ("text", "line", "fragment"),
     [
         (MINIMAL + "        colour: blue\n", 9, "unknown key 'colour'"),
-        (MINIMAL + "      - name: idx_a\n        table: leads\n        columns: [id]\n", 9, "duplicate relation name 'idx_a'"),
+        (MINIMAL + "      - name: idx_a\n        table: leads\n        columns: [id]\n", 9,
+         "duplicate relation name 'public.idx_a'"),
         (MINIMAL + "    materialized_views:\n      - name: mv_a\n        sql: phase2/nope.sql\n        unique_key: [id]\n",
          11, "does not exist"),
         (MINIMAL + "    requires: [phase2]\n  - id: phase2\n    title: two\n    requires: [phase1]\n", 9,
@@ -71,7 +72,7 @@ def test_minimal_spec_loads_into_frozen_dataclasses(project):
          11, "cron schedule '61 * * * *' is invalid"),
         (MINIMAL.replace("idx_a", "'x\"; DROP TABLE leads; --'"), 6, "is not a valid identifier"),
         (MINIMAL.replace("[user_id, created_at DESC]", "[user_id, created_at DESC; DROP TABLE leads]"), 8,
-         "index column"),
+         "index element"),
         (MINIMAL + "        where: \"status = 'new'); DROP TABLE leads; --\"\n", 9, "index predicate"),
         (MINIMAL.replace("version: 1", "version: 2"), 1, "version"),
         ("base: &a [1]\nversion: 1\nphases: *a\n", 1, "anchors and aliases are not allowed"),
