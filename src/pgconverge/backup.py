@@ -80,7 +80,9 @@ def _snapshot_facts(conn: psycopg.Connection, with_counts: bool) -> dict:
                                             " FROM cron.job ORDER BY jobid").fetchall()]
     except psycopg.Error:
         pass  # no pg_cron here, or its jobs are not readable by this role
-    return {"tables": counts, "cron_jobs": jobs}
+    extensions: dict[str, str] = dict(conn.execute("SELECT e.extname, n.nspname FROM pg_extension e"
+                                   " JOIN pg_namespace n ON n.oid = e.extnamespace").fetchall())
+    return {"tables": counts, "cron_jobs": jobs, "extensions": extensions}
 
 
 def take_backup(url: str, directory: Path, environment: str, label: str, retention: int = 5, *,
@@ -174,8 +176,10 @@ def restore_drill(url: str, directory: Path, echo=print) -> bool:
     sidecar_path = newest.with_name(newest.name + ".json")
     if not sidecar_path.exists():
         raise BackupFailed(f"{newest.name} has no {sidecar_path.name} — take a new backup")
-    recorded: dict[str, int | None] = json.loads(sidecar_path.read_text())["tables"]
-    full = json.loads(sidecar_path.read_text()).get("mode") == "full"
+    sidecar = json.loads(sidecar_path.read_text())
+    recorded: dict[str, int | None] = sidecar["tables"]
+    full = sidecar.get("mode") == "full"
+    schemas: dict[str, str] = sidecar.get("extensions", {})
     scratch = f"pgconverge_drill_{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S%f}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
@@ -184,14 +188,26 @@ def restore_drill(url: str, directory: Path, echo=print) -> bool:
         # Extensions may need a superuser (pg_stat_statements) or one database (pg_cron): create what this role
         # may, leave the rest out; they hold no table data of the app.
         extensions = re.findall(r"; \d+ \d+ \d+ EXTENSION - (\S+) ", listing)
+        created_schemas = set()
         with psycopg.connect(url, dbname=scratch, autocommit=True) as conn:
             for extension in extensions:
+                schema = schemas.get(extension)
+                statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension))
                 try:
-                    conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
+                    with conn.transaction():
+                        if schema and schema not in ("public", "pg_catalog"):
+                            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+                            created_schemas.add(schema)
+                        if schema and schema != "pg_catalog":
+                            statement += sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(schema))
+                        conn.execute(statement)
                 except psycopg.Error:
                     echo(f"note: extension {extension} not created in the scratch database (needs other privileges)")
+        # Extensions were created above in their own schemas; those schemas exist already.
         kept = "\n".join(line for line in listing.splitlines()
-                         if " EXTENSION " not in line and " cron " not in line)
+                         if " EXTENSION " not in line and " cron " not in line
+                         and not any(line.rstrip().endswith(f" SCHEMA - {s}") or f" SCHEMA - {s} " in line
+                                     for s in created_schemas))
         with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as handle:
             handle.write(kept + "\n")
         _run(["pg_restore", "--no-owner", "--no-acl", "--exit-on-error", "-L", handle.name, "-d", scratch, str(newest)],

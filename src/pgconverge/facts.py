@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
+from psycopg import sql
 
 MARKER_PREFIX = "pgconverge:"
 
@@ -224,3 +225,52 @@ def _read(conn: psycopg.Connection, schema: str) -> Catalog:
         relations=frozenset(relations),
         row_estimates=relations,
     )
+
+
+class _Rollback(Exception):
+    pass
+
+
+def index_definition_problems(conn: psycopg.Connection, indexes: list, extensions: list) -> list[str]:
+    """Ask the server whether each index that is still to be built can be built at all (method vs column type,
+    operator class, expression), on an empty temporary copy of its table in a transaction that is rolled back:
+    a mistake in phases.yml then stops the plan before anything runs, not half-way through the apply."""
+    from .plan import create_index_sql  # the planner renders the statement; this only asks the server about it
+
+    problems: list[str] = []
+    try:
+        with conn.transaction():
+            for extension in extensions:  # declared in the same run: the indexes may need their operator classes
+                try:
+                    with conn.transaction():
+                        statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension.name))
+                        if extension.schema:
+                            statement += sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(extension.schema))
+                        conn.execute(statement)
+                except psycopg.Error:
+                    pass  # the apply will say why; indexes that need it are then not checked
+            for number, index in enumerate(indexes):
+                probe = f"pgconverge_probe_{number}"
+                try:
+                    with conn.transaction():
+                        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(
+                            sql.Identifier(probe), sql.Identifier(index.schema, index.table_name)))
+                        conn.execute(create_index_sql(replace(index, schema="pg_temp", table=probe), f"{probe}_i")
+                                     .replace(" CONCURRENTLY ", " ", 1))  # type: ignore[arg-type]
+                except psycopg.errors.InsufficientPrivilege:
+                    return problems  # no TEMP privilege here: the apply is the check
+                except psycopg.Error as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    problems.append(f"index {index.name} on {index.table}: {first} — fix it in phases.yml")
+            raise _Rollback
+    except _Rollback:
+        pass
+    return problems
+
+
+def preflight(conn: psycopg.Connection, spec, phase_ids: list[str], catalog: Catalog) -> list[str]:
+    """Problems the server sees in what these phases would build, before anything runs."""
+    phases = [spec.phase(pid) for pid in phase_ids]
+    indexes = [i for p in phases for i in p.indexes if i.state == "present" and i.key not in catalog.indexes]
+    extensions = [e for p in phases for e in p.extensions if e.state == "present" and e.name not in catalog.extensions]
+    return index_definition_problems(conn, indexes, extensions) if indexes else []

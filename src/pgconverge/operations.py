@@ -35,14 +35,15 @@ def load_spec_or_exit() -> Spec:
     with one line, before any connection."""
     path, why = locate(host.data.get("phases"))
     Interruption.install()
-    if path not in _announced:
-        _announced.add(path)
-        print(f"phases: {path} ({'from --data phases=' if why == 'given' else why})", file=sys.stderr)
     try:
-        return load(path)
+        loaded = load(path)
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         sys.exit(2)
+    if path not in _announced:  # an error above names the file itself
+        _announced.add(path)
+        print(f"phases: {path} ({'from --data phases=' if why == 'given' else why})", file=sys.stderr)
+    return loaded
 
 
 def phase_or_exit(spec: Spec, phase_id: str | None) -> str:
@@ -259,12 +260,15 @@ class FailedCommand(PyinfraCommand):
         return _fail(host, self.message)
 
 
-def _plan_or_fail(spec: Spec, compute) -> plan.Plan | FailedCommand:
+def _plan_or_fail(spec: Spec, compute, phase_ids: tuple[str, ...] = ()) -> plan.Plan | FailedCommand:
     try:
         conn, _ = database()
         catalog = facts.read(conn, spec.settings.schema)
+        problems = facts.preflight(conn, spec, list(phase_ids), catalog)
+        if problems:
+            raise LookupError("; ".join(problems) + " (nothing was changed)")
     except (StepFailed, LookupError, ValueError, psycopg.Error) as exc:
-        message = mask(f"cannot read the catalog: {exc}")
+        message = mask(f"cannot plan: {exc}" if "fix it in phases.yml" in str(exc) else f"cannot read the catalog: {exc}")
         if not state.is_executing:
             host.log_styled(message, fg="red", log_func=logger.error)
             # --dry never executes FailedCommand: the failed host must still end the run with exit != 0.
@@ -289,7 +293,7 @@ def phase(phase_id: str):
         operations.phase(name="Converge phase 1", phase_id="phase1")
     """
     spec = load_spec_or_exit()
-    result = _plan_or_fail(spec, lambda catalog: plan.plan(spec, catalog, [phase_id]))
+    result = _plan_or_fail(spec, lambda catalog: plan.plan(spec, catalog, [phase_id]), (phase_id,))
     if isinstance(result, FailedCommand):
         yield result
         return

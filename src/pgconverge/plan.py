@@ -321,17 +321,28 @@ def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
         return []
     if fact is None:
         statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(ident)
+        before: list[str] = []
         if extension.schema:
+            # Supabase keeps extensions in their own schema, never in the API's public schema.
+            before.append(render(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(extension.schema))))
             statement += sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(extension.schema))
         if extension.version:
             statement += sql.SQL(" VERSION {}").format(sql.Literal(extension.version))
         want = marker(extension.phase, "extension")
-        return [Step((render(statement), comment_sql("EXTENSION", ident, want)), "missing", label, "none",
+        return [Step((*before, render(statement), comment_sql("EXTENSION", ident, want)), "missing", label, "none",
                      extension.phase, transactional=True)]
+    steps = []
+    if extension.schema and fact.schema != extension.schema:
+        steps.append(Step((render(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(extension.schema))),
+                           render(sql.SQL("ALTER EXTENSION {} SET SCHEMA {}").format(
+                               ident, sql.Identifier(extension.schema)))),
+                          f"in schema {fact.schema}, declared in {extension.schema}", label, "ACCESS EXCLUSIVE",
+                          extension.phase, transactional=True))
     if extension.version and fact.version != extension.version:
-        return [Step((render(sql.SQL("ALTER EXTENSION {} UPDATE TO {}").format(ident, sql.Literal(extension.version))),),
-                     f"version {fact.version} → {extension.version}", label, "none", extension.phase)]
-    return []
+        steps.append(Step((render(sql.SQL("ALTER EXTENSION {} UPDATE TO {}").format(
+            ident, sql.Literal(extension.version))),), f"version {fact.version} → {extension.version}", label, "none",
+            extension.phase))
+    return steps
 
 
 # Grants and revokes

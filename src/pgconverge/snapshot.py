@@ -24,12 +24,15 @@ def _rows(conn: psycopg.Connection, query: str, params: list[Any] | None = None)
 def take(conn: psycopg.Connection, redis_url: str | None = None) -> dict[str, Any]:
     snapshot: dict[str, Any] = {"taken_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     snapshot["database"] = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
-    has_pgss = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()[0]  # type: ignore[index]
-    if has_pgss:
+    # pg_stat_statements lives wherever it was created (Supabase: schema extensions)
+    row = conn.execute("SELECT quote_ident(n.nspname) || '.pg_stat_statements' FROM pg_extension e"
+                       " JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'").fetchone()
+    if row:
+        pgss = row[0]
         statement = """
             SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 120) AS query, calls,
                    round(mean_exec_time::numeric, 3) AS mean_ms, round(total_exec_time::numeric, 1) AS total_ms
-            FROM pg_stat_statements
+            FROM """ + pgss + """
             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
               AND query NOT ILIKE '%%pg_stat_statements%%'
             ORDER BY {} DESC LIMIT 10"""
@@ -37,7 +40,7 @@ def take(conn: psycopg.Connection, redis_url: str | None = None) -> dict[str, An
         snapshot["top_by_total"] = _rows(conn, statement.format("total_exec_time"))
         snapshot["slow_query_share"] = float(conn.execute(
             "SELECT coalesce(sum(calls) FILTER (WHERE mean_exec_time > 1000)::float / nullif(sum(calls), 0), 0)"
-            " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            f" FROM {pgss} WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"  # type: ignore[arg-type]
         ).fetchone()[0])  # type: ignore[index]
     snapshot["tables"] = _rows(conn, """
         SELECT s.relname AS table, pg_total_relation_size(s.relid) AS total_bytes,

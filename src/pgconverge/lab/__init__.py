@@ -265,10 +265,14 @@ class Lab:
 
 
 def prepare_app_database(conn: psycopg.Connection, with_cron: bool) -> None:
-    """What Supabase's dashboard does for the app: extensions enabled, API roles reading new tables by default."""
-    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    """What Supabase does for the app: extensions enabled in schema extensions, the API roles reading new tables
+    and executing new functions by default."""
+    conn.execute("CREATE SCHEMA IF NOT EXISTS extensions")
+    conn.execute("GRANT USAGE ON SCHEMA extensions TO PUBLIC")
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA extensions")
     if with_cron:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA cron TO {}").format(sql.Identifier(APP_ROLE)))
-    conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT SELECT ON TABLES TO {}, {}").format(
-        sql.Identifier(APP_ROLE), sql.Identifier(API_ROLES[0]), sql.Identifier(API_ROLES[1])))
+    for grant in ("SELECT ON TABLES", "EXECUTE ON FUNCTIONS"):
+        conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT {} TO {}, {}").format(
+            sql.Identifier(APP_ROLE), sql.SQL(grant), sql.Identifier(API_ROLES[0]), sql.Identifier(API_ROLES[1])))

@@ -10,7 +10,7 @@ import psycopg
 
 from ..secrets import mask
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql" / "schema"
+SQL_DIR = Path(__file__).resolve().parents[3] / "sql" / "schema"
 TABLES = ("users", "leads", "message_templates", "message_events", "crm_notes", "rlhf_feedback_sessions")
 SEED_MARK = "pgconverge-lab-seed"
 

@@ -1,0 +1,1 @@
+SELECT id, org_id, role FROM app.members WHERE lower(email) = lower(%(email)s)

@@ -1,0 +1,1 @@
+SELECT * FROM app.org_ticket_counts(%(org_id)s)

@@ -1,0 +1,1 @@
+SELECT id AS org_id FROM app.organizations ORDER BY id

@@ -1,0 +1,160 @@
+"""A database unlike the reference one (tests/foreign/): other schemas, a mixed-case table, trigram and jsonb
+indexes, RLS, a view over an indexed table, its own phase ids and workload — the full cycle as its non-superuser
+owner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.conftest import PYINFRA, REPO
+
+pytestmark = pytest.mark.integration
+
+FOREIGN = REPO / "tests" / "foreign"
+OWNER = "deskapp"
+SCHEMAS = ("app", "reporting", "auth", "extensions")
+
+
+def _reset(conn: psycopg.Connection) -> None:
+    conn.execute("SELECT cron.unschedule(jobid) FROM cron.job")
+    conn.execute("TRUNCATE cron.job_run_details")
+    for schema in SCHEMAS:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def foreign_db(servers, cron_db):
+    """The cron database (pg_cron schedules only there), holding the support-desk schema owned by deskapp."""
+    password = "desk-pw-1"
+    with psycopg.connect(servers.superuser_url(servers.database), autocommit=True) as conn:
+        _reset(conn)
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [OWNER]).fetchone():
+            conn.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(OWNER)))
+        else:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(OWNER),
+                                                                           sql.Literal(password)))
+        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(servers.database),
+                                                                          sql.Identifier(OWNER)))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA cron TO {}").format(sql.Identifier(OWNER)))
+        conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(OWNER)))
+        # As on Supabase: an extensions schema the owner may create trusted extensions in.
+        conn.execute("CREATE SCHEMA extensions")
+        conn.execute("GRANT USAGE ON SCHEMA extensions TO PUBLIC")
+        conn.execute(sql.SQL("GRANT CREATE ON SCHEMA extensions TO {}").format(sql.Identifier(OWNER)))
+    url = f"postgresql://{OWNER}:{password}@127.0.0.1:{servers.state().pg_port}/{servers.database}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        for part in sorted((FOREIGN / "sql" / "schema").glob("*.sql")):
+            conn.execute(part.read_text())  # type: ignore[arg-type]
+    yield url
+    with psycopg.connect(servers.superuser_url(servers.database), autocommit=True) as conn:
+        _reset(conn)
+
+
+def pyinfra(url: str, deploy: str, *args: str, tmp: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": url, "PGCONVERGE_PHASES": str(FOREIGN / "phases.yml"),
+           "PGCONVERGE_BACKUP_DIR": str(tmp / "backups"), "PGCONVERGE_REPORTS_DIR": str(tmp / "reports")}
+    return subprocess.run([PYINFRA, "inventory/lab.py", deploy, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600, stdin=subprocess.DEVNULL)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    combined = result.stdout + result.stderr
+    assert result.returncode == 0, combined[-5000:]
+    assert "Traceback" not in combined
+    return combined
+
+
+def managed(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE obj_description(c.oid, 'pg_class') LIKE 'pgconverge:%' UNION ALL"
+            " SELECT n.nspname, p.proname, 'f' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE obj_description(p.oid, 'pg_proc') LIKE 'pgconverge:%' ORDER BY 1, 2").fetchall()
+
+
+def test_full_cycle_on_a_foreign_schema_as_its_owner(foreign_db, tmp_path):
+    pgconverge = str(Path(PYINFRA).parent / "pgconverge")
+    env = {**os.environ, "DATABASE_URL": foreign_db}
+    valid = subprocess.run([pgconverge, "validate", "--phases", str(FOREIGN / "phases.yml")], cwd=REPO,
+                           capture_output=True, text=True, env=env)
+    assert valid.returncode == 0 and "2 phases, 6 indexes" in valid.stdout, valid.stdout + valid.stderr
+
+    dry = ok(pyinfra(foreign_db, "deploys/all.py", "--dry", tmp=tmp_path))
+    assert f"phases: {FOREIGN / 'phases.yml'} (from $PGCONVERGE_PHASES)" in dry
+    assert ('CREATE INDEX CONCURRENTLY "tickets_title_trgm" ON "app"."Tickets" USING gin'
+            ' (title extensions.gin_trgm_ops)') in dry
+    assert 'ON "reporting"."deal_snapshots"' in dry
+    assert managed(foreign_db) == []
+
+    first = ok(pyinfra(foreign_db, "deploys/all.py", "-y", tmp=tmp_path))
+    assert "summary: " in first and "gates passed" in first
+    assert "FAILED" not in first
+    objects = managed(foreign_db)
+    assert ("reporting", "deal_snapshots_org_captured", "i") in objects
+    assert ("app", "tickets_title_trgm", "i") in objects and ("app", "org_ticket_stats", "m") in objects
+    with psycopg.connect(foreign_db) as conn:
+        assert conn.execute("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'"
+                            ).fetchone()[0] == "extensions"
+        assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0] == 0
+        assert conn.execute("SELECT has_function_privilege('anon', 'app.org_ticket_counts(uuid)', 'EXECUTE')"
+                            ).fetchone()[0] is False
+        assert conn.execute("SELECT has_function_privilege('authenticated', 'app.org_ticket_counts(uuid)',"
+                            " 'EXECUTE')").fetchone()[0] is True
+        assert conn.execute("SELECT has_table_privilege('authenticated', 'app.org_ticket_stats', 'SELECT')"
+                            ).fetchone()[0] is False
+        assert conn.execute("SELECT count(*) FROM app.open_tickets").fetchone()[0] > 0  # the view still works
+
+    second = ok(pyinfra(foreign_db, "deploys/all.py", "-y", tmp=tmp_path))
+    assert "summary: 0 statements applied" in second
+    assert managed(foreign_db) == objects
+
+    ok(pyinfra(foreign_db, "deploys/verify.py", "-y", tmp=tmp_path))
+    planned = subprocess.run([pgconverge, "plan", "inventory/lab.py", "deploys/all.py"], cwd=REPO, env={
+        **env, "PGCONVERGE_PHASES": str(FOREIGN / "phases.yml")}, capture_output=True, text=True)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "tickets_title_trgm" not in planned.stdout.split("## Gates")[0] or "0 steps" in planned.stdout
+
+    ok(pyinfra(foreign_db, "deploys/rollback.py", "-y", "--data", "phase=search", tmp=tmp_path))
+    assert managed(foreign_db) == []
+    with psycopg.connect(foreign_db) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_policies WHERE schemaname = 'app'").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM app.open_tickets").fetchone()[0] > 0
+        assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 0
+
+    ok(pyinfra(foreign_db, "deploys/phase.py", "-y", "--data", "phase=rollups", tmp=tmp_path))
+    assert managed(foreign_db) == objects
+
+
+def test_unknown_phase_id_is_one_line(foreign_db, tmp_path):
+    for deploy, extra in (("deploys/phase1.py", ()), ("deploys/rollback.py", ("--data", "phase=phase9")),
+                          ("deploys/phase.py", ())):
+        result = pyinfra(foreign_db, deploy, "-y", *extra, tmp=tmp_path)
+        combined = result.stdout + result.stderr
+        assert result.returncode == 2, combined[-2000:]
+        assert "Traceback" not in combined
+        assert "the phases are: search, rollups" in combined
+
+
+def test_a_gin_index_without_operator_class_is_refused_before_anything_runs(foreign_db, tmp_path):
+    broken = tmp_path / "phases.yml"
+    (tmp_path / "sql").symlink_to(FOREIGN / "sql")
+    broken.write_text((FOREIGN / "phases.yml").read_text().replace('columns: ["title extensions.gin_trgm_ops"]',
+                                                                   "columns: [title]"))
+    env = {**os.environ, "DATABASE_URL": foreign_db, "PGCONVERGE_PHASES": str(broken),
+           "PGCONVERGE_BACKUP_DIR": str(tmp_path / "b")}
+    result = subprocess.run([PYINFRA, "inventory/lab.py", "deploys/all.py", "-y"], cwd=REPO, env=env,
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    combined = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "index tickets_title_trgm on Tickets: data type text has no default operator class" in combined
+    assert "Traceback" not in combined
+    assert managed(foreign_db) == []
+    with psycopg.connect(foreign_db) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()[0] == 0
