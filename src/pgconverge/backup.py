@@ -69,9 +69,9 @@ def host_directory(base: Path, environment: str, host: str) -> Path:
     return base / safe(environment) / safe(host)
 
 
-def _snapshot_facts(conn: psycopg.Connection, with_counts: bool) -> dict:
+def _snapshot_facts(conn: psycopg.Connection, with_counts: bool, schemas: tuple[str, ...]) -> dict:
     """Tables (with row counts for a data backup) and pg_cron jobs, read inside the exported snapshot."""
-    counts = table_counts(conn, exact=with_counts)
+    counts = table_counts(conn, exact=with_counts, schemas=schemas)
     jobs: list[dict] = []
     try:
         with conn.transaction():
@@ -86,9 +86,11 @@ def _snapshot_facts(conn: psycopg.Connection, with_counts: bool) -> dict:
 
 
 def take_backup(url: str, directory: Path, environment: str, label: str, retention: int = 5, *,
-                host: str = "cli", mode: str = "schema") -> BackupRecord:
+                host: str = "cli", mode: str = "schema", schemas: tuple[str, ...] = ()) -> BackupRecord:
     """pg_dump -Fc from one exported snapshot (schema only, or with data), verified by pg_restore --list, with a
-    .sha256 and a .json sidecar (tables, row counts seen in that snapshot, cron jobs); older ones pruned."""
+    .sha256 and a .json sidecar (tables, row counts seen in that snapshot, cron jobs); older ones pruned.
+    A schema backup can be limited to the schemas the phases change (pg_dump locks every table it dumps, and
+    the owner of the app's schemas may not read other teams' tables)."""
     env = libpq_env(url)
     database = env.get("PGDATABASE", "db")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -100,12 +102,14 @@ def take_backup(url: str, directory: Path, environment: str, label: str, retenti
     argv = ["pg_dump", "-Fc", "--no-password", "--exclude-table-data=cron.*", "-f", str(partial)]
     if mode != "full":
         argv.append("--schema-only")
+        # exact names: a pattern in double quotes, its own double quotes doubled
+        argv += [f'--schema="{schema.replace(chr(34), chr(34) * 2)}"' for schema in schemas]
     try:
         try:
             with psycopg.connect(url, application_name="pgconverge-backup") as conn:
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
-                facts = _snapshot_facts(conn, with_counts=mode == "full")
+                facts = _snapshot_facts(conn, with_counts=mode == "full", schemas=schemas if mode != "full" else ())
                 # The dump sees exactly what the counts saw, whatever the application writes meanwhile.
                 _run([*argv, f"--snapshot={snapshot}"], env, "pg_dump")
                 conn.rollback()
@@ -122,6 +126,7 @@ def take_backup(url: str, directory: Path, environment: str, label: str, retenti
         raise BackupFailed(f"backup {target.name} lists no entries — not keeping it")
     digest = hashlib.sha256(partial.read_bytes()).hexdigest()
     sidecar = {"host": host, "database": database, "environment": environment, "label": label, "mode": mode,
+               "schemas": list(schemas) if mode != "full" else [],
                "taken_at": dt.datetime.now(dt.UTC).isoformat(), "sha256": digest, "entries": entries, **facts}
     target.with_name(target.name + ".json").write_text(json.dumps(sidecar, indent=1, default=str) + "\n")
     target.with_name(target.name + ".sha256").write_text(f"{digest}  {target.name}\n")
@@ -154,10 +159,12 @@ def verify_checksum(path: Path) -> None:
         raise BackupFailed(f"{path.name}: checksum differs from the one recorded — the file is damaged")
 
 
-def table_counts(conn: psycopg.Connection, exact: bool = True) -> dict[str, int | None]:
+def table_counts(conn: psycopg.Connection, exact: bool = True, schemas: tuple[str, ...] = ()) -> dict[str, int | None]:
     tables = [r[0] for r in conn.execute(
-        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables"
-        " WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'cron') ORDER BY 1").fetchall()]
+        "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables"
+        " WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'cron')"
+        " AND (cardinality(%s::text[]) = 0 OR schemaname = ANY(%s)) ORDER BY 1", [list(schemas), list(schemas)]
+    ).fetchall()]
     if not exact:
         return dict.fromkeys(tables)
     return {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(t))).fetchone()[0]  # type: ignore[index]

@@ -317,6 +317,14 @@ def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings,
             if watch.stopped_because:
                 raise StepFailed(mask(f"{step.object}: build stopped: {watch.stopped_because}{left}"
                                       " — end that session or raise build_max_wait, then run again")) from None
+            cron_home = re.search(r"can only create extension in database (\S+)", str(exc))
+            if cron_home:
+                here = conn.info.dbname
+                raise StepFailed(mask(
+                    f"{step.object}: pg_cron lives in database {cron_home.group(1)} (cron.database_name), not in {here}"
+                    f" — converge the phase against {cron_home.group(1)} with `database: {here}` on each cron job"
+                    " (scheduled there with cron.schedule_in_database), and leave pg_cron out of this database's"
+                    " phases")) from None
             raise StepFailed(mask(f"{step.object}: {_first_line(exc)}{left} — while running: "
                                   f"{step.statements[0][:160]}")) from None
         finally:

@@ -194,9 +194,10 @@ class LabelledCommand(PyinfraCommand):
 class BackupCommand(LabelledCommand):
     """A verified pg_dump before any change; if it fails, the change does not start."""
 
-    def __init__(self, label: str, mode: str):
+    def __init__(self, label: str, mode: str, schemas: tuple[str, ...] = ()):
         super().__init__(label)
         self.mode = mode
+        self.schemas = schemas
 
     def execute(self, state, host, connector_arguments) -> bool:
         try:
@@ -205,7 +206,8 @@ class BackupCommand(LabelledCommand):
             directory, environment = backup_target(host)
             started = time.monotonic()
             record = backup.take_backup(url, directory, environment, self.label,
-                                        int(host.data.get("backup_retention") or 5), host=host.name, mode=self.mode)
+                                        int(host.data.get("backup_retention") or 5), host=host.name, mode=self.mode,
+                                        schemas=self.schemas)
         except (backup.BackupFailed, StepFailed, LookupError, OSError) as exc:
             return _fail(host, f"backup before {self.label} failed, nothing was changed: {exc}")
         line = (f"backup {record.path} ({record.mode}, {record.size:,} bytes, {record.entries} entries,"
@@ -222,16 +224,25 @@ def backup_target(target) -> tuple[Path, str]:
     return backup.host_directory(Path(base), environment, target.name), environment
 
 
-def _with_backup(label: str, mode: str, steps: tuple[plan.Step, ...], settings: Settings):
+def managed_schemas(spec: Spec) -> tuple[str, ...]:
+    """The schemas phases.yml can change: what the schema backup before a change holds."""
+    schemas = {spec.settings.schema}
+    for phase in spec.phases:
+        schemas |= {i.schema for i in phase.indexes} | {v.schema for v in phase.materialized_views}
+        schemas |= {f.schema for f in phase.functions}
+    return tuple(sorted(schemas))
+
+
+def _with_backup(label: str, mode: str, steps: tuple[plan.Step, ...], spec: Spec):
     if mode != "none" and steps:
         directory, _ = backup_target(host)
         if not state.is_executing:
             what = "schema and managed objects" if mode == "schema" else "schema and data"
             host.log(f"-- first: verified backup of the {what} (pg_dump -Fc, pg_restore --list, sha256)"
                      f" into {directory}/")
-        yield BackupCommand(label, mode)
+        yield BackupCommand(label, mode, managed_schemas(spec))
     for step in steps:
-        yield SqlCommand(step, settings)
+        yield SqlCommand(step, spec.settings)
 
 
 def _log_plan(result: plan.Plan, label: str) -> None:
@@ -303,7 +314,7 @@ def phase(phase_id: str):
         return
     if any(g.get("max_ratio_to_before") is not None for g in spec.phase(phase_id).gates):
         yield BaselineCommand(spec, phase_id)
-    yield from _with_backup(phase_id, spec.phase(phase_id).backup, result.steps, spec.settings)
+    yield from _with_backup(phase_id, spec.phase(phase_id).backup, result.steps, spec)
 
 
 @operation()
@@ -323,7 +334,7 @@ def rollback(phase_id: str):
     if not result.steps:
         host.noop(f"nothing of {phase_id} or later is present")
         return
-    yield from _with_backup(f"rollback-{phase_id}", "schema", result.steps, spec.settings)
+    yield from _with_backup(f"rollback-{phase_id}", "schema", result.steps, spec)
 
 
 @operation()

@@ -268,11 +268,10 @@ def plan_function(function: FunctionSpec, catalog: Catalog, privileges: Iterable
             " LOOP EXECUTE format('DROP FUNCTION %s', old); END LOOP; END $pgconverge$").format(
             sql.Literal(function.name), sql.Literal(schema))))
     statements.append(comment_sql("FUNCTION", target, want))
-    if fact is None:
-        # In the creating transaction: nobody but the owner can execute it even for a moment (default
-        # privileges, e.g. Supabase's for anon, are unknown here: every declared revoke and grant is stated).
-        statements += [s for g in privileges for s in _grant_statements(g, function.name, function.schema,
-                                                                           None, True, catalog.roles)]
+    # In the creating transaction (a changed argument list creates a new function too): nobody but the owner can
+    # execute it even for a moment; default privileges (Supabase's for anon) are unknown here, so state them all.
+    statements += [s for g in privileges
+                   for s in _grant_statements(g, function.name, function.schema, None, True, catalog.roles)]
     return [Step(tuple(statements), f"{reason}: CREATE OR REPLACE from sql/{function.sql_file}", label,
                  "none (replaced atomically)", function.phase, transactional=True)]
 
@@ -427,9 +426,7 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = ()) 
     for function in (f for f in phase.functions if f.state == "present"):
         privileges = function_privileges(function, phase.grants, api_roles)
         function_steps = plan_function(function, catalog, privileges)
-        if function.key not in catalog.functions:
-            handled.add(function.key)  # a new function: its privileges go into the transaction that creates it
-        else:
+        if not function_steps:  # converged: compare its privileges with the catalog
             privilege_steps += [s for g in privileges for s in plan_grant(g, catalog, True)]
         handled.add(function.key)
         steps += function_steps
