@@ -195,7 +195,7 @@ def restore_drill(url: str, directory: Path, echo=print) -> bool:
         # Extensions may need a superuser (pg_stat_statements) or one database (pg_cron): create what this role
         # may, leave the rest out; they hold no table data of the app.
         extensions = re.findall(r"; \d+ \d+ \d+ EXTENSION - (\S+) ", listing)
-        created_schemas = set()
+        created_schemas = {"public"}  # a new database has it; a dump limited to schemas lists it
         with psycopg.connect(url, dbname=scratch, autocommit=True) as conn:
             for extension in extensions:
                 schema = schemas.get(extension)

@@ -322,9 +322,9 @@ def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings,
                 here = conn.info.dbname
                 raise StepFailed(mask(
                     f"{step.object}: pg_cron lives in database {cron_home.group(1)} (cron.database_name), not in {here}"
-                    f" — converge the phase against {cron_home.group(1)} with `database: {here}` on each cron job"
-                    " (scheduled there with cron.schedule_in_database), and leave pg_cron out of this database's"
-                    " phases")) from None
+                    f" — declare pg_cron and the cron jobs (each with `database: {here}`) in a phase of their own and"
+                    f" converge that phase against {cron_home.group(1)}, where they are scheduled with"
+                    " cron.schedule_in_database")) from None
             raise StepFailed(mask(f"{step.object}: {_first_line(exc)}{left} — while running: "
                                   f"{step.statements[0][:160]}")) from None
         finally:

@@ -55,12 +55,13 @@ class ExtensionFact:
     version: str
     schema: str
     comment: str | None = None
+    relocatable: bool = True
 
 
 @dataclass(frozen=True)
 class Catalog:
-    database: str = "salesflow"
-    current_user: str = "salesflow"
+    database: str = "postgres"
+    current_user: str = "postgres"
     schema: str = "public"
     indexes: dict[str, IndexFact] = field(default_factory=dict)
     matviews: dict[str, MatViewFact] = field(default_factory=dict)
@@ -145,11 +146,11 @@ def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFac
 def read_extensions(conn: psycopg.Connection) -> dict[str, ExtensionFact]:
     rows = conn.execute(
         """
-        SELECT e.extname, e.extversion, n.nspname, obj_description(e.oid, 'pg_extension')
+        SELECT e.extname, e.extversion, n.nspname, obj_description(e.oid, 'pg_extension'), e.extrelocatable
         FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
         """
     ).fetchall()
-    return {r[0]: ExtensionFact(r[0], r[1], r[2], r[3]) for r in rows}
+    return {r[0]: ExtensionFact(r[0], r[1], r[2], r[3], r[4]) for r in rows}
 
 
 def read_acls(conn: psycopg.Connection, schema: str) -> dict[str, dict[str, frozenset[str]]]:

@@ -323,7 +323,9 @@ def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
         before: list[str] = []
         if extension.schema:
             # Supabase keeps extensions in their own schema, never in the API's public schema.
-            before.append(render(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(extension.schema))))
+            if extension.schema not in ("pg_catalog", "public"):
+                before.append(render(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(extension.schema))))
             statement += sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(extension.schema))
         if extension.version:
             statement += sql.SQL(" VERSION {}").format(sql.Literal(extension.version))
@@ -331,9 +333,10 @@ def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
         return [Step((*before, render(statement), comment_sql("EXTENSION", ident, want)), "missing", label, "none",
                      extension.phase, transactional=True)]
     steps = []
-    if extension.schema and fact.schema != extension.schema:
-        steps.append(Step((render(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(extension.schema))),
-                           render(sql.SQL("ALTER EXTENSION {} SET SCHEMA {}").format(
+    if extension.schema and fact.schema != extension.schema and fact.relocatable:
+        create = () if extension.schema in ("pg_catalog", "public") else (render(sql.SQL(
+            "CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(extension.schema))),)
+        steps.append(Step((*create, render(sql.SQL("ALTER EXTENSION {} SET SCHEMA {}").format(
                                ident, sql.Identifier(extension.schema)))),
                           f"in schema {fact.schema}, declared in {extension.schema}", label, "ACCESS EXCLUSIVE",
                           extension.phase, transactional=True))
@@ -412,8 +415,13 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = ()) 
         steps += plan_matview(view, catalog, [])
     for index in (i for i in phase.indexes if i.state == "absent"):
         steps += plan_index(index, catalog)
+    notes: list[str] = []
     for extension in phase.extensions:
         steps += plan_extension(extension, catalog)
+        fact = catalog.extensions.get(extension.name)
+        if fact and extension.schema and fact.schema != extension.schema and not fact.relocatable:
+            notes.append(f"extension {extension.name} is in schema {fact.schema}, declared in {extension.schema}, and"
+                         " cannot be moved (not relocatable): drop and re-create it there when nothing depends on it")
     for index in (i for i in phase.indexes if i.state == "present"):
         steps += plan_index(index, catalog)
     handled: set[str] = set()
@@ -431,7 +439,6 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = ()) 
         handled.add(function.key)
         steps += function_steps
     steps += privilege_steps
-    notes: list[str] = []
     for grant in phase.grants:
         notes += grant_notes(grant, catalog, created)
         if grant.key not in handled:

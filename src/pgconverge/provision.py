@@ -46,7 +46,7 @@ def secret_from_env(data_key: str) -> str:
 
 
 def redis_settings() -> dict[str, Any]:
-    instance = host.data.get("redis_instance") or "salesflow"
+    instance = host.data.get("redis_instance") or "app"
     config_dir = host.data.get("redis_config_dir") or "/etc/redis"
     run_dir = host.data.get("redis_run_dir") or "/var/run/redis"
     return {
@@ -95,7 +95,7 @@ def render_redis_config(s: dict[str, Any], password: str, daemonize: bool) -> st
 def render_redis_unit(s: dict[str, Any]) -> str:
     return "\n".join([
         "[Unit]",
-        f"Description=Redis for SalesFlow ({s['instance']}), managed by pgconverge",
+        f"Description=Redis cache ({s['instance']}), managed by pgconverge",
         "After=network.target",
         "",
         "[Service]",
@@ -272,7 +272,7 @@ def backend_cache(enable: bool = True) -> None:
 
 def nightly_backups() -> None:
     """A backup script and a cron entry on the backup host: pg_dump -Fc, verified, kept under retention."""
-    backup_dir = host.data.get("backup_dir") or "/var/backups/salesflow"
+    backup_dir = host.data.get("backup_dir") or "/var/backups/pgconverge"
     retention = int(host.data.get("backup_retention") or 7)
     environment = SAFE_NAME.sub("_", host.data.get("environment") or "env")
     env_path = host.data.get("backup_env_file") or f"/etc/pgconverge/backup-{environment}.env"

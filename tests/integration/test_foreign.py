@@ -159,3 +159,17 @@ def test_a_gin_index_without_operator_class_is_refused_before_anything_runs(fore
     assert managed(foreign_db) == []
     with psycopg.connect(foreign_db) as conn:
         assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()[0] == 0
+
+
+def test_pg_cron_in_another_database_of_the_cluster_is_one_line(servers, fresh_db, tmp_path):
+    """pg_cron lives in one database per cluster; converging it into another says where, and what to do."""
+    superuser = servers.superuser_url(fresh_db.rsplit("/", 1)[1])
+    env = {**os.environ, "DATABASE_URL": superuser, "PGCONVERGE_BACKUP_DIR": str(tmp_path / "b"),
+           "PGCONVERGE_REPORTS_DIR": str(tmp_path / "r")}
+    result = subprocess.run([PYINFRA, "inventory/lab.py", "deploys/phase2.py", "-y"], cwd=REPO, env=env,
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    combined = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert (f"extension pg_cron: pg_cron lives in database {servers.database} (cron.database_name), not in"
+            f" {fresh_db.rsplit('/', 1)[1]}") in combined, combined[-3000:]
+    assert "Traceback" not in combined

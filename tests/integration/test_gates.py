@@ -37,7 +37,7 @@ def test_security_gate_fails_when_an_api_role_can_read_a_view(cron_db):
         conn.execute("GRANT SELECT ON mv_hot_leads TO anon")
     result = run_pyinfra(cron_db, "deploys/verify.py", "-y")
     assert result.returncode != 0
-    assert "anon can read materialized view mv_hot_leads" in result.stdout + result.stderr
+    assert "anon can read materialized view public.mv_hot_leads" in result.stdout + result.stderr
 
 
 def test_on_gate_failure_rollback_undoes_only_that_phase(cron_db, project):

@@ -32,8 +32,8 @@ def test_plan_after_phase1_lists_exactly_phase2_statements(cron_db):
     markdown = result.stdout
     assert "#### phase1: 0 statements (converged)" in markdown
     phase2_section = markdown.split("#### phase2: ")[1].split("#### gates")[0]
-    expected = planner.plan_phase(spec.load(REPO / "phases.yml").phase("phase2"),
-                                  planner_catalog(cron_db)).steps
+    loaded = spec.load(REPO / "phases.yml")
+    expected = planner.plan_phase(loaded.phase("phase2"), planner_catalog(cron_db), loaded.settings.api_roles).steps
     assert phase2_section.startswith(f"{len(expected)} statements")
     for step in expected:
         assert step.sql in phase2_section

@@ -34,7 +34,7 @@ ROLES = frozenset({"salesflow", "anon", "authenticated"})
 
 
 def catalog(**kwargs) -> Catalog:
-    defaults = dict(roles=ROLES, relations=frozenset({"public.message_events", "public.leads"}),
+    defaults = dict(database="salesflow", roles=ROLES, relations=frozenset({"public.message_events", "public.leads"}),
                     row_estimates={"public.message_events": 5_000_000})
     return Catalog(**{**defaults, **kwargs})
 

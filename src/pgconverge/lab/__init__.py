@@ -271,7 +271,7 @@ def prepare_app_database(conn: psycopg.Connection, with_cron: bool) -> None:
     conn.execute("GRANT USAGE ON SCHEMA extensions TO PUBLIC")
     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA extensions")
     if with_cron:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron WITH SCHEMA pg_catalog")  # as Supabase does
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA cron TO {}").format(sql.Identifier(APP_ROLE)))
     for grant in ("SELECT ON TABLES", "EXECUTE ON FUNCTIONS"):
         conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT {} TO {}, {}").format(
