@@ -28,13 +28,14 @@ def converge(phase_id: str | None = None) -> None:
 
 
 def verify() -> None:
-    """Every gate of every phase; changes nothing."""
+    """Drift and every gate of every phase, even after a failure; changes nothing; exit != 0 if anything failed."""
     spec = load_spec_or_exit()
     if not _is_database_target():
         return
     for phase in spec.phases:
-        operations.phase_gates(name=f"Gates of {phase.id}", phase_id=phase.id)
-    operations.run_summary(name="Summary")
+        operations.phase_drift(name=f"Drift of {phase.id}", phase_id=phase.id)
+        operations.phase_gates(name=f"Gates of {phase.id}", phase_id=phase.id, keep_going=True)
+    operations.run_summary(name="Summary", strict=True)
 
 
 def rollback(phase_id: str | None) -> bool:

@@ -27,6 +27,7 @@ class MatViewFact:
     definition: str
     comment: str | None = None
     oid: int = 0
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class CronJobFact:
     command: str
     database: str
     active: bool = True
+    jobid: int = 0
+    username: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,11 +105,12 @@ def read_indexes(conn: psycopg.Connection, schema: str) -> dict[str, IndexFact]:
 def read_matviews(conn: psycopg.Connection, schema: str) -> dict[str, MatViewFact]:
     rows = conn.execute(
         """
-        SELECT n.nspname || '.' || c.relname, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class'), c.oid::bigint
+        SELECT n.nspname || '.' || c.relname, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class'), c.oid::bigint,
+               pg_get_userbyid(c.relowner)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'm' AND """ + USER_SCHEMAS,
     ).fetchall()
-    return {r[0]: MatViewFact(r[0].split(".", 1)[1], r[1], r[2], r[3]) for r in rows}
+    return {r[0]: MatViewFact(r[0].split(".", 1)[1], r[1], r[2], r[3], r[4]) for r in rows}
 
 
 def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, FunctionFact]:
@@ -138,9 +142,9 @@ def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFac
         raise CatalogUnreadable(f"pg_cron is installed but {user} may not read its jobs — "
                                 f"GRANT USAGE ON SCHEMA cron TO {user} (as a superuser), then run again")
     rows = conn.execute(
-        "SELECT jobname, schedule, command, database, active FROM cron.job WHERE jobname IS NOT NULL"
+        "SELECT jobname, schedule, command, database, active, jobid, username FROM cron.job WHERE jobname IS NOT NULL"
     ).fetchall()
-    return True, {r[0]: CronJobFact(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+    return True, {r[0]: CronJobFact(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
 
 
 def read_extensions(conn: psycopg.Connection) -> dict[str, ExtensionFact]:
@@ -275,3 +279,100 @@ def preflight(conn: psycopg.Connection, spec, phase_ids: list[str], catalog: Cat
     indexes = [i for p in phases for i in p.indexes if i.state == "present" and i.key not in catalog.indexes]
     extensions = [e for p in phases for e in p.extensions if e.state == "present" and e.name not in catalog.extensions]
     return index_definition_problems(conn, indexes, extensions) if indexes else []
+
+
+@dataclass(frozen=True)
+class FunctionShape:
+    """What makes a function behave: compared between the live catalog and phases.yml's body."""
+
+    arguments: str
+    result: str
+    source: str
+    volatility: str
+    security_definer: bool
+    config: tuple[str, ...]
+    managed: bool = False
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The declared objects as the server itself prints them (canonical), next to the live ones' prints."""
+
+    indexes: dict[str, str] = field(default_factory=dict)          # key → "USING btree (…) …" of the declared one
+    matviews: dict[str, str] = field(default_factory=dict)         # key → pg_get_viewdef of the declared query
+    functions: dict[str, FunctionShape] = field(default_factory=dict)
+    live_functions: dict[str, tuple[FunctionShape, ...]] = field(default_factory=dict)  # every overload
+
+
+INDEX_DEFINITION = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ (USING .*)$", re.DOTALL)
+
+
+def canonical_index(definition: str) -> str | None:
+    """pg_get_indexdef without the index's and table's names: what the index is, whatever it is called."""
+    match = INDEX_DEFINITION.match(definition)
+    return f"{match.group(1) or ''}{match.group(2)}" if match else None
+
+
+FUNCTION_SHAPES = """
+    SELECT pg_get_function_identity_arguments(p.oid), pg_get_function_result(p.oid), btrim(p.prosrc, E' \\n\\t;'),
+           p.provolatile::text, p.prosecdef, coalesce(p.proconfig, '{}'),
+           coalesce(obj_description(p.oid, 'pg_proc') LIKE 'pgconverge:%%', false), p.xmin::text::bigint
+    FROM pg_proc p WHERE p.pronamespace = %s::regnamespace AND p.proname = %s
+"""
+
+
+def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], catalog: Catalog) -> Desired:
+    """Render each declared index, view and function the way the server prints it, inside a transaction that is
+    rolled back (temporary tables and views; function bodies unchecked): drift is then a comparison of what is with
+    what is wanted, not of our own comment. An object the server cannot render here stays unknown (the marker
+    decides, as before)."""
+    from .plan import create_index_sql
+
+    desired = Desired()
+    phases = [spec.phase(pid) for pid in phase_ids]
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL check_function_bodies = off")
+            for number, index in enumerate(i for p in phases for i in p.indexes if i.state == "present"):
+                probe = f"pgconverge_probe_{number}"
+                try:
+                    with conn.transaction():
+                        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(
+                            sql.Identifier(probe), sql.Identifier(index.schema, index.table_name)))
+                        conn.execute(create_index_sql(replace(index, schema="pg_temp", table=probe), f"{probe}_i")
+                                     .replace(" CONCURRENTLY ", " ", 1))  # type: ignore[arg-type]
+                        row = conn.execute("SELECT pg_get_indexdef(to_regclass(%s))", [f"pg_temp.{probe}_i"]).fetchone()
+                        canonical = canonical_index(row[0]) if row and row[0] else None
+                        if canonical:
+                            desired.indexes[index.key] = canonical
+                except psycopg.Error:
+                    pass
+            for number, view in enumerate(v for p in phases for v in p.materialized_views if v.state == "present"):
+                probe = f"pgconverge_probe_view_{number}"
+                try:
+                    with conn.transaction():
+                        conn.execute(sql.SQL("CREATE TEMP VIEW {} AS {}").format(sql.Identifier(probe),
+                                                                                 sql.SQL(view.query)))
+                        row = conn.execute("SELECT pg_get_viewdef(to_regclass(%s))", [f"pg_temp.{probe}"]).fetchone()
+                        if row and row[0]:
+                            desired.matviews[view.key] = row[0]
+                except psycopg.Error:
+                    pass
+            for function in (f for p in phases for f in p.functions if f.state == "present"):
+                try:
+                    with conn.transaction():
+                        live = conn.execute(FUNCTION_SHAPES, [function.schema, function.name]).fetchall()
+                        desired.live_functions[function.key] = tuple(
+                            FunctionShape(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6]) for r in live)
+                        conn.execute(function.body.rstrip().rstrip(";"))  # type: ignore[arg-type]
+                        mine = conn.execute(FUNCTION_SHAPES + " AND p.xmin::text::bigint = txid_current() % 4294967296",
+                                            [function.schema, function.name]).fetchone()
+                        if mine:
+                            desired.functions[function.key] = FunctionShape(mine[0], mine[1], mine[2], mine[3], mine[4],
+                                                                          tuple(mine[5]))
+                except psycopg.Error:
+                    pass
+            raise _Rollback
+    except _Rollback:
+        pass
+    return desired

@@ -116,10 +116,12 @@ class SqlCommand(PyinfraCommand):
 class GateCommand(PyinfraCommand):
     """Runs a phase's gates; any failure fails the host (optionally after rolling the phase back)."""
 
-    def __init__(self, spec: Spec, phase_id: str):
+    def __init__(self, spec: Spec, phase_id: str, keep_going: bool = False):
         super().__init__()
         self.spec = spec
         self.phase_id = phase_id
+        # verify: every phase's gates run; the summary fails the host at the end
+        self.keep_going = keep_going
 
     def __repr__(self) -> str:
         return f"GateCommand({self.phase_id})"
@@ -141,7 +143,7 @@ class GateCommand(PyinfraCommand):
             else:
                 failed.append(result)
                 host.log_styled(mask(result.line()), fg="red", log_func=logger.error)
-        if not failed:
+        if not failed or self.keep_going:
             return True
         if phase.on_gate_failure == "rollback":
             host.log_styled(f"{phase.id}: gate failed, rolling the phase back (on_gate_failure: rollback)", fg="yellow")
@@ -278,6 +280,7 @@ def _plan_or_fail(spec: Spec, compute, phase_ids: tuple[str, ...] = ()) -> plan.
         problems = facts.preflight(conn, spec, list(phase_ids), catalog)
         if problems:
             raise LookupError("; ".join(problems) + " (nothing was changed)")
+        desired = facts.desired_definitions(conn, spec, list(phase_ids), catalog) if phase_ids else None
     except (StepFailed, LookupError, ValueError, psycopg.Error) as exc:
         message = mask(f"cannot plan: {exc}" if "fix it in phases.yml" in str(exc) else f"cannot read the catalog: {exc}")
         if not state.is_executing:
@@ -285,7 +288,7 @@ def _plan_or_fail(spec: Spec, compute, phase_ids: tuple[str, ...] = ()) -> plan.
             # --dry never executes FailedCommand: the failed host must still end the run with exit != 0.
             state.failed_hosts.add(host)
         return FailedCommand(message)
-    result: plan.Plan = compute(catalog)
+    result: plan.Plan = compute(catalog, desired)
     return result
 
 
@@ -304,7 +307,7 @@ def phase(phase_id: str):
         operations.phase(name="Converge phase 1", phase_id="phase1")
     """
     spec = load_spec_or_exit()
-    result = _plan_or_fail(spec, lambda catalog: plan.plan(spec, catalog, [phase_id]), (phase_id,))
+    result = _plan_or_fail(spec, lambda catalog, desired: plan.plan(spec, catalog, [phase_id], desired), (phase_id,))
     if isinstance(result, FailedCommand):
         yield result
         return
@@ -326,7 +329,7 @@ def rollback(phase_id: str):
     + phase_id: the first phase to undo
     """
     spec = load_spec_or_exit()
-    result = _plan_or_fail(spec, lambda catalog: plan.plan_rollback(spec, catalog, phase_id))
+    result = _plan_or_fail(spec, lambda catalog, _desired: plan.plan_rollback(spec, catalog, phase_id))
     if isinstance(result, FailedCommand):
         yield result
         return
@@ -338,11 +341,12 @@ def rollback(phase_id: str):
 
 
 @operation()
-def phase_gates(phase_id: str):
+def phase_gates(phase_id: str, keep_going: bool = False):
     """
     Run a phase's gates (read-only) at execution time; a failing gate fails the host with its measured value.
 
     + phase_id: the phase whose gates run
+    + keep_going: record failures and go on (verify); the summary then fails the host
     """
     spec = load_spec_or_exit()
     selected = spec.phase(phase_id)
@@ -354,10 +358,60 @@ def phase_gates(phase_id: str):
         host.log(f"{phase_id}: {len(selected.gates)} gates will run after the phase: "
                  + ", ".join(g.name for g in selected.gates))
         return
-    yield GateCommand(spec, phase_id)
+    yield GateCommand(spec, phase_id, keep_going)
+
+
+class DriftCommand(PyinfraCommand):
+    """verify: every object of a phase whose live state differs from phases.yml, one line each (read-only)."""
+
+    def __init__(self, spec: Spec, phase_id: str):
+        super().__init__()
+        self.spec = spec
+        self.phase_id = phase_id
+
+    def __repr__(self) -> str:
+        return f"DriftCommand({self.phase_id})"
+
+    def execute(self, state, host, connector_arguments) -> bool:
+        try:
+            conn, _ = database(host)
+            catalog = facts.read(conn, self.spec.settings.schema)
+            facts_known = facts.desired_definitions(conn, self.spec, [self.phase_id], catalog)
+            result = plan.plan(self.spec, catalog, [self.phase_id], facts_known)
+        except (StepFailed, LookupError, psycopg.Error) as exc:
+            journal(host, f"drift [{self.phase_id}] cannot be read: {exc}")
+            host.log_styled(mask(f"drift of {self.phase_id} cannot be read: {exc}"), fg="red", log_func=logger.error)
+            return True
+        seen = set()
+        for step in result.steps:
+            if (step.object, step.why) in seen:
+                continue
+            seen.add((step.object, step.why))
+            line = f"drift [{self.phase_id}] {step.object}: {step.why}"
+            journal(host, line)
+            host.log_styled(mask(line), fg="red", log_func=logger.error)
+        if not result.steps:
+            host.log(f"{self.phase_id}: no drift")
+        return True
+
+
+@operation()
+def phase_drift(phase_id: str):
+    """
+    Report every object of a phase whose live definition differs from phases.yml (read-only; verify).
+
+    + phase_id: the phase to compare
+    """
+    load_spec_or_exit()
+    if state.is_executing:
+        yield DriftCommand(load_spec_or_exit(), phase_id)
 
 
 class SummaryCommand(PyinfraCommand):
+    def __init__(self, strict: bool = False):
+        super().__init__()
+        self.strict = strict
+
     def __repr__(self) -> str:
         return "SummaryCommand()"
 
@@ -367,21 +421,28 @@ class SummaryCommand(PyinfraCommand):
         lines = _journal.get(host.name, [])
         applied = [line for line in lines if line.startswith("applied")]
         gate_lines = [line for line in lines if line.startswith("gate ")]
+        drift = [line for line in lines if line.startswith("drift ")]
         passed = sum(" passed: " in line for line in gate_lines)
-        host.log_styled(f"summary: {len(applied)} statements applied, {passed}/{len(gate_lines)} gates passed",
-                        fg="green" if passed == len(gate_lines) else "red")
+        clean = passed == len(gate_lines) and not drift
+        host.log_styled(f"summary: {len(applied)} statements applied, {passed}/{len(gate_lines)} gates passed"
+                        + (f", {len(drift)} drifted objects" if self.strict else ""), fg="green" if clean else "red")
         for line in lines:
             host.log(f"  {mask(line)}")
+        if self.strict and not clean:
+            return _fail(host, f"verify: {len(gate_lines) - passed} gates failed, {len(drift)} objects drifted"
+                               " — converge to repair the drift")
         return True
 
 
 @operation()
-def run_summary():
+def run_summary(strict: bool = False):
     """
     Print what this run changed on the host and every gate with its measured value and threshold (read-only).
+
+    + strict: fail the host when any gate failed or any object drifted (verify)
     """
     if state.is_executing:
-        yield SummaryCommand()
+        yield SummaryCommand(strict)
 
 
 class SnapshotCommand(LabelledCommand):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from .facts import Catalog, is_managed
+from .facts import Catalog, Desired, FunctionShape, canonical_index, is_managed
 from .spec import (
     CronJobSpec,
     ExtensionSpec,
@@ -126,8 +127,31 @@ def _build_index_steps(index: IndexSpec, name: str, schema: str, why: str) -> li
     ]
 
 
-def plan_index(index: IndexSpec, catalog: Catalog) -> list[Step]:
+def index_duplicates(index: IndexSpec, catalog: Catalog, wanted: str) -> tuple[list[str], list[str]]:
+    """Existing indexes on the same table (ours or not) with the declared definition, and those it makes redundant
+    (same method and predicate, their columns a leading prefix of the declared ones)."""
+    same, redundant = [], []
+    method_and_columns = re.match(r"^(?:UNIQUE )?USING (\w+) \((.*?)\)(.*)$", wanted)
+    for key, fact in sorted(catalog.indexes.items()):
+        if key == index.key or fact.table != index.table_name or not key.startswith(f"{index.schema}."):
+            continue
+        live = canonical_index(fact.definition)
+        if live is None or not fact.valid:
+            continue
+        if live == wanted:
+            same.append(key)
+            continue
+        other = re.match(r"^USING (\w+) \((.*?)\)(.*)$", live)
+        if method_and_columns and other and other.group(1) == method_and_columns.group(1) == "btree" \
+                and other.group(3) == "" and method_and_columns.group(3) in ("", other.group(3)) \
+                and method_and_columns.group(2).startswith(other.group(2) + ", "):
+            redundant.append(key)
+    return same, redundant
+
+
+def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = None) -> list[Step]:
     schema = index.schema
+    wanted = (desired or Desired()).indexes.get(index.key)
     fact = catalog.indexes.get(index.key)
     tmp = temp_name(index.name)
     tmp_fact = catalog.indexes.get(f"{schema}.{tmp}")
@@ -156,14 +180,27 @@ def plan_index(index: IndexSpec, catalog: Catalog) -> list[Step]:
                           "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
 
     if fact is None:
+        same, redundant = index_duplicates(index, catalog, wanted) if wanted else ([], [])
+        if same and not index.allow_duplicate:
+            return steps  # plan_phase says why in a note
+        also = f"; makes {', '.join(redundant)} redundant (a leading prefix of it)" if redundant else ""
         steps += _build_index_steps(index, index.name, schema, f"missing; serves {index.serves or 'declared use'}"
-                                    f" (~{rows:,} rows, built concurrently)")
+                                    f" (~{rows:,} rows, built concurrently){also}")
     elif not fact.valid:
         steps.append(Step((drop_index_sql(index.name, schema),), "INVALID (a concurrent build failed): drop it",
                           label, "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
         steps += _build_index_steps(index, index.name, schema, f"rebuild the INVALID index (~{rows:,} rows)")
-    elif fact.comment != want:
-        reason = (f"definition changed ({fact.comment} → {want})" if is_managed(fact.comment)
+    elif wanted and canonical_index(fact.definition) == wanted:
+        if fact.comment != want:
+            # The live index is exactly the declared one (made by hand from the runbook, or re-declared): mark it.
+            why = ("adopt: the live definition equals the declared one, no build" if not is_managed(fact.comment)
+                   else f"re-mark: the live definition equals the declared one ({fact.comment} → {want})")
+            steps.append(Step((comment_sql("INDEX", sql.Identifier(schema, index.name), want),), why, label,
+                              "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
+    elif fact.comment != want or (wanted and canonical_index(fact.definition) != wanted):
+        live = canonical_index(fact.definition)
+        reason = (f"definition differs: live {live} ≠ declared {wanted}" if wanted
+                  else f"definition changed ({fact.comment} → {want})" if is_managed(fact.comment)
                   else "exists without our marker, so its definition is unknown")
         steps += _build_index_steps(index, tmp, schema, f"{reason}: build the new one beside the old (~{rows:,} rows)")
         # Both renames commit together, so the name always resolves to a usable index.
@@ -196,8 +233,28 @@ def _matview_build(view: MatViewSpec, name: str, schema: str, grants: Iterable[G
     )
 
 
-def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec]) -> list[Step]:
+def carried_over(view: MatViewSpec, fact_owner: str, old_acl: dict[str, frozenset[str]], tmp: str,
+                 grants: list[GrantSpec], catalog: Catalog) -> list[str]:
+    """What the old view had that phases.yml does not say otherwise: its owner and every privilege, given to the
+    new view in the swap transaction (then the declared grants and revokes again, which win)."""
+    target = sql.Identifier(view.schema, tmp)
+    statements = []
+    if fact_owner and fact_owner != catalog.current_user:
+        statements.append(render(sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(
+            target, sql.Identifier(fact_owner))))
+    for role, privileges in sorted(old_acl.items()):
+        if role == fact_owner or not privileges & TABLE_PRIVILEGES or (role not in catalog.roles and role != "PUBLIC"):
+            continue
+        statements.append(render(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+            sql.SQL(", ".join(sorted(privileges & TABLE_PRIVILEGES))), target,
+            sql.SQL("PUBLIC") if role == "PUBLIC" else sql.Identifier(role))))
+    return statements + [s for g in grants for s in _grant_statements(g, tmp, view.schema, None, False, catalog.roles)]
+
+
+def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec],
+                 desired: Desired | None = None) -> list[Step]:
     schema = view.schema
+    wanted = (desired or Desired()).matviews.get(view.key)
     fact = catalog.matviews.get(view.key)
     tmp = temp_name(view.name)
     tmp_fact = catalog.matviews.get(f"{schema}.{tmp}")
@@ -231,47 +288,92 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
         steps.append(Step(_matview_build(view, view.name, schema, grants, catalog),
                           f"missing: build from sql/{view.sql_file} with its unique index", label,
                           "ACCESS EXCLUSIVE (new object only)", view.phase, transactional=True, kind="build"))
-    elif fact.comment != want:
-        reason = (f"query changed ({fact.comment} → {want})" if is_managed(fact.comment)
+    elif wanted and fact.definition == wanted:
+        if fact.comment != want:
+            why = ("adopt: the live query equals the declared one, no rebuild" if not is_managed(fact.comment)
+                   else f"re-mark: the live query equals the declared one ({fact.comment} → {want})")
+            steps.append(Step((comment_sql("MATERIALIZED VIEW", sql.Identifier(schema, view.name), want),), why, label,
+                              "SHARE UPDATE EXCLUSIVE", view.phase, table=view.key))
+    elif fact.comment != want or wanted:
+        reason = ("the live query differs from the declared one" if wanted
+                  else f"query changed ({fact.comment} → {want})" if is_managed(fact.comment)
                   else "exists without our marker, so its query is unknown")
         steps.append(Step(_matview_build(view, tmp, schema, grants, catalog), f"{reason}: build the new one beside the old",
                           label, "ACCESS EXCLUSIVE (new object only)", view.phase, transactional=True, kind="build"))
         drop_old = render(sql.SQL("DROP MATERIALIZED VIEW {}").format(sql.Identifier(schema, view.name)))
-        steps.append(Step((drop_old, *swap), "swap the new view in, one short transaction", label,
-                          "ACCESS EXCLUSIVE", view.phase, transactional=True, table=view.key))
+        keep = carried_over(view, fact.owner, catalog.acls.get(view.key, {}), tmp, grants, catalog)
+        steps.append(Step((*keep, drop_old, *swap), "swap the new view in with the old one's owner and privileges,"
+                          " one short transaction", label, "ACCESS EXCLUSIVE", view.phase, transactional=True,
+                          table=view.key))
     return steps
 
 
 # Functions
 
-def plan_function(function: FunctionSpec, catalog: Catalog, privileges: Iterable[GrantSpec] = ()) -> list[Step]:
+def _shape_differences(live: FunctionShape, wanted: FunctionShape) -> list[str]:
+    return [what for what, a, b in (("body", live.source, wanted.source), ("result", live.result, wanted.result),
+                                    ("volatility", live.volatility, wanted.volatility),
+                                    ("SECURITY DEFINER", live.security_definer, wanted.security_definer),
+                                    ("settings", live.config, wanted.config)) if a != b]
+
+
+def _same_shape(live: FunctionShape, wanted: FunctionShape) -> bool:
+    return live.arguments == wanted.arguments and not _shape_differences(live, wanted)
+
+
+def plan_function(function: FunctionSpec, catalog: Catalog, privileges: Iterable[GrantSpec] = (),
+                  desired: Desired | None = None) -> list[Step]:
     schema = function.schema
     fact = catalog.functions.get(function.key)
     want = marker(function.phase, function.definition_hash)
     label = f"function {function.name}"
-    target = sql.Identifier(schema, function.name)
+    wanted = (desired or Desired()).functions.get(function.key)
+    live = (desired or Desired()).live_functions.get(function.key, ())
+    # With the declared signature known, every statement names it: hand-made overloads may share the name.
+    target: sql.Composable = sql.Identifier(schema, function.name)
+    if wanted:
+        target = sql.SQL("{}({})").format(target, sql.SQL(wanted.arguments))
     if function.state == "absent":
         if fact and is_managed(fact.comment):
             return [Step((render(sql.SQL("DROP FUNCTION IF EXISTS {}").format(target)),), "declared absent", label,
                          "ACCESS EXCLUSIVE (function only)", function.phase)]
         return []
-    if fact is not None and fact.comment == want:
+    if wanted:
+        match = next((shape for shape in live if _same_shape(shape, wanted)), None)
+        if match is not None:
+            if match.managed and fact is not None and fact.comment == want:
+                return []
+            why = ("adopt: the live function equals the declared one" if not match.managed
+                   else f"re-mark: the live function equals the declared one ({want})")
+            return [Step((comment_sql("FUNCTION", target, want),), why, label, "none", function.phase)]
+        same_arguments = next((shape for shape in live if shape.arguments == wanted.arguments), None)
+        reason = ("missing" if not live else
+                  f"live {', '.join(_shape_differences(same_arguments, wanted))} differ from the declared"
+                  if same_arguments else f"argument list changed (declared ({wanted.arguments}))")
+    elif fact is not None and fact.comment == want:
         return []
-    reason = "missing" if fact is None else (
-        f"body changed ({fact.comment} → {want})" if is_managed(fact.comment) else "exists without our marker")
+    else:
+        reason = "missing" if fact is None else (
+            f"body changed ({fact.comment} → {want})" if is_managed(fact.comment) else "exists without our marker")
     statements = [function.body.rstrip().rstrip(";")]
     if fact is not None:
-        # A changed argument list creates a second overload: drop every one this transaction did not just write.
+        # A changed argument list creates a second overload: drop every other one that is ours (marked); overloads
+        # made by hand are not ours and stay.
         statements.append(render(sql.SQL(
             "DO $pgconverge$ DECLARE old regprocedure; BEGIN FOR old IN SELECT p.oid::regprocedure FROM pg_proc p"
             " WHERE p.proname = {} AND p.pronamespace = {}::regnamespace AND age(p.xmin) > 0"
+            " AND obj_description(p.oid, 'pg_proc') LIKE 'pgconverge:%'"
             " LOOP EXECUTE format('DROP FUNCTION %s', old); END LOOP; END $pgconverge$").format(
             sql.Literal(function.name), sql.Literal(schema))))
+    kept = [s.arguments for s in live if not s.managed and (not wanted or s.arguments != wanted.arguments)]
+    if kept:
+        reason += f"; other overloads not ours, left alone: {function.name}({'), ('.join(kept)})"
     statements.append(comment_sql("FUNCTION", target, want))
     # In the creating transaction (a changed argument list creates a new function too): nobody but the owner can
     # execute it even for a moment; default privileges (Supabase's for anon) are unknown here, so state them all.
     statements += [s for g in privileges
-                   for s in _grant_statements(g, function.name, function.schema, None, True, catalog.roles)]
+                   for s in _grant_statements(g, function.name, function.schema, None, True, catalog.roles,
+                                              wanted.arguments if wanted else None)]
     return [Step(tuple(statements), f"{reason}: CREATE OR REPLACE from sql/{function.sql_file}", label,
                  "none (replaced atomically)", function.phase, transactional=True)]
 
@@ -295,16 +397,23 @@ def plan_cron_job(job: CronJobSpec, catalog: Catalog) -> list[Step]:
     else:
         changed = [what for what, old, new in (("schedule", fact.schedule, job.schedule),
                                                 ("command", fact.command.strip(), job.command),
-                                                ("database", fact.database, database),
-                                                ("active", fact.active, True)) if old != new]
-        reason = "changed " + ", ".join(changed)
+                                                ("database", fact.database, database)) if old != new]
+        if not changed:
+            # Only switched off (by hand): switch it on again; cron.schedule would leave it inactive.
+            return [Step((render(sql.SQL("SELECT cron.alter_job({}, active := true)").format(
+                sql.Literal(fact.jobid))),), "inactive (active = false): activate it", label, "none", job.phase)]
+        reason = "changed " + ", ".join(changed) + ("" if fact.active else ", inactive")
     if database == catalog.database:
         call = sql.SQL("SELECT cron.schedule({}, {}, {})").format(
             sql.Literal(job.name), sql.Literal(job.schedule), sql.Literal(job.command))
     else:
         call = sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {})").format(
             sql.Literal(job.name), sql.Literal(job.schedule), sql.Literal(job.command), sql.Literal(database))
-    return [Step((render(call),), f"{reason}: schedule '{job.schedule}'", label, "none", job.phase)]
+    statements = [render(call)]
+    if fact is not None and not fact.active:
+        statements.append(render(sql.SQL("SELECT cron.alter_job({}, active := true)").format(sql.Literal(fact.jobid))))
+    return [Step(tuple(statements), f"{reason}: schedule '{job.schedule}'", label, "none", job.phase,
+                 transactional=len(statements) > 1)]
 
 
 # Extensions
@@ -350,7 +459,7 @@ def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
 # Grants and revokes
 
 def _grant_statements(grant: GrantSpec, target: str, schema: str, current: dict[str, frozenset[str]] | None,
-                      is_function: bool, roles: frozenset[str] | None = None) -> list[str]:
+                      is_function: bool, roles: frozenset[str] | None = None, arguments: str | None = None) -> list[str]:
     """GRANT/REVOKE statements that close the gap; `current` None means unknown (a new view): state every one."""
     universe = FUNCTION_PRIVILEGES if is_function else TABLE_PRIVILEGES
     wanted = universe if "ALL" in grant.privileges else frozenset(grant.privileges) & universe
@@ -364,8 +473,11 @@ def _grant_statements(grant: GrantSpec, target: str, schema: str, current: dict[
             continue
         template = "REVOKE {} ON {} {} FROM {}" if grant.revoke else "GRANT {} ON {} {} TO {}"
         privileges = "ALL" if todo == universe and not is_function else ", ".join(sorted(todo))
+        name: sql.Composable = sql.Identifier(schema, target)
+        if arguments is not None:
+            name = sql.SQL("{}({})").format(name, sql.SQL(arguments))
         statements.append(render(sql.SQL(template).format(
-            sql.SQL(privileges), sql.SQL("FUNCTION" if is_function else "TABLE"), sql.Identifier(schema, target),
+            sql.SQL(privileges), sql.SQL("FUNCTION" if is_function else "TABLE"), name,
             sql.SQL("PUBLIC") if role == "PUBLIC" else sql.Identifier(role))))
     return statements
 
@@ -380,13 +492,13 @@ def function_privileges(function: FunctionSpec, grants: Iterable[GrantSpec], api
     return (revoke if implicit else []) + declared
 
 
-def plan_grant(grant: GrantSpec, catalog: Catalog, is_function: bool) -> list[Step]:
+def plan_grant(grant: GrantSpec, catalog: Catalog, is_function: bool, arguments: str | None = None) -> list[Step]:
     target = grant.on.rpartition(".")[2]
     verb = "revoke" if grant.revoke else "grant"
     if grant.key not in catalog.relations and grant.key not in catalog.functions:
         return []
     statements = _grant_statements(grant, target, grant.schema, catalog.acls.get(grant.key, {}), is_function,
-                                   catalog.roles)
+                                   catalog.roles, arguments)
     return [Step((s,), f"{verb} {', '.join(grant.privileges)} ({'from' if grant.revoke else 'to'} "
                  f"{', '.join(grant.roles)}) differs from the catalog", f"privileges on {grant.key}", "none", grant.phase)
             for s in statements]
@@ -402,8 +514,9 @@ def grant_notes(grant: GrantSpec, catalog: Catalog, created: set[str]) -> list[s
 
 # Phases
 
-def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = ()) -> Plan:
+def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), desired: Desired | None = None) -> Plan:
     """Everything one phase needs, in dependency order; removals first, in reverse order."""
+    desired = desired or Desired()
     created = {v.key for v in phase.materialized_views} | {f.key for f in phase.functions}
     steps: list[Step] = []
     removals = [j for j in phase.cron_jobs if j.state == "absent"]
@@ -423,19 +536,26 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = ()) 
             notes.append(f"extension {extension.name} is in schema {fact.schema}, declared in {extension.schema}, and"
                          " cannot be moved (not relocatable): drop and re-create it there when nothing depends on it")
     for index in (i for i in phase.indexes if i.state == "present"):
-        steps += plan_index(index, catalog)
+        steps += plan_index(index, catalog, desired)
+        wanted = desired.indexes.get(index.key)
+        if wanted and index.key not in catalog.indexes and not index.allow_duplicate:
+            same, _ = index_duplicates(index, catalog, wanted)
+            if same:
+                notes.append(f"index {index.key} not built: {', '.join(same)} already has exactly this definition"
+                             f" ({wanted}) — drop that one, or set allow_duplicate: true")
     handled: set[str] = set()
     for view in (v for v in phase.materialized_views if v.state == "present"):
-        view_steps = plan_matview(view, catalog, [g for g in phase.grants if g.key == view.key])
+        view_steps = plan_matview(view, catalog, [g for g in phase.grants if g.key == view.key], desired)
         if any(s.kind == "build" for s in view_steps):
             handled.add(view.key)  # its privileges were set in the transaction that built it
         steps += view_steps
     privilege_steps: list[Step] = []
     for function in (f for f in phase.functions if f.state == "present"):
         privileges = function_privileges(function, phase.grants, api_roles)
-        function_steps = plan_function(function, catalog, privileges)
-        if not function_steps:  # converged: compare its privileges with the catalog
-            privilege_steps += [s for g in privileges for s in plan_grant(g, catalog, True)]
+        function_steps = plan_function(function, catalog, privileges, desired)
+        if all(s.statements[0].startswith("COMMENT") for s in function_steps):  # not replaced: compare privileges
+            arguments = desired.functions[function.key].arguments if function.key in desired.functions else None
+            privilege_steps += [s for g in privileges for s in plan_grant(g, catalog, True, arguments)]
         handled.add(function.key)
         steps += function_steps
     steps += privilege_steps
@@ -448,11 +568,11 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = ()) 
     return Plan(tuple(steps), tuple(notes))
 
 
-def plan(spec: Spec, catalog: Catalog, phase_ids: Iterable[str]) -> Plan:
+def plan(spec: Spec, catalog: Catalog, phase_ids: Iterable[str], desired: Desired | None = None) -> Plan:
     steps: list[Step] = []
     notes: list[str] = []
     for phase_id in phase_ids:
-        phase_plan = plan_phase(spec.phase(phase_id), catalog, spec.settings.api_roles)
+        phase_plan = plan_phase(spec.phase(phase_id), catalog, spec.settings.api_roles, desired)
         steps += phase_plan.steps
         notes += phase_plan.notes
     return Plan(tuple(steps), tuple(notes) + tuple(undeclared_notes(spec, catalog)))

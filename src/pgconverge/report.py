@@ -83,6 +83,7 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
             with conn:
                 catalog = facts.read(conn, spec.settings.schema)
                 problems = facts.preflight(conn, spec, phase_ids, catalog) if mode == "converge" else []
+                desired = facts.desired_definitions(conn, spec, phase_ids, catalog) if mode == "converge" else None
         except facts.CatalogUnreadable as exc:
             host_plan.error = mask(f"cannot read the catalog: {exc}")
             result.append(host_plan)
@@ -94,7 +95,7 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
         if mode == "rollback":
             host_plan.phases.append((f"rollback from {phase_ids[0]}", plan.plan_rollback(spec, catalog, phase_ids[0])))
         elif mode == "converge":
-            host_plan.phases += [(pid, plan.plan(spec, catalog, [pid])) for pid in phase_ids]
+            host_plan.phases += [(pid, plan.plan(spec, catalog, [pid], desired)) for pid in phase_ids]
         if mode != "rollback":
             host_plan.gates = [(pid, g.name, g.kind) for pid in phase_ids for g in spec.phase(pid).gates]
         host_plan.phases = [(label, _with_risks(p, catalog, spec.settings.exclusive_lock_timeout))

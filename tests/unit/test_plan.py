@@ -261,3 +261,104 @@ def test_index_elements_a_dba_writes_and_any_schema():
     assert plan.plan_index(index, done) == []
     assert plan.plan_index(index, catalog(indexes={"public.idx_title_trgm": index_fact(
         "idx_title_trgm", comment=marker("p1", index.definition_hash))}))[0].kind == "build"
+
+
+# Canonical comparison: catalog values as PostgreSQL 15 prints them (pg_get_indexdef, pg_get_viewdef, pg_proc).
+
+LIVE_INDEX = "CREATE INDEX idx_ev ON public.message_events USING btree (user_id, created_at DESC) INCLUDE (status)" \
+             " WHERE (direction = 'inbound'::text)"
+DECLARED_INDEX = "USING btree (user_id, created_at DESC) INCLUDE (status) WHERE (direction = 'inbound'::text)"
+
+
+def test_canonical_index_ignores_names_only():
+    from pgconverge.facts import canonical_index
+
+    assert canonical_index(LIVE_INDEX) == DECLARED_INDEX
+    assert canonical_index("CREATE UNIQUE INDEX \"Odd\" ON app.\"Tickets\" USING gin (title extensions.gin_trgm_ops)"
+                           ) == "UNIQUE USING gin (title extensions.gin_trgm_ops)"
+    assert canonical_index("CREATE INDEX i ON ONLY public.p USING btree (a)") == "USING btree (a)"
+
+
+def desired_of(**kwargs) -> plan.Desired:
+    return plan.Desired(**kwargs)
+
+
+def test_unmarked_index_with_the_declared_definition_is_adopted():
+    live = catalog(indexes={"public.idx_ev": IndexFact("idx_ev", "message_events", True, LIVE_INDEX, None, 7)})
+    steps = plan.plan_index(INDEX, live, desired_of(indexes={"public.idx_ev": DECLARED_INDEX}))
+    assert [s.why for s in steps] == ["adopt: the live definition equals the declared one, no build"]
+    assert sqls(steps) == [f'COMMENT ON INDEX "public"."idx_ev" IS \'{CURRENT}\'']
+
+
+def test_marked_index_whose_live_definition_differs_is_rebuilt():
+    changed = LIVE_INDEX.replace("created_at DESC", "created_at")
+    live = catalog(indexes={"public.idx_ev": IndexFact("idx_ev", "message_events", True, changed, CURRENT, 7)})
+    steps = plan.plan_index(INDEX, live, desired_of(indexes={"public.idx_ev": DECLARED_INDEX}))
+    assert "definition differs: live USING btree (user_id, created_at)" in steps[0].why
+    assert steps[0].statements[0].startswith('CREATE INDEX CONCURRENTLY "idx_ev_pgc_new"')
+
+
+def test_duplicate_of_another_name_is_not_built_and_named():
+    other = IndexFact("ev_by_user", "message_events", True, LIVE_INDEX.replace("idx_ev", "ev_by_user"), None, 8)
+    live = catalog(indexes={"public.ev_by_user": other})
+    result = plan.plan_phase(Phase("p1", "one", indexes=(INDEX,)), live, (),
+                             desired_of(indexes={"public.idx_ev": DECLARED_INDEX}))
+    assert result.steps == ()
+    assert result.notes[0].startswith("index public.idx_ev not built: public.ev_by_user already has exactly")
+    allowed = replace(INDEX, allow_duplicate=True)
+    assert plan.plan_index(allowed, live, desired_of(indexes={"public.idx_ev": DECLARED_INDEX}))[0].kind == "build"
+
+
+def test_a_leading_prefix_index_is_named_redundant():
+    prefix = IndexFact("ev_user", "message_events", True,
+                       "CREATE INDEX ev_user ON public.message_events USING btree (user_id)", None, 9)
+    index = replace(INDEX, include=(), where=None)
+    steps = plan.plan_index(index, catalog(indexes={"public.ev_user": prefix}),
+                            desired_of(indexes={"public.idx_ev": "USING btree (user_id, created_at DESC)"}))
+    assert "makes public.ev_user redundant" in steps[0].why
+
+
+VIEWDEF = " SELECT leads.id,\n    leads.user_id\n   FROM leads;"
+
+
+def test_matview_compared_by_its_live_query():
+    want = marker("p2", VIEW.definition_hash)
+    same = catalog(matviews={"public.mv_hot": MatViewFact("mv_hot", VIEWDEF, None, 3, "salesflow")})
+    adopt = plan.plan_matview(VIEW, same, [], desired_of(matviews={"public.mv_hot": VIEWDEF}))
+    assert [s.why for s in adopt] == ["adopt: the live query equals the declared one, no rebuild"]
+    edited_def = VIEWDEF.replace("leads;", "leads\n  WHERE false;")
+    edited = catalog(current_user="salesflow",
+                     matviews={"public.mv_hot": MatViewFact("mv_hot", edited_def, want, 3, "postgres")},
+                     acls={"public.mv_hot": {"postgres": frozenset({"SELECT"}), "reporting": frozenset({"SELECT"})}},
+                     roles=ROLES | {"reporting", "postgres"})
+    steps = plan.plan_matview(VIEW, edited, [REVOKE], desired_of(matviews={"public.mv_hot": VIEWDEF}))
+    assert "the live query differs from the declared one" in steps[0].why
+    swap = steps[1].statements
+    assert swap[0] == 'ALTER MATERIALIZED VIEW "public"."mv_hot_pgc_new" OWNER TO "postgres"'
+    assert 'GRANT SELECT ON TABLE "public"."mv_hot_pgc_new" TO "reporting"' in swap
+    assert swap.index('REVOKE ALL ON TABLE "public"."mv_hot_pgc_new" FROM "anon"') < swap.index(
+        'DROP MATERIALIZED VIEW "public"."mv_hot"')
+
+
+SHAPE = plan.FunctionShape("", "integer", "SELECT 1", "v", False, ("search_path=public",), True)
+
+
+def test_function_compared_by_body_security_and_settings_and_overloads_left_alone():
+    want = marker("p3", FUNCTION.definition_hash)
+    fact = catalog(functions={"public.stats": FunctionFact("stats", "", want)})
+    assert plan.plan_function(FUNCTION, fact, (), desired_of(functions={"public.stats": SHAPE},
+                                                             live_functions={"public.stats": (SHAPE,)})) == []
+    definer = replace(SHAPE, security_definer=True)
+    hand = plan.FunctionShape("x bigint", "integer", "SELECT 2", "v", False, (), False)
+    steps = plan.plan_function(FUNCTION, fact, (), desired_of(functions={"public.stats": SHAPE},
+                                                               live_functions={"public.stats": (definer, hand)}))
+    assert "live SECURITY DEFINER differ from the declared" in steps[0].why
+    assert "other overloads not ours, left alone: stats(x bigint)" in steps[0].why
+    assert "obj_description(p.oid, 'pg_proc') LIKE 'pgconverge:%'" in steps[0].statements[1]
+    assert steps[0].statements[2] == f'COMMENT ON FUNCTION "public"."stats"() IS \'{want}\''
+
+
+def test_inactive_cron_job_is_switched_on():
+    off = CronJobFact("refresh-hot", "*/15 * * * *", "SELECT 1;", "salesflow", active=False, jobid=4)
+    steps = plan.plan_cron_job(JOB, catalog(database="salesflow", cron_jobs={"refresh-hot": off}))
+    assert sqls(steps) == ["SELECT cron.alter_job(4, active := true)"]

@@ -1,0 +1,121 @@
+"""Drift is the catalog's real state: hand edits are detected by verify (exit != 0, object named) and repaired by
+the next converge; what already matches is adopted; what is not ours is left alone; owners and grants survive."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.conftest import run_pyinfra
+from tests.integration.test_converge import ok
+
+pytestmark = pytest.mark.integration
+
+
+def execute(url: str, *statements: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def scalar(url: str, query: str):
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+        return row[0] if row else None
+
+
+def detected_then_repaired(url: str, *names: str) -> str:
+    """verify fails naming each object; a converge repairs; verify passes again. Returns verify's output."""
+    failed = run_pyinfra(url, "deploys/verify.py", "-y")
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0, output[-3000:]
+    for name in names:
+        assert "drift [" in output and name in output.split("summary:")[0], output[-3000:]
+    assert "Traceback" not in output
+    ok(run_pyinfra(url, "deploys/all.py", "-y"))
+    ok(run_pyinfra(url, "deploys/verify.py", "-y"))
+    return output
+
+
+def test_hand_edits_are_detected_by_verify_and_repaired(cron_db):
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    comment = scalar(cron_db, "SELECT obj_description('mv_hot_leads'::regclass, 'pg_class')")
+    function_comment = scalar(cron_db, "SELECT obj_description('get_unified_inbox'::regproc, 'pg_proc')")
+    execute(cron_db,
+            # an MV recreated by hand with another query, same name and comment
+            "DROP MATERIALIZED VIEW mv_hot_leads CASCADE",
+            "CREATE MATERIALIZED VIEW mv_hot_leads AS SELECT id, user_id, name, status, p_score, last_activity_at"
+            " FROM leads WHERE p_score >= 99",
+            "CREATE UNIQUE INDEX mv_hot_leads_key ON mv_hot_leads (user_id, p_score, id)",
+            f"COMMENT ON MATERIALIZED VIEW mv_hot_leads IS '{comment}'",
+            "REVOKE ALL ON mv_hot_leads FROM anon, authenticated",
+            # a function body replaced; its comment survives
+            "CREATE OR REPLACE FUNCTION get_unified_inbox(p_user_id uuid, p_limit int DEFAULT 50)"
+            " RETURNS TABLE (id bigint, lead_id uuid, channel text, subject text, created_at timestamptz)"
+            " LANGUAGE sql STABLE SET search_path = public, pg_temp"
+            " AS $$ SELECT NULL::bigint, NULL::uuid, NULL::text, NULL::text, NULL::timestamptz WHERE false $$",
+            # a cron job switched off; a function switched to SECURITY DEFINER
+            "SELECT cron.alter_job((SELECT jobid FROM cron.job WHERE jobname = 'refresh-hot-leads'), active := false)",
+            "ALTER FUNCTION calculate_lead_event_stats SECURITY DEFINER")
+    assert scalar(cron_db, "SELECT obj_description('get_unified_inbox'::regproc, 'pg_proc')") == function_comment
+    output = detected_then_repaired(cron_db, "materialized view mv_hot_leads", "function get_unified_inbox",
+                                    "cron job refresh-hot-leads", "function calculate_lead_event_stats")
+    assert "the live query differs from the declared one" in output
+    assert "inactive (active = false)" in output
+    # every phase's gates ran although phase 2's security gate failed first
+    assert "gate functions_pinned_and_invoker (security) FAILED" in output
+    assert "gate inbox_fn_p95 (latency)" in output
+    assert scalar(cron_db, "SELECT min(p_score) FROM mv_hot_leads") < 99
+    assert scalar(cron_db, "SELECT active FROM cron.job WHERE jobname = 'refresh-hot-leads'") is True
+    assert scalar(cron_db, "SELECT prosecdef FROM pg_proc WHERE proname = 'calculate_lead_event_stats'") is False
+    assert scalar(cron_db, "SELECT count(*) FROM get_unified_inbox((SELECT user_id FROM leads LIMIT 1))") > 0
+
+
+def test_an_index_made_by_hand_from_the_runbook_is_adopted_not_rebuilt(cron_db):
+    execute(cron_db, "CREATE INDEX idx_leads_user_status ON leads (user_id, status)")
+    oid = scalar(cron_db, "SELECT 'idx_leads_user_status'::regclass::oid")
+    dry = ok(run_pyinfra(cron_db, "deploys/phase1.py", "--dry"))
+    assert "index idx_leads_user_status: adopt: the live definition equals the declared one, no build" in dry
+    ok(run_pyinfra(cron_db, "deploys/phase1.py", "-y"))
+    assert scalar(cron_db, "SELECT 'idx_leads_user_status'::regclass::oid") == oid
+    assert scalar(cron_db, "SELECT obj_description('idx_leads_user_status'::regclass, 'pg_class')").startswith(
+        "pgconverge:phase1:")
+
+
+def test_a_duplicate_under_another_name_is_named_and_not_built(cron_db):
+    execute(cron_db, "CREATE INDEX crm_notes_by_lead ON crm_notes (lead_id, created_at DESC)")
+    out = ok(run_pyinfra(cron_db, "deploys/phase1.py", "-y"))
+    assert ("index public.idx_crm_notes_lead_created not built: public.crm_notes_by_lead already has exactly this"
+            " definition") in out
+    assert scalar(cron_db, "SELECT to_regclass('idx_crm_notes_lead_created')") is None
+
+
+def test_a_hand_made_overload_survives(cron_db, project):
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    execute(cron_db, "CREATE FUNCTION get_unified_inbox(p_user_id uuid, p_limit int, p_channel text)"
+                     " RETURNS bigint LANGUAGE sql STABLE SET search_path = public AS $$ SELECT 1::bigint $$")
+    body = project / "sql" / "phase3" / "get_unified_inbox.sql"
+    body.write_text(body.read_text().replace("-- ", "-- changed: ", 1) + "\n")
+    out = ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=project / "phases.yml"))
+    assert "other overloads not ours, left alone: get_unified_inbox(p_user_id uuid, p_limit integer, p_channel text)" \
+        in out
+    assert scalar(cron_db, "SELECT count(*) FROM pg_proc WHERE proname = 'get_unified_inbox'") == 2
+    assert scalar(cron_db, "SELECT get_unified_inbox(NULL::uuid, 1, 'x')") == 1
+
+
+def test_owner_and_an_undeclared_grant_survive_an_mv_swap_run_by_a_superuser(servers, cron_db, project):
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    execute(servers.superuser_url(), "DROP ROLE IF EXISTS reporting", "CREATE ROLE reporting")
+    execute(cron_db, "GRANT SELECT ON mv_hot_leads TO reporting")
+    view_sql = project / "sql" / "phase2" / "mv_hot_leads.sql"
+    view_sql.write_text(view_sql.read_text().replace("p_score >= 70", "p_score >= 75"))
+    superuser = servers.superuser_url(servers.database)
+    out = ok(run_pyinfra(superuser, "deploys/phase2.py", "-y", phases=project / "phases.yml"))
+    assert "swap the new view in with the old one's owner and privileges" in out
+    assert scalar(cron_db, "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'mv_hot_leads'") == \
+        "salesflow"
+    assert scalar(cron_db, "SELECT has_table_privilege('reporting', 'mv_hot_leads', 'SELECT')") is True
+    assert scalar(cron_db, "SELECT has_table_privilege('anon', 'mv_hot_leads', 'SELECT')") is False
+    execute(cron_db, "SELECT refresh_hot_leads_mv()")  # the app role may still refresh it (it owns it)
+    execute(superuser, "REVOKE ALL ON mv_hot_leads FROM reporting")
+    execute(servers.superuser_url(), "DROP ROLE reporting")
