@@ -316,7 +316,7 @@ def canonical_index(definition: str) -> str | None:
 FUNCTION_SHAPES = """
     SELECT pg_get_function_identity_arguments(p.oid), pg_get_function_result(p.oid), btrim(p.prosrc, E' \\n\\t;'),
            p.provolatile::text, p.prosecdef, coalesce(p.proconfig, '{}'),
-           coalesce(obj_description(p.oid, 'pg_proc') LIKE 'pgconverge:%%', false), p.xmin::text::bigint
+           coalesce(obj_description(p.oid, 'pg_proc') LIKE 'pgconverge:%%', false), p.oid::bigint || ':' || p.xmin::text
     FROM pg_proc p WHERE p.pronamespace = %s::regnamespace AND p.proname = %s
 """
 
@@ -365,8 +365,10 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                         desired.live_functions[function.key] = tuple(
                             FunctionShape(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6]) for r in live)
                         conn.execute(function.body.rstrip().rstrip(";"))  # type: ignore[arg-type]
-                        mine = conn.execute(FUNCTION_SHAPES + " AND p.xmin::text::bigint = txid_current() % 4294967296",
-                                            [function.schema, function.name]).fetchone()
+                        # the row this statement wrote: a new oid (new signature) or a new version (same oid)
+                        before = {r[7] for r in live}
+                        mine = next((r for r in conn.execute(FUNCTION_SHAPES, [function.schema, function.name])
+                                     .fetchall() if r[7] not in before), None)
                         if mine:
                             desired.functions[function.key] = FunctionShape(mine[0], mine[1], mine[2], mine[3], mine[4],
                                                                           tuple(mine[5]))

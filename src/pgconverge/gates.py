@@ -246,8 +246,11 @@ def gate_security(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateR
     function not granted to them, a mutable search_path, undeclared SECURITY DEFINER, duplicate indexes."""
     roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
                                         [list(spec.settings.api_roles)]).fetchall()]
-    views = [v.key for p in spec.phases for v in p.materialized_views if v.state == "present"]
-    functions = [f for p in spec.phases for f in p.functions if f.state == "present"]
+    # the objects of this phase and the ones before it: a later phase's objects are checked by its own gates
+    ids = [p.id for p in spec.phases]
+    phases = spec.phases[: ids.index(gate.phase) + 1] if gate.phase in ids else spec.phases
+    views = [v.key for p in phases for v in p.materialized_views if v.state == "present"]
+    functions = [f for p in phases for f in p.functions if f.state == "present"]
     granted = {(g.key, r) for p in spec.phases for g in p.grants if not g.revoke for r in g.roles}
     problems: list[str] = []
     for name, role in conn.execute(
@@ -262,6 +265,7 @@ def gate_security(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateR
                array(SELECT r FROM unnest(%s::text[]) r WHERE has_function_privilege(r, p.oid, 'EXECUTE'))
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname || '.' || p.proname = ANY(%s)
+          AND coalesce(obj_description(p.oid, 'pg_proc') LIKE 'pgconverge:%%', false)  -- ours, not hand-made overloads
         """,
         [roles, [f.key for f in functions]],
     ).fetchall():

@@ -398,11 +398,11 @@ def plan_cron_job(job: CronJobSpec, catalog: Catalog) -> list[Step]:
         changed = [what for what, old, new in (("schedule", fact.schedule, job.schedule),
                                                 ("command", fact.command.strip(), job.command),
                                                 ("database", fact.database, database)) if old != new]
-        if not changed:
-            # Only switched off (by hand): switch it on again; cron.schedule would leave it inactive.
-            return [Step((render(sql.SQL("SELECT cron.alter_job({}, active := true)").format(
-                sql.Literal(fact.jobid))),), "inactive (active = false): activate it", label, "none", job.phase)]
-        reason = "changed " + ", ".join(changed) + ("" if fact.active else ", inactive")
+        reason = "changed " + ", ".join(changed) if changed else ""
+        if not fact.active:
+            # cron.schedule keeps a job's active flag and cron.alter_job needs a superuser on pg_cron 1.4: schedule
+            # it anew (active) in the same transaction as removing the switched-off one.
+            reason = (reason + ", " if reason else "") + "inactive (active = false)"
     if database == catalog.database:
         call = sql.SQL("SELECT cron.schedule({}, {}, {})").format(
             sql.Literal(job.name), sql.Literal(job.schedule), sql.Literal(job.command))
@@ -411,7 +411,7 @@ def plan_cron_job(job: CronJobSpec, catalog: Catalog) -> list[Step]:
             sql.Literal(job.name), sql.Literal(job.schedule), sql.Literal(job.command), sql.Literal(database))
     statements = [render(call)]
     if fact is not None and not fact.active:
-        statements.append(render(sql.SQL("SELECT cron.alter_job({}, active := true)").format(sql.Literal(fact.jobid))))
+        statements.insert(0, render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(fact.jobid))))
     return [Step(tuple(statements), f"{reason}: schedule '{job.schedule}'", label, "none", job.phase,
                  transactional=len(statements) > 1)]
 

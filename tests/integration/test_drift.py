@@ -37,7 +37,7 @@ def detected_then_repaired(url: str, *names: str) -> str:
     return output
 
 
-def test_hand_edits_are_detected_by_verify_and_repaired(cron_db):
+def test_hand_edits_are_detected_by_verify_and_repaired(servers, cron_db):
     ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
     comment = scalar(cron_db, "SELECT obj_description('mv_hot_leads'::regclass, 'pg_class')")
     function_comment = scalar(cron_db, "SELECT obj_description('get_unified_inbox'::regproc, 'pg_proc')")
@@ -55,8 +55,9 @@ def test_hand_edits_are_detected_by_verify_and_repaired(cron_db):
             " LANGUAGE sql STABLE SET search_path = public, pg_temp"
             " AS $$ SELECT NULL::bigint, NULL::uuid, NULL::text, NULL::text, NULL::timestamptz WHERE false $$",
             # a cron job switched off; a function switched to SECURITY DEFINER
-            "SELECT cron.alter_job((SELECT jobid FROM cron.job WHERE jobname = 'refresh-hot-leads'), active := false)",
             "ALTER FUNCTION calculate_lead_event_stats SECURITY DEFINER")
+    execute(servers.superuser_url(servers.database),
+            "UPDATE cron.job SET active = false WHERE jobname = 'refresh-hot-leads'")
     assert scalar(cron_db, "SELECT obj_description('get_unified_inbox'::regproc, 'pg_proc')") == function_comment
     output = detected_then_repaired(cron_db, "materialized view mv_hot_leads", "function get_unified_inbox",
                                     "cron job refresh-hot-leads", "function calculate_lead_event_stats")

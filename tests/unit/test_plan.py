@@ -361,4 +361,6 @@ def test_function_compared_by_body_security_and_settings_and_overloads_left_alon
 def test_inactive_cron_job_is_switched_on():
     off = CronJobFact("refresh-hot", "*/15 * * * *", "SELECT 1;", "salesflow", active=False, jobid=4)
     steps = plan.plan_cron_job(JOB, catalog(database="salesflow", cron_jobs={"refresh-hot": off}))
-    assert sqls(steps) == ["SELECT cron.alter_job(4, active := true)"]
+    assert sqls(steps) == ["SELECT cron.unschedule(4)",
+                           "SELECT cron.schedule('refresh-hot', '*/15 * * * *', 'SELECT 1;')"]
+    assert steps[0].transactional and "inactive (active = false)" in steps[0].why
