@@ -100,7 +100,7 @@ def test_changed_index_rebuilt_without_gap_and_view_and_schedule_converge(cron_d
     finally:
         stop.set()
         watcher.join()
-    assert "definition changed" in out and "query changed" in out and "changed schedule" in out
+    assert "definition differs" in out and "the live query differs" in out and "changed schedule" in out
     with psycopg.connect(cron_db) as conn:
         definition = conn.execute("SELECT pg_get_indexdef('idx_leads_user_status'::regclass)").fetchone()[0]
         assert "(user_id, status, created_at)" in definition
@@ -260,7 +260,7 @@ def test_changed_function_signature_replaces_the_old_overload(cron_db, project):
     body.write_text(body.read_text().replace("p_lead_ids uuid[] DEFAULT NULL\n",
                                              "p_lead_ids uuid[] DEFAULT NULL,\n    p_min_events int DEFAULT 0\n"))
     out = ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
-    assert "function calculate_lead_event_stats: body changed" in out
+    assert "function calculate_lead_event_stats: argument list changed" in out
     with psycopg.connect(cron_db) as conn:
         overloads = conn.execute("SELECT pronargs FROM pg_proc WHERE proname = 'calculate_lead_event_stats'").fetchall()
         assert overloads == [(5,)]

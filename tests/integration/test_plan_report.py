@@ -33,7 +33,8 @@ def test_plan_after_phase1_lists_exactly_phase2_statements(cron_db):
     assert "#### phase1: 0 statements (converged)" in markdown
     phase2_section = markdown.split("#### phase2: ")[1].split("#### gates")[0]
     loaded = spec.load(REPO / "phases.yml")
-    expected = planner.plan_phase(loaded.phase("phase2"), planner_catalog(cron_db), loaded.settings.api_roles).steps
+    catalog, desired = planner_catalog(cron_db, loaded)
+    expected = planner.plan_phase(loaded.phase("phase2"), catalog, loaded.settings.api_roles, desired).steps
     assert phase2_section.startswith(f"{len(expected)} statements")
     for step in expected:
         assert step.sql in phase2_section
@@ -42,12 +43,13 @@ def test_plan_after_phase1_lists_exactly_phase2_statements(cron_db):
     assert catalog_oids(cron_db) == before
 
 
-def planner_catalog(url: str):
+def planner_catalog(url: str, loaded):
     from pgconverge import facts
     from pgconverge.execute import connect
 
     with connect(url) as conn:
-        return facts.read(conn)
+        catalog = facts.read(conn)
+        return catalog, facts.desired_definitions(conn, loaded, ["phase2"], catalog)
 
 
 def test_plan_json_has_the_same_steps_with_risk_notes(cron_db):

@@ -364,3 +364,19 @@ def test_inactive_cron_job_is_switched_on():
     assert sqls(steps) == ["SELECT cron.unschedule(4)",
                            "SELECT cron.schedule('refresh-hot', '*/15 * * * *', 'SELECT 1;')"]
     assert steps[0].transactional and "inactive (active = false)" in steps[0].why
+
+
+def test_extension_compared_by_schema_and_moved_when_relocatable():
+    ext = ExtensionSpec("pg_stat_statements", "p1", schema="extensions")
+    in_public = ExtensionFact("pg_stat_statements", "1.10", "public", None, True)
+    assert sqls(plan.plan_extension(ext, catalog(extensions={"pg_stat_statements": in_public}))) == [
+        'CREATE SCHEMA IF NOT EXISTS "extensions"', 'ALTER EXTENSION "pg_stat_statements" SET SCHEMA "extensions"']
+    assert plan.plan_extension(ext, catalog(extensions={"pg_stat_statements": replace(in_public, schema="extensions")})
+                               ) == []
+    cron = ExtensionSpec("pg_cron", "p2", schema="pg_catalog")
+    stuck = ExtensionFact("pg_cron", "1.4-1", "public", None, False)
+    result = plan.plan_phase(Phase("p2", "two", extensions=(cron,)), catalog(extensions={"pg_cron": stuck}))
+    assert result.steps == () and "cannot be moved (not relocatable)" in result.notes[0]
+    assert sqls(plan.plan_extension(cron, catalog())) == [
+        'CREATE EXTENSION IF NOT EXISTS "pg_cron" WITH SCHEMA "pg_catalog"',
+        f'COMMENT ON EXTENSION "pg_cron" IS \'{marker("p2", "extension")}\'']
