@@ -225,7 +225,28 @@ def _cancellable(conn: psycopg.Connection):
         Interruption.running.pop(id(conn), None)
 
 
+def _act_as(conn: psycopg.Connection, step: Step) -> None:
+    """SET ROLE for a step that must create objects as their owner; a clear line when this login may not."""
+    if not step.run_as:
+        return
+    row = conn.execute("SELECT current_user, pg_has_role(current_user, %s, 'MEMBER')", [step.run_as]).fetchone()
+    if not (row and row[1]):
+        raise StepFailed(f"{step.object}: belongs to {step.run_as}, and {row[0] if row else 'this login'} may not act"
+                         f" as it — GRANT {step.run_as} TO {row[0] if row else 'the login'}, run as {step.run_as},"
+                         " or set settings.owner in phases.yml")
+    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(step.run_as)))
+
+
 def _run_once(conn: psycopg.Connection, step: Step) -> None:
+    _act_as(conn, step)
+    try:
+        _run_statements(conn, step)
+    finally:
+        if step.run_as and not conn.closed and not conn.broken:
+            conn.execute("RESET ROLE")
+
+
+def _run_statements(conn: psycopg.Connection, step: Step) -> None:
     with _cancellable(conn):
         if step.transactional:
             with conn.transaction():

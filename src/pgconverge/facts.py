@@ -39,6 +39,7 @@ class FunctionFact:
     config: tuple[str, ...] = ()
     oid: int = 0
     overloads: int = 1
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ class Catalog:
     roles: frozenset[str] = frozenset()
     relations: frozenset[str] = frozenset()
     row_estimates: dict[str, int] = field(default_factory=dict)
+    # schema → the role that owns it (pg_database_owner resolved to the database's owner)
+    schema_owners: dict[str, str] = field(default_factory=dict)
+
+    def owner_for(self, schema: str, declared: str | None) -> str:
+        """Who a new object in `schema` belongs to: settings.owner, else the schema's owner, else whoever runs."""
+        return declared or self.schema_owners.get(schema) or self.current_user
 
 
 # every schema but the system's: objects are keyed "schema.name" in the Catalog
@@ -118,14 +125,14 @@ def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, FunctionF
         """
         SELECT n.nspname || '.' || p.proname, pg_get_function_identity_arguments(p.oid),
                obj_description(p.oid, 'pg_proc'), p.prosecdef, coalesce(p.proconfig, '{}'), p.oid::bigint,
-               count(*) OVER (PARTITION BY p.pronamespace, p.proname)
+               count(*) OVER (PARTITION BY p.pronamespace, p.proname), pg_get_userbyid(p.proowner)
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE p.prokind = 'f' AND """ + USER_SCHEMAS + """
           AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
                           AND d.deptype = 'e')
         """,
     ).fetchall()
-    return {r[0]: FunctionFact(r[0].split(".", 1)[1], r[1], r[2], r[3], tuple(r[4]), r[5], r[6]) for r in rows}
+    return {r[0]: FunctionFact(r[0].split(".", 1)[1], r[1], r[2], r[3], tuple(r[4]), r[5], r[6], r[7]) for r in rows}
 
 
 def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFact]]:
@@ -229,6 +236,11 @@ def _read(conn: psycopg.Connection, schema: str) -> Catalog:
         roles=frozenset(r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()),
         relations=frozenset(relations),
         row_estimates=relations,
+        schema_owners=dict(conn.execute(
+            "SELECT n.nspname, CASE WHEN n.nspowner = 'pg_database_owner'::regrole"
+            " THEN pg_get_userbyid(d.datdba) ELSE pg_get_userbyid(n.nspowner) END"
+            " FROM pg_namespace n, pg_database d WHERE d.datname = current_database() AND " + USER_SCHEMAS
+        ).fetchall()),
     )
 
 

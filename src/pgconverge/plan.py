@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from psycopg import sql
 
@@ -40,6 +40,8 @@ class Step:
     # build: long-running (statement_timeout 0, progress logged); ddl: short lock, retried on lock timeout
     kind: str = "ddl"
     table: str | None = None
+    # the role the step runs as (SET ROLE), so new objects belong to their schema's owner whoever connects
+    run_as: str | None = None
 
     @property
     def sql(self) -> str:
@@ -235,13 +237,11 @@ def _matview_build(view: MatViewSpec, name: str, schema: str, grants: Iterable[G
 
 def carried_over(view: MatViewSpec, fact_owner: str, old_acl: dict[str, frozenset[str]], tmp: str,
                  grants: list[GrantSpec], catalog: Catalog) -> list[str]:
-    """What the old view had that phases.yml does not say otherwise: its owner and every privilege, given to the
-    new view in the swap transaction (then the declared grants and revokes again, which win)."""
+    """What the old view had that phases.yml does not say otherwise: every privilege, given to the new view in the
+    swap transaction (then the declared grants and revokes again, which win). The owner is kept because the new
+    view is built as the owner (Step.run_as)."""
     target = sql.Identifier(view.schema, tmp)
     statements = []
-    if fact_owner and fact_owner != catalog.current_user:
-        statements.append(render(sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(
-            target, sql.Identifier(fact_owner))))
     for role, privileges in sorted(old_acl.items()):
         if role == fact_owner or not privileges & TABLE_PRIVILEGES or (role not in catalog.roles and role != "PUBLIC"):
             continue
@@ -514,7 +514,36 @@ def grant_notes(grant: GrantSpec, catalog: Catalog, created: set[str]) -> list[s
 
 # Phases
 
-def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), desired: Desired | None = None) -> Plan:
+def ownership_steps(phase: Phase, catalog: Catalog, owner: str | None) -> list[Step]:
+    """Managed views and functions that belong to another role than their schema's owner (or settings.owner):
+    drift, repaired by ALTER … OWNER TO (as whoever runs: that needs the current owner's rights)."""
+    steps = []
+    for view in (v for v in phase.materialized_views if v.state == "present"):
+        fact = catalog.matviews.get(view.key)
+        want = catalog.owner_for(view.schema, owner)
+        if fact and fact.owner and fact.owner != want:
+            steps.append(Step((render(sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(
+                sql.Identifier(view.schema, view.name), sql.Identifier(want))),),
+                f"owned by {fact.owner}, belongs to {want}", f"materialized view {view.name}", "ACCESS EXCLUSIVE",
+                view.phase, table=view.key))
+    for function in (f for f in phase.functions if f.state == "present"):
+        function_fact = catalog.functions.get(function.key)
+        want = catalog.owner_for(function.schema, owner)
+        if function_fact and function_fact.owner and function_fact.owner != want and function_fact.overloads == 1:
+            steps.append(Step((render(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(
+                sql.Identifier(function.schema, function.name), sql.Identifier(want))),),
+                f"owned by {function_fact.owner}, belongs to {want}", f"function {function.name}", "none",
+                function.phase))
+    return steps
+
+
+def _as_owner(steps: list[Step], catalog: Catalog, schema: str, owner: str | None) -> list[Step]:
+    want = catalog.owner_for(schema, owner)
+    return [replace(s, run_as=want) if want != catalog.current_user else s for s in steps]
+
+
+def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), desired: Desired | None = None,
+               owner: str | None = None) -> Plan:
     """Everything one phase needs, in dependency order; removals first, in reverse order."""
     desired = desired or Desired()
     created = {v.key for v in phase.materialized_views} | {f.key for f in phase.functions}
@@ -543,27 +572,33 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
             if same:
                 notes.append(f"index {index.key} not built: {', '.join(same)} already has exactly this definition"
                              f" ({wanted}) — drop that one, or set allow_duplicate: true")
+    steps += ownership_steps(phase, catalog, owner)
     handled: set[str] = set()
     for view in (v for v in phase.materialized_views if v.state == "present"):
-        view_steps = plan_matview(view, catalog, [g for g in phase.grants if g.key == view.key], desired)
+        view_steps = _as_owner(plan_matview(view, catalog, [g for g in phase.grants if g.key == view.key], desired),
+                               catalog, view.schema, owner)
         if any(s.kind == "build" for s in view_steps):
             handled.add(view.key)  # its privileges were set in the transaction that built it
         steps += view_steps
     privilege_steps: list[Step] = []
     for function in (f for f in phase.functions if f.state == "present"):
         privileges = function_privileges(function, phase.grants, api_roles)
-        function_steps = plan_function(function, catalog, privileges, desired)
+        function_steps = _as_owner(plan_function(function, catalog, privileges, desired), catalog, function.schema,
+                                   owner)
         if all(s.statements[0].startswith("COMMENT") for s in function_steps):  # not replaced: compare privileges
             arguments = desired.functions[function.key].arguments if function.key in desired.functions else None
-            privilege_steps += [s for g in privileges for s in plan_grant(g, catalog, True, arguments)]
+            privilege_steps += _as_owner([s for g in privileges for s in plan_grant(g, catalog, True, arguments)],
+                                         catalog, function.schema, owner)
         handled.add(function.key)
         steps += function_steps
     steps += privilege_steps
     for grant in phase.grants:
         notes += grant_notes(grant, catalog, created)
         if grant.key not in handled:
-            steps += plan_grant(grant, catalog, grant.key in catalog.functions)
+            steps += _as_owner(plan_grant(grant, catalog, grant.key in catalog.functions), catalog, grant.schema, owner)
     for job in (j for j in phase.cron_jobs if j.state == "present"):
+        # scheduled as the login (pg_cron shows each role only its own jobs): it runs as the login, which owns
+        # or acts for the owner of what the job refreshes
         steps += plan_cron_job(job, catalog)
     return Plan(tuple(steps), tuple(notes))
 
@@ -572,7 +607,7 @@ def plan(spec: Spec, catalog: Catalog, phase_ids: Iterable[str], desired: Desire
     steps: list[Step] = []
     notes: list[str] = []
     for phase_id in phase_ids:
-        phase_plan = plan_phase(spec.phase(phase_id), catalog, spec.settings.api_roles, desired)
+        phase_plan = plan_phase(spec.phase(phase_id), catalog, spec.settings.api_roles, desired, spec.settings.owner)
         steps += phase_plan.steps
         notes += phase_plan.notes
     return Plan(tuple(steps), tuple(notes) + tuple(undeclared_notes(spec, catalog)))

@@ -65,6 +65,8 @@ class Settings:
     progress_interval_seconds: float = 5.0
     build_parallel_workers: int = 0
     api_roles: tuple[str, ...] = ("anon", "authenticated")
+    # who owns the views, functions and cron jobs created (default: the owner of the object's schema)
+    owner: str | None = None
 
 
 def seconds(duration: str) -> float:
@@ -409,7 +411,7 @@ class _Builder:
 def _build(path: Path, data: dict, marks: dict) -> Spec:
     b = _Builder(path, marks)
     settings_data = data.get("settings", {})
-    for key in ("schema",):
+    for key in ("schema", "owner"):
         if key in settings_data:
             b.identifier(settings_data[key], ("settings", key), "schema")
     for i, role in enumerate(settings_data.get("api_roles", [])):

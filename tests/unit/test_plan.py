@@ -334,7 +334,12 @@ def test_matview_compared_by_its_live_query():
     steps = plan.plan_matview(VIEW, edited, [REVOKE], desired_of(matviews={"public.mv_hot": VIEWDEF}))
     assert "the live query differs from the declared one" in steps[0].why
     swap = steps[1].statements
-    assert swap[0] == 'ALTER MATERIALIZED VIEW "public"."mv_hot_pgc_new" OWNER TO "postgres"'
+    owned = plan.plan_phase(Phase("p2", "two", materialized_views=(VIEW,), grants=(REVOKE,)),
+                            replace(edited, current_user="postgres", schema_owners={"public": "salesflow"}), (),
+                            desired_of(matviews={"public.mv_hot": VIEWDEF}))
+    # a superuser's run: the view belongs to the schema's owner again, and is rebuilt as that owner
+    assert [(s.why, s.run_as) for s in owned.steps][0] == ("owned by postgres, belongs to salesflow", None)
+    assert {s.run_as for s in owned.steps[1:]} == {"salesflow"}
     assert 'GRANT SELECT ON TABLE "public"."mv_hot_pgc_new" TO "reporting"' in swap
     assert swap.index('REVOKE ALL ON TABLE "public"."mv_hot_pgc_new" FROM "anon"') < swap.index(
         'DROP MATERIALIZED VIEW "public"."mv_hot"')
