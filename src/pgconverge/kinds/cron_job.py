@@ -1,0 +1,78 @@
+"""pg_cron jobs: the catalog query (jobs visible to the role), schedule/command/database/active compared,
+(re)scheduled, rollback."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from ..model import (
+    Catalog,
+    CatalogUnreadable,
+    CronJobFact,
+    Step,
+    render,
+)
+from ..spec import CronJobSpec
+
+
+def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFact]]:
+    """pg_cron's jobs visible to this role (cron.job has row-level security for non-superusers)."""
+    # pg_cron's extension lives in pg_catalog; its objects in schema cron.
+    available = conn.execute(
+        "SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n"
+        " WHERE n.nspname = 'cron' AND EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron')"
+    ).fetchone()
+    if not available:
+        return False, {}
+    if not available[0]:
+        user = conn.execute("SELECT current_user").fetchone()[0]  # type: ignore[index]
+        raise CatalogUnreadable(f"pg_cron is installed but {user} may not read its jobs — "
+                                f"GRANT USAGE ON SCHEMA cron TO {user} (as a superuser), then run again")
+    rows = conn.execute(
+        "SELECT jobname, schedule, command, database, active, jobid, username FROM cron.job WHERE jobname IS NOT NULL"
+    ).fetchall()
+    return True, {r[0]: CronJobFact(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
+
+
+def plan_cron_job(job: CronJobSpec, catalog: Catalog) -> list[Step]:
+    fact = catalog.cron_jobs.get(job.name)
+    database = job.database or catalog.database
+    label = f"cron job {job.name}"
+    if job.state == "absent":
+        if fact is None:
+            return []
+        return [Step((render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(job.name))),),
+                     "declared absent", label, "none", job.phase)]
+    if fact and (fact.schedule, fact.command.strip(), fact.database, fact.active) == (
+            job.schedule, job.command, database, True):
+        return []
+    if fact is None:
+        reason = "missing"
+    else:
+        changed = [what for what, old, new in (("schedule", fact.schedule, job.schedule),
+                                                ("command", fact.command.strip(), job.command),
+                                                ("database", fact.database, database)) if old != new]
+        reason = "changed " + ", ".join(changed) if changed else ""
+        if not fact.active:
+            # cron.schedule keeps a job's active flag and cron.alter_job needs a superuser on pg_cron 1.4: schedule
+            # it anew (active) in the same transaction as removing the switched-off one.
+            reason = (reason + ", " if reason else "") + "inactive (active = false)"
+    if database == catalog.database:
+        call = sql.SQL("SELECT cron.schedule({}, {}, {})").format(
+            sql.Literal(job.name), sql.Literal(job.schedule), sql.Literal(job.command))
+    else:
+        call = sql.SQL("SELECT cron.schedule_in_database({}, {}, {}, {})").format(
+            sql.Literal(job.name), sql.Literal(job.schedule), sql.Literal(job.command), sql.Literal(database))
+    statements = [render(call)]
+    if fact is not None and not fact.active:
+        statements.insert(0, render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(fact.jobid))))
+    return [Step(tuple(statements), f"{reason}: schedule '{job.schedule}'", label, "none", job.phase,
+                 transactional=len(statements) > 1)]
+
+
+def rollback_cron_job(job: CronJobSpec, catalog: Catalog, phase_id: str) -> list[Step]:
+    if job.name not in catalog.cron_jobs:
+        return []
+    return [Step((render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(job.name))),),
+                 "rollback", f"cron job {job.name}", "none", phase_id)]

@@ -1,0 +1,72 @@
+"""Extensions: the catalog query, schema and version compared, created or moved, rollback."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from ..model import (
+    Catalog,
+    ExtensionFact,
+    Step,
+    comment_sql,
+    is_managed,
+    render,
+)
+from ..spec import ExtensionSpec, marker
+
+
+def read_extensions(conn: psycopg.Connection) -> dict[str, ExtensionFact]:
+    rows = conn.execute(
+        """
+        SELECT e.extname, e.extversion, n.nspname, obj_description(e.oid, 'pg_extension'), e.extrelocatable
+        FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+        """
+    ).fetchall()
+    return {r[0]: ExtensionFact(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
+    fact = catalog.extensions.get(extension.name)
+    label = f"extension {extension.name}"
+    ident = sql.Identifier(extension.name)
+    if extension.state == "absent":
+        if fact and is_managed(fact.comment):
+            return [Step((render(sql.SQL("DROP EXTENSION IF EXISTS {}").format(ident)),), "declared absent", label,
+                         "ACCESS EXCLUSIVE", extension.phase)]
+        return []
+    if fact is None:
+        statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(ident)
+        before: list[str] = []
+        if extension.schema:
+            # Supabase keeps extensions in their own schema, never in the API's public schema.
+            if extension.schema not in ("pg_catalog", "public"):
+                before.append(render(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(extension.schema))))
+            statement += sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(extension.schema))
+        if extension.version:
+            statement += sql.SQL(" VERSION {}").format(sql.Literal(extension.version))
+        want = marker(extension.phase, "extension")
+        return [Step((*before, render(statement), comment_sql("EXTENSION", ident, want)), "missing", label, "none",
+                     extension.phase, transactional=True)]
+    steps = []
+    if extension.schema and fact.schema != extension.schema and fact.relocatable:
+        create = () if extension.schema in ("pg_catalog", "public") else (render(sql.SQL(
+            "CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(extension.schema))),)
+        steps.append(Step((*create, render(sql.SQL("ALTER EXTENSION {} SET SCHEMA {}").format(
+                               ident, sql.Identifier(extension.schema)))),
+                          f"in schema {fact.schema}, declared in {extension.schema}", label, "ACCESS EXCLUSIVE",
+                          extension.phase, transactional=True))
+    if extension.version and fact.version != extension.version:
+        steps.append(Step((render(sql.SQL("ALTER EXTENSION {} UPDATE TO {}").format(
+            ident, sql.Literal(extension.version))),), f"version {fact.version} → {extension.version}", label, "none",
+            extension.phase))
+    return steps
+
+
+def rollback_extension(extension: ExtensionSpec, catalog: Catalog, phase_id: str) -> list[Step]:
+    extension_fact = catalog.extensions.get(extension.name)
+    if not (extension_fact and is_managed(extension_fact.comment)):
+        return []
+    return [Step((render(sql.SQL("DROP EXTENSION IF EXISTS {}").format(sql.Identifier(extension.name))),),
+                 "rollback", f"extension {extension.name}", "ACCESS EXCLUSIVE", phase_id)]

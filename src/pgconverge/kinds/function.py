@@ -1,0 +1,123 @@
+"""Functions: the catalog query, the comparison by what pg_proc holds (body, result, volatility, SECURITY,
+settings), replace in one transaction leaving overloads that are not ours, rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import psycopg
+from psycopg import sql
+
+from ..model import (
+    USER_SCHEMAS,
+    Catalog,
+    Desired,
+    FunctionFact,
+    FunctionShape,
+    Step,
+    comment_sql,
+    is_managed,
+    render,
+)
+from ..spec import FunctionSpec, GrantSpec, marker
+from .privileges import grant_statements
+
+
+def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, FunctionFact]:
+    rows = conn.execute(
+        """
+        SELECT n.nspname || '.' || p.proname, pg_get_function_identity_arguments(p.oid),
+               obj_description(p.oid, 'pg_proc'), p.prosecdef, coalesce(p.proconfig, '{}'), p.oid::bigint,
+               count(*) OVER (PARTITION BY p.pronamespace, p.proname), pg_get_userbyid(p.proowner)
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE p.prokind = 'f' AND """ + USER_SCHEMAS + """
+          AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                          AND d.deptype = 'e')
+        """,
+    ).fetchall()
+    return {r[0]: FunctionFact(r[0].split(".", 1)[1], r[1], r[2], r[3], tuple(r[4]), r[5], r[6], r[7]) for r in rows}
+
+
+FUNCTION_SHAPES = """
+    SELECT pg_get_function_identity_arguments(p.oid), pg_get_function_result(p.oid), btrim(p.prosrc, E' \\n\\t;'),
+           p.provolatile::text, p.prosecdef, coalesce(p.proconfig, '{}'),
+           coalesce(obj_description(p.oid, 'pg_proc') LIKE 'pgconverge:%%', false), p.oid::bigint || ':' || p.xmin::text
+    FROM pg_proc p WHERE p.pronamespace = %s::regnamespace AND p.proname = %s
+"""
+
+
+def _shape_differences(live: FunctionShape, wanted: FunctionShape) -> list[str]:
+    return [what for what, a, b in (("body", live.source, wanted.source), ("result", live.result, wanted.result),
+                                    ("volatility", live.volatility, wanted.volatility),
+                                    ("SECURITY DEFINER", live.security_definer, wanted.security_definer),
+                                    ("settings", live.config, wanted.config)) if a != b]
+
+
+def _same_shape(live: FunctionShape, wanted: FunctionShape) -> bool:
+    return live.arguments == wanted.arguments and not _shape_differences(live, wanted)
+
+
+def plan_function(function: FunctionSpec, catalog: Catalog, privileges: Iterable[GrantSpec] = (),
+                  desired: Desired | None = None) -> list[Step]:
+    schema = function.schema
+    fact = catalog.functions.get(function.key)
+    want = marker(function.phase, function.definition_hash)
+    label = f"function {function.name}"
+    wanted = (desired or Desired()).functions.get(function.key)
+    live = (desired or Desired()).live_functions.get(function.key, ())
+    # With the declared signature known, every statement names it: hand-made overloads may share the name.
+    target: sql.Composable = sql.Identifier(schema, function.name)
+    if wanted:
+        target = sql.SQL("{}({})").format(target, sql.SQL(wanted.arguments))
+    if function.state == "absent":
+        if fact and is_managed(fact.comment):
+            return [Step((render(sql.SQL("DROP FUNCTION IF EXISTS {}").format(target)),), "declared absent", label,
+                         "ACCESS EXCLUSIVE (function only)", function.phase)]
+        return []
+    if wanted:
+        match = next((shape for shape in live if _same_shape(shape, wanted)), None)
+        if match is not None:
+            if match.managed and fact is not None and fact.comment == want:
+                return []
+            why = ("adopt: the live function equals the declared one" if not match.managed
+                   else f"re-mark: the live function equals the declared one ({want})")
+            return [Step((comment_sql("FUNCTION", target, want),), why, label, "none", function.phase)]
+        same_arguments = next((shape for shape in live if shape.arguments == wanted.arguments), None)
+        reason = ("missing" if not live else
+                  f"live {', '.join(_shape_differences(same_arguments, wanted))} differ from the declared"
+                  if same_arguments else f"argument list changed (declared ({wanted.arguments}))")
+    elif fact is not None and fact.comment == want:
+        return []
+    else:
+        reason = "missing" if fact is None else (
+            f"body changed ({fact.comment} → {want})" if is_managed(fact.comment) else "exists without our marker")
+    statements = [function.body.rstrip().rstrip(";")]
+    if fact is not None:
+        # A changed argument list creates a second overload: drop every other one that is ours (marked); overloads
+        # made by hand are not ours and stay.
+        statements.append(render(sql.SQL(
+            "DO $pgconverge$ DECLARE old regprocedure; BEGIN FOR old IN SELECT p.oid::regprocedure FROM pg_proc p"
+            " WHERE p.proname = {} AND p.pronamespace = {}::regnamespace AND age(p.xmin) > 0"
+            " AND obj_description(p.oid, 'pg_proc') LIKE 'pgconverge:%'"
+            " LOOP EXECUTE format('DROP FUNCTION %s', old); END LOOP; END $pgconverge$").format(
+            sql.Literal(function.name), sql.Literal(schema))))
+    kept = [s.arguments for s in live if not s.managed and (not wanted or s.arguments != wanted.arguments)]
+    if kept:
+        reason += f"; other overloads not ours, left alone: {function.name}({'), ('.join(kept)})"
+    statements.append(comment_sql("FUNCTION", target, want))
+    # In the creating transaction (a changed argument list creates a new function too): nobody but the owner can
+    # execute it even for a moment; default privileges (Supabase's for anon) are unknown here, so state them all.
+    statements += [s for g in privileges
+                   for s in grant_statements(g, function.name, function.schema, None, True, catalog.roles,
+                                              wanted.arguments if wanted else None)]
+    return [Step(tuple(statements), f"{reason}: CREATE OR REPLACE from sql/{function.sql_file}", label,
+                 "none (replaced atomically)", function.phase, transactional=True)]
+
+
+def rollback_function(function: FunctionSpec, catalog: Catalog, phase_id: str) -> list[Step]:
+    function_fact = catalog.functions.get(function.key)
+    if not (function_fact and is_managed(function_fact.comment)):
+        return []
+    return [Step((render(sql.SQL("DROP FUNCTION IF EXISTS {}").format(
+        sql.Identifier(function.schema, function.name))),), "rollback", f"function {function.name}",
+        "ACCESS EXCLUSIVE (function only)", phase_id)]

@@ -1,0 +1,134 @@
+"""Materialized views: the catalog query, the comparison by pg_get_viewdef, build beside and swap with the
+old view's privileges, rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import psycopg
+from psycopg import sql
+
+from ..model import (
+    TABLE_PRIVILEGES,
+    USER_SCHEMAS,
+    Catalog,
+    Desired,
+    MatViewFact,
+    Step,
+    comment_sql,
+    is_managed,
+    key_index_name,
+    render,
+    temp_name,
+)
+from ..spec import GrantSpec, MatViewSpec, marker
+from .privileges import grant_statements
+
+
+def read_matviews(conn: psycopg.Connection, schema: str) -> dict[str, MatViewFact]:
+    rows = conn.execute(
+        """
+        SELECT n.nspname || '.' || c.relname, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class'), c.oid::bigint,
+               pg_get_userbyid(c.relowner)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'm' AND """ + USER_SCHEMAS,
+    ).fetchall()
+    return {r[0]: MatViewFact(r[0].split(".", 1)[1], r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def _matview_build(view: MatViewSpec, name: str, schema: str, grants: Iterable[GrantSpec], catalog: Catalog) -> tuple[str, ...]:
+    want = marker(view.phase, view.definition_hash)
+    return (
+        render(sql.SQL("CREATE MATERIALIZED VIEW {} AS {} WITH DATA").format(
+            sql.Identifier(schema, name), sql.SQL(view.query))),
+        render(sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(
+            sql.Identifier(key_index_name(name)), sql.Identifier(schema, name),
+            sql.SQL(", ").join(map(sql.Identifier, view.unique_key)))),
+        comment_sql("MATERIALIZED VIEW", sql.Identifier(schema, name), want),
+        # Privileges go in the same transaction: default privileges (e.g. Supabase's) must never expose a new view.
+        *[s for g in grants for s in grant_statements(g, name, schema, None, False, catalog.roles)],
+    )
+
+
+def carried_over(view: MatViewSpec, fact_owner: str, old_acl: dict[str, frozenset[str]], tmp: str,
+                 grants: list[GrantSpec], catalog: Catalog) -> list[str]:
+    """What the old view had that phases.yml does not say otherwise: every privilege, given to the new view in the
+    swap transaction (then the declared grants and revokes again, which win). The owner is kept because the new
+    view is built as the owner (Step.run_as)."""
+    target = sql.Identifier(view.schema, tmp)
+    statements = []
+    for role, privileges in sorted(old_acl.items()):
+        if role == fact_owner or not privileges & TABLE_PRIVILEGES or (role not in catalog.roles and role != "PUBLIC"):
+            continue
+        statements.append(render(sql.SQL("GRANT {} ON TABLE {} TO {}").format(
+            sql.SQL(", ".join(sorted(privileges & TABLE_PRIVILEGES))), target,
+            sql.SQL("PUBLIC") if role == "PUBLIC" else sql.Identifier(role))))
+    return statements + [s for g in grants for s in grant_statements(g, tmp, view.schema, None, False, catalog.roles)]
+
+
+def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec],
+                 desired: Desired | None = None) -> list[Step]:
+    schema = view.schema
+    wanted = (desired or Desired()).matviews.get(view.key)
+    fact = catalog.matviews.get(view.key)
+    tmp = temp_name(view.name)
+    tmp_fact = catalog.matviews.get(f"{schema}.{tmp}")
+    want = marker(view.phase, view.definition_hash)
+    label = f"materialized view {view.name}"
+    grants = list(grants)
+    steps: list[Step] = []
+
+    if view.state == "absent":
+        if fact and is_managed(fact.comment):
+            steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
+                sql.Identifier(schema, view.name))),), "declared absent", label, "ACCESS EXCLUSIVE", view.phase,
+                table=view.key))
+        return steps
+
+    swap = (
+        render(sql.SQL("ALTER MATERIALIZED VIEW {} RENAME TO {}").format(
+            sql.Identifier(schema, tmp), sql.Identifier(view.name))),
+        render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            sql.Identifier(schema, key_index_name(tmp)), sql.Identifier(key_index_name(view.name)))),
+    )
+    if tmp_fact is not None:
+        if fact is None and tmp_fact.comment == want:
+            return [Step(swap, f"finish an interrupted swap: {tmp} is built and current", label, "ACCESS EXCLUSIVE",
+                         view.phase, transactional=True, table=f"{schema}.{tmp}")]
+        steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(sql.Identifier(schema, tmp))),),
+                          f"remove {tmp} left by an interrupted rebuild", label, "ACCESS EXCLUSIVE", view.phase,
+                          table=f"{schema}.{tmp}"))
+
+    if fact is None:
+        steps.append(Step(_matview_build(view, view.name, schema, grants, catalog),
+                          f"missing: build from sql/{view.sql_file} with its unique index", label,
+                          "ACCESS EXCLUSIVE (new object only)", view.phase, transactional=True, kind="build"))
+    elif wanted and fact.definition == wanted:
+        if fact.comment != want:
+            why = ("adopt: the live query equals the declared one, no rebuild" if not is_managed(fact.comment)
+                   else f"re-mark: the live query equals the declared one ({fact.comment} → {want})")
+            steps.append(Step((comment_sql("MATERIALIZED VIEW", sql.Identifier(schema, view.name), want),), why, label,
+                              "SHARE UPDATE EXCLUSIVE", view.phase, table=view.key))
+    elif fact.comment != want or wanted:
+        reason = ("the live query differs from the declared one" if wanted
+                  else f"query changed ({fact.comment} → {want})" if is_managed(fact.comment)
+                  else "exists without our marker, so its query is unknown")
+        steps.append(Step(_matview_build(view, tmp, schema, grants, catalog), f"{reason}: build the new one beside the old",
+                          label, "ACCESS EXCLUSIVE (new object only)", view.phase, transactional=True, kind="build"))
+        drop_old = render(sql.SQL("DROP MATERIALIZED VIEW {}").format(sql.Identifier(schema, view.name)))
+        keep = carried_over(view, fact.owner, catalog.acls.get(view.key, {}), tmp, grants, catalog)
+        steps.append(Step((*keep, drop_old, *swap), "swap the new view in with the old one's owner and privileges,"
+                          " one short transaction", label, "ACCESS EXCLUSIVE", view.phase, transactional=True,
+                          table=view.key))
+    return steps
+
+
+def rollback_matview(view: MatViewSpec, catalog: Catalog, phase_id: str) -> list[Step]:
+    steps = []
+    for name in (view.name, temp_name(view.name)):
+        view_fact = catalog.matviews.get(f"{view.schema}.{name}")
+        if view_fact and is_managed(view_fact.comment):
+            steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
+                sql.Identifier(view.schema, name))),), "rollback", f"materialized view {view.name}",
+                "ACCESS EXCLUSIVE", phase_id, table=f"{view.schema}.{name}"))
+    return steps

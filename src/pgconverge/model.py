@@ -1,0 +1,191 @@
+"""The ground floor: the values every kind and the planner share — steps, the plan, the catalog's fact records,
+markers. Nothing here does I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+MARKER_PREFIX = "pgconverge:"
+
+TABLE_PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"})
+
+
+FUNCTION_PRIVILEGES = frozenset({"EXECUTE"})
+
+
+TEMP_SUFFIX = "_pgc_new"
+
+
+RETIRED_SUFFIX = "_pgc_old"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of execution: a single statement, or several that must commit together."""
+
+    statements: tuple[str, ...]
+    why: str
+    object: str
+    lock: str
+    phase: str
+    transactional: bool = False
+    # build: long-running (statement_timeout 0, progress logged); ddl: short lock, retried on lock timeout
+    kind: str = "ddl"
+    table: str | None = None
+    # the role the step runs as (SET ROLE), so new objects belong to their schema's owner whoever connects
+    run_as: str | None = None
+
+    @property
+    def sql(self) -> str:
+        if self.transactional:
+            return "BEGIN;\n" + ";\n".join(self.statements) + ";\nCOMMIT;"
+        return ";\n".join(self.statements) + ";"
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def render(composable: sql.Composable) -> str:
+    return composable.as_string(None)
+
+
+def temp_name(name: str) -> str:
+    return name[: 63 - len(TEMP_SUFFIX)] + TEMP_SUFFIX
+
+
+def retired_name(name: str) -> str:
+    return name[: 63 - len(RETIRED_SUFFIX)] + RETIRED_SUFFIX
+
+
+def key_index_name(view: str) -> str:
+    return view[:59] + "_key"
+
+
+def comment_sql(kind: str, name: sql.Composable, text: str | None) -> str:
+    return render(sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(kind), name, sql.Literal(text)))
+
+
+@dataclass(frozen=True)
+class IndexFact:
+    name: str
+    table: str
+    valid: bool
+    definition: str
+    comment: str | None = None
+    oid: int = 0
+
+
+@dataclass(frozen=True)
+class MatViewFact:
+    name: str
+    definition: str
+    comment: str | None = None
+    oid: int = 0
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class FunctionFact:
+    name: str
+    arguments: str
+    comment: str | None = None
+    security_definer: bool = False
+    config: tuple[str, ...] = ()
+    oid: int = 0
+    overloads: int = 1
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class CronJobFact:
+    name: str
+    schedule: str
+    command: str
+    database: str
+    active: bool = True
+    jobid: int = 0
+    username: str = ""
+
+
+@dataclass(frozen=True)
+class ExtensionFact:
+    name: str
+    version: str
+    schema: str
+    comment: str | None = None
+    relocatable: bool = True
+
+
+@dataclass(frozen=True)
+class Catalog:
+    database: str = "postgres"
+    current_user: str = "postgres"
+    schema: str = "public"
+    indexes: dict[str, IndexFact] = field(default_factory=dict)
+    matviews: dict[str, MatViewFact] = field(default_factory=dict)
+    functions: dict[str, FunctionFact] = field(default_factory=dict)
+    cron_jobs: dict[str, CronJobFact] = field(default_factory=dict)
+    cron_available: bool = False
+    extensions: dict[str, ExtensionFact] = field(default_factory=dict)
+    # object name → role → privileges ("PUBLIC" for the public pseudo-role)
+    acls: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
+    roles: frozenset[str] = frozenset()
+    relations: frozenset[str] = frozenset()
+    row_estimates: dict[str, int] = field(default_factory=dict)
+    # schema → the role that owns it (pg_database_owner resolved to the database's owner)
+    schema_owners: dict[str, str] = field(default_factory=dict)
+
+    def owner_for(self, schema: str, declared: str | None) -> str:
+        """Who a new object in `schema` belongs to: settings.owner, else the schema's owner, else whoever runs."""
+        return declared or self.schema_owners.get(schema) or self.current_user
+
+
+# every schema but the system's: objects are keyed "schema.name" in the Catalog
+USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                " AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'")
+
+
+def is_managed(comment: str | None) -> bool:
+    return bool(comment and comment.startswith(MARKER_PREFIX))
+
+
+@dataclass(frozen=True)
+class FunctionShape:
+    """What makes a function behave: compared between the live catalog and phases.yml's body."""
+
+    arguments: str
+    result: str
+    source: str
+    volatility: str
+    security_definer: bool
+    config: tuple[str, ...]
+    managed: bool = False
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The declared objects as the server itself prints them (canonical), next to the live ones' prints."""
+
+    indexes: dict[str, str] = field(default_factory=dict)          # key → "USING btree (…) …" of the declared one
+    matviews: dict[str, str] = field(default_factory=dict)         # key → pg_get_viewdef of the declared query
+    functions: dict[str, FunctionShape] = field(default_factory=dict)
+    live_functions: dict[str, tuple[FunctionShape, ...]] = field(default_factory=dict)  # every overload
+
+
+INDEX_DEFINITION = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ (USING .*)$", re.DOTALL)
+
+
+def canonical_index(definition: str) -> str | None:
+    """pg_get_indexdef without the index's and table's names: what the index is, whatever it is called."""
+    match = INDEX_DEFINITION.match(definition)
+    return f"{match.group(1) or ''}{match.group(2)}" if match else None
+
+
+class CatalogUnreadable(LookupError):
+    """The catalog could not be read; one line naming what to grant."""
