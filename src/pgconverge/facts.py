@@ -4,7 +4,6 @@ server says of the declared objects (rendered in transactions that are rolled ba
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import psycopg
 from psycopg import sql
@@ -12,7 +11,7 @@ from psycopg import sql
 from .kinds.cron_job import read_cron_jobs
 from .kinds.extension import read_extensions
 from .kinds.function import FUNCTION_SHAPES, read_functions
-from .kinds.index import create_index_sql, read_indexes
+from .kinds.index import build_on_probe, read_indexes
 from .kinds.matview import read_matviews
 from .kinds.privileges import read_acls
 from .model import (
@@ -109,13 +108,9 @@ def index_definition_problems(conn: psycopg.Connection, indexes: list, extension
                 except psycopg.Error:
                     pass  # the apply will say why; indexes that need it are then not checked
             for number, index in enumerate(indexes):
-                probe = f"pgconverge_probe_{number}"
                 try:
                     with conn.transaction():
-                        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(
-                            sql.Identifier(probe), sql.Identifier(index.schema, index.table_name)))
-                        conn.execute(create_index_sql(replace(index, schema="pg_temp", table=probe), f"{probe}_i")
-                                     .replace(" CONCURRENTLY ", " ", 1))  # type: ignore[arg-type]
+                        build_on_probe(conn, index, number)
                 except psycopg.errors.InsufficientPrivilege:
                     return problems  # no TEMP privilege here: the apply is the check
                 except psycopg.Error as exc:
@@ -140,22 +135,16 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
     rolled back (temporary tables and views; function bodies unchecked): drift is then a comparison of what is with
     what is wanted, not of our own comment. An object the server cannot render here stays unknown (the marker
     decides, as before)."""
-
-
     desired = Desired()
     phases = [spec.phase(pid) for pid in phase_ids]
     try:
         with conn.transaction():
             conn.execute("SET LOCAL check_function_bodies = off")
             for number, index in enumerate(i for p in phases for i in p.indexes if i.state == "present"):
-                probe = f"pgconverge_probe_{number}"
                 try:
                     with conn.transaction():
-                        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(
-                            sql.Identifier(probe), sql.Identifier(index.schema, index.table_name)))
-                        conn.execute(create_index_sql(replace(index, schema="pg_temp", table=probe), f"{probe}_i")
-                                     .replace(" CONCURRENTLY ", " ", 1))  # type: ignore[arg-type]
-                        row = conn.execute("SELECT pg_get_indexdef(to_regclass(%s))", [f"pg_temp.{probe}_i"]).fetchone()
+                        probe = build_on_probe(conn, index, number)
+                        row = conn.execute("SELECT pg_get_indexdef(to_regclass(%s))", [probe]).fetchone()
                         canonical = canonical_index(row[0]) if row and row[0] else None
                         if canonical:
                             desired.indexes[index.key] = canonical

@@ -113,18 +113,25 @@ class SqlCommand(PyinfraCommand):
             return _fail(host, str(exc))
 
 
-class GateCommand(PyinfraCommand):
-    """Runs a phase's gates; any failure fails the host (optionally after rolling the phase back)."""
+class PhaseCommand(PyinfraCommand):
+    """A command of ours about one phase of phases.yml."""
 
-    def __init__(self, spec: Spec, phase_id: str, keep_going: bool = False):
+    def __init__(self, spec: Spec, phase_id: str):
         super().__init__()
         self.spec = spec
         self.phase_id = phase_id
-        # verify: every phase's gates run; the summary fails the host at the end
-        self.keep_going = keep_going
 
     def __repr__(self) -> str:
-        return f"GateCommand({self.phase_id})"
+        return f"{type(self).__name__}({self.phase_id})"
+
+
+class GateCommand(PhaseCommand):
+    """Runs a phase's gates; any failure fails the host (optionally after rolling the phase back)."""
+
+    def __init__(self, spec: Spec, phase_id: str, keep_going: bool = False):
+        super().__init__(spec, phase_id)
+        # verify: every phase's gates run; the summary fails the host at the end
+        self.keep_going = keep_going
 
     def execute(self, state, host, connector_arguments) -> bool:
         phase = self.spec.phase(self.phase_id)
@@ -156,16 +163,8 @@ class GateCommand(PyinfraCommand):
         return _fail(host, f"{phase.id}: {len(failed)} of {len(phase.gates)} gates failed — first: {failed[0].line()}")
 
 
-class BaselineCommand(PyinfraCommand):
+class BaselineCommand(PhaseCommand):
     """Before a phase changes anything: p95 of each latency gate that compares with before (max_ratio_to_before)."""
-
-    def __init__(self, spec: Spec, phase_id: str):
-        super().__init__()
-        self.spec = spec
-        self.phase_id = phase_id
-
-    def __repr__(self) -> str:
-        return f"BaselineCommand({self.phase_id})"
 
     def execute(self, state, host, connector_arguments) -> bool:
         try:
@@ -361,16 +360,8 @@ def phase_gates(phase_id: str, keep_going: bool = False):
     yield GateCommand(spec, phase_id, keep_going)
 
 
-class DriftCommand(PyinfraCommand):
+class DriftCommand(PhaseCommand):
     """verify: every object of a phase whose live state differs from phases.yml, one line each (read-only)."""
-
-    def __init__(self, spec: Spec, phase_id: str):
-        super().__init__()
-        self.spec = spec
-        self.phase_id = phase_id
-
-    def __repr__(self) -> str:
-        return f"DriftCommand({self.phase_id})"
 
     def execute(self, state, host, connector_arguments) -> bool:
         try:

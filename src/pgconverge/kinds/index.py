@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import psycopg
 from psycopg import sql
@@ -183,3 +184,14 @@ def rollback_index(index: IndexSpec, catalog: Catalog, phase_id: str) -> list[St
             steps.append(Step((drop_index_sql(name, index.schema),), "rollback", f"index {index.name}",
                               "SHARE UPDATE EXCLUSIVE", phase_id, table=index.table))
     return steps
+
+
+def build_on_probe(conn: psycopg.Connection, index: IndexSpec, number: int) -> str:
+    """Build the declared index on an empty temporary copy of its table (inside the caller's transaction, which
+    rolls back): the server's own check of the definition, and its own print of it. Returns the probe index."""
+    probe = f"pgconverge_probe_{number}"
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(
+        sql.Identifier(probe), sql.Identifier(index.schema, index.table_name)))
+    conn.execute(create_index_sql(replace(index, schema="pg_temp", table=probe), f"{probe}_i")
+                 .replace(" CONCURRENTLY ", " ", 1))  # type: ignore[arg-type]
+    return f"pg_temp.{probe}_i"
