@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron redis-server python3-venv
+DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-hypopg redis-server python3-venv
 SCALE ?= M
 
 .PHONY: deps venv lab demo test lint lint-sql check bench faults clean

@@ -126,6 +126,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 1 if any(p.error for p in plans) else 0
 
 
+def cmd_advise(args: argparse.Namespace) -> int:
+    """Read-only: an index proposal from the real workload, as a phases.yml fragment."""
+    import psycopg
+
+    from . import advise
+
+    url = _database_url(args)
+    with psycopg.connect(url, autocommit=True, application_name="pgconverge-advise") as conn:
+        advice = advise.advise(conn, None, args.min_calls, args.min_mean_ms, args.top)
+    text = advise.to_yaml(advice)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"{args.output}: {len(advice.chosen)} indexes for {len(advice.statements)} statements")
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_export_sql(args: argparse.Namespace) -> int:
     from . import report
 
@@ -232,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--format", choices=["md", "json"], default="md")
     plan.add_argument("--output", help="write to this file instead of standard output")
     plan.set_defaults(func=cmd_plan)
+
+    adv = commands.add_parser("advise", help="index proposal from pg_stat_statements + HypoPG (read-only)")
+    _add_database_url(adv)
+    adv.add_argument("--min-calls", type=int, default=5)
+    adv.add_argument("--min-mean-ms", type=float, default=0.0)
+    adv.add_argument("--top", type=int, default=20, help="statements by total time")
+    adv.add_argument("--output", help="write the phases.yml fragment here")
+    adv.set_defaults(func=cmd_advise)
 
     export = commands.add_parser("export-sql", help="write every statement the planner can generate (for squawk)")
     _add_phases(export)

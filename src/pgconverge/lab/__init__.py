@@ -26,6 +26,7 @@ PG_BIN = Path(os.environ.get("PGCONVERGE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DEBIAN_PACKAGES = {
     PG_BIN / "initdb": "postgresql-15",
     PG_BIN.parent / "lib" / "pg_cron.so": "postgresql-15-cron",
+    PG_BIN.parent / "lib" / "hypopg.so": "postgresql-15-hypopg",
     Path("/usr/bin/redis-server"): "redis-server",
 }
 APP_DATABASE = "salesflow"
@@ -270,6 +271,8 @@ def prepare_app_database(conn: psycopg.Connection, with_cron: bool) -> None:
     conn.execute("CREATE SCHEMA IF NOT EXISTS extensions")
     conn.execute("GRANT USAGE ON SCHEMA extensions TO PUBLIC")
     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA extensions")
+    # hypothetical indexes for pgconverge advise (needs a superuser, as on Supabase's dashboard)
+    conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg WITH SCHEMA extensions")
     if with_cron:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron WITH SCHEMA pg_catalog")  # as Supabase does
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA cron TO {}").format(sql.Identifier(APP_ROLE)))

@@ -1,0 +1,270 @@
+"""`pgconverge advise`: the slowest statements of the real workload (pg_stat_statements), candidate indexes read
+from their text (pglast), costed as hypothetical indexes (HypoPG) and chosen greedily across the workload weighted
+by calls → a phases.yml fragment with the evidence. Read-only on the target: plans and hypothetical indexes only."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pglast
+import psycopg
+from pglast import ast
+from pglast.enums.parsenodes import A_Expr_Kind, SortByDir
+from psycopg import sql
+
+from .spec import Spec
+
+# stop when the next index saves less than this share of the workload's remaining estimated cost
+MIN_SAVING = 0.10
+MAX_INDEXES = 12
+# catalog queries, our own (kpi, advise, gates read pg_* and hypopg) and pg_cron's
+SKIP = re.compile(r"\b(pg_|information_schema|hypopg|cron\.|pgconverge)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Statement:
+    queryid: int
+    query: str
+    calls: int
+    mean_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class Candidate:
+    schema: str
+    table: str
+    columns: tuple[str, ...]  # each "column" or "column DESC"
+
+    @property
+    def name(self) -> str:
+        parts = [c.split()[0] for c in self.columns]
+        return ("idx_" + "_".join([self.table.lower(), *parts]))[:63]
+
+    def create_sql(self) -> str:
+        columns = sql.SQL(", ").join(
+            sql.SQL("{}{}").format(sql.Identifier(c.split()[0]), sql.SQL(" DESC" if c.endswith(" DESC") else ""))
+            for c in self.columns)
+        return sql.SQL("CREATE INDEX ON {} ({})").format(sql.Identifier(self.schema, self.table), columns).as_string(None)
+
+
+@dataclass
+class Advice:
+    # candidate, workload cost before and after it, how many statements it made cheaper
+    chosen: list[tuple[Candidate, float, float, int]] = field(default_factory=list)
+    statements: list[tuple[Statement, float, float]] = field(default_factory=list)  # statement, before, after
+    write_rates: dict[str, float] = field(default_factory=dict)
+    unused: list[tuple[str, int, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def require_hypopg(conn: psycopg.Connection) -> None:
+    """HypoPG must be there; its schema (Supabase: extensions) is appended to this session's search_path."""
+    row = conn.execute("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'hypopg'").fetchone()
+    if row:
+        conn.execute("SELECT set_config('search_path', current_setting('search_path') || ', ' || %s, false)", [row[0]])
+        return
+    raise LookupError("HypoPG is not installed in this database — install postgresql-15-hypopg and run CREATE"
+                      " EXTENSION hypopg as a superuser (or advise against a copy that has it); nothing was read")
+
+
+def top_statements(conn: psycopg.Connection, min_calls: int, min_mean_ms: float, top: int) -> list[Statement]:
+    row = conn.execute("SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n"
+                       " ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'").fetchone()
+    if not row:
+        raise LookupError("pg_stat_statements is not installed here — it is the baseline advise reads (phase 1)")
+    rows = conn.execute(sql.SQL(
+        "SELECT queryid, query, calls, mean_exec_time, total_exec_time FROM {}.pg_stat_statements"
+        " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND calls >= %s AND mean_exec_time >= %s ORDER BY total_exec_time DESC LIMIT 200").format(
+        sql.SQL(row[0])), [min_calls, min_mean_ms]).fetchall()
+    statements = [Statement(r[0], plannable(r[1]), *r[2:]) for r in rows
+                  if is_select(plannable(r[1])) and not SKIP.search(r[1])]
+    return statements[:top]
+
+
+def is_select(query: str) -> bool:
+    """A query (not utility, not a write) that a plan can be asked for; comments and all."""
+    try:
+        parsed = pglast.parse_sql(query)
+    except pglast.parser.ParseError:
+        return False
+    return len(parsed) == 1 and isinstance(parsed[0].stmt, ast.SelectStmt)
+
+
+def _columns_of(node: Any) -> list[Any]:
+    return [n for n in _walk(node) if isinstance(n, ast.ColumnRef)]
+
+
+def _walk(node: Any):
+    if isinstance(node, tuple | list):
+        for item in node:
+            yield from _walk(item)
+    elif isinstance(node, ast.Node):
+        yield node
+        for attribute in node:
+            yield from _walk(getattr(node, attribute))
+
+
+def _column_name(ref: ast.ColumnRef) -> tuple[str | None, str] | None:
+    names = [str(f.sval) for f in ref.fields or () if isinstance(f, ast.String)]
+    if not names:
+        return None
+    return (names[-2] if len(names) > 1 else None), names[-1]
+
+
+def candidates_of(query: str, columns: dict[tuple[str, str], set[str]]) -> list[Candidate]:
+    """Equality columns first, then one range or ORDER BY column, per table of a SELECT (pglast)."""
+    try:
+        statement = pglast.parse_sql(query)[0].stmt
+    except pglast.parser.ParseError:
+        return []
+    if not isinstance(statement, ast.SelectStmt):
+        return []
+    tables: dict[str, tuple[str, str]] = {}
+    for node in _walk(statement.fromClause):
+        if isinstance(node, ast.RangeVar):
+            key = (str(node.schemaname or "public"), str(node.relname))
+            tables[str(node.alias.aliasname) if node.alias else key[1]] = key
+            tables.setdefault(key[1], key)
+    equal: dict[tuple[str, str], list[str]] = {}
+    ranged: dict[tuple[str, str], list[str]] = {}
+
+    def owner(ref: ast.ColumnRef) -> tuple[tuple[str, str], str] | None:
+        name = _column_name(ref)
+        if name is None:
+            return None
+        alias, column = name
+        keys = [tables[alias]] if alias in tables else [k for k in set(tables.values()) if column in columns.get(k, ())]
+        return (keys[0], column) if len(keys) == 1 and column in columns.get(keys[0], ()) else None
+
+    for node in _walk(statement.whereClause):
+        if isinstance(node, ast.A_Expr) and isinstance(node.lexpr, ast.ColumnRef):
+            found = owner(node.lexpr)
+            operator = node.name[0].sval if node.name else ""
+            if found and (operator == "=" or node.kind == A_Expr_Kind.AEXPR_IN):
+                equal.setdefault(found[0], []).append(found[1])
+            elif found and operator in ("<", ">", "<=", ">="):
+                ranged.setdefault(found[0], []).append(found[1])
+    for sort in statement.sortClause or ():
+        if isinstance(sort.node, ast.ColumnRef):
+            found = owner(sort.node)
+            if found:
+                desc = " DESC" if sort.sortby_dir == SortByDir.SORTBY_DESC else ""
+                ranged.setdefault(found[0], []).append(found[1] + desc)
+    result = []
+    for key in set(equal) | set(ranged):
+        eq = list(dict.fromkeys(equal.get(key, [])))
+        tail = [c for c in ranged.get(key, []) if c.split()[0] not in eq][:1]
+        if eq + tail:
+            result.append(Candidate(key[0], key[1], tuple(eq + tail)))
+            if eq and tail:
+                result.append(Candidate(key[0], key[1], tuple(eq)))
+    return result
+
+
+TYPED_LITERAL = re.compile(r"\b(interval|date|timestamptz|timestamp|time|numeric|uuid|jsonb?)\s+\$(\d+)", re.IGNORECASE)
+
+
+def plannable(query: str) -> str:
+    """pg_stat_statements replaces `interval '14 days'` by `interval $2`, which is no SQL: make it `$2::interval`."""
+    return TYPED_LITERAL.sub(lambda m: f"${m.group(2)}::{m.group(1)}", query)
+
+
+def _cost(conn: psycopg.Connection, statement: Statement) -> float | None:
+    count = max((int(n) for n in re.findall(r"\$(\d+)", statement.query)), default=0)
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            conn.execute(f"PREPARE pgconverge_advise AS {plannable(statement.query)}")  # type: ignore[arg-type]
+            arguments = "(" + ", ".join(["NULL"] * count) + ")" if count else ""
+            row = conn.execute(f"EXPLAIN (FORMAT JSON) EXECUTE pgconverge_advise{arguments}").fetchone()  # type: ignore[arg-type]
+            conn.execute("DEALLOCATE pgconverge_advise")
+    except psycopg.Error:
+        return None
+    return float(row[0][0]["Plan"]["Total Cost"]) if row else None
+
+
+def _workload_cost(conn: psycopg.Connection, statements: list[Statement], hypothetical: list[Candidate]) -> dict[int, float]:
+    conn.execute("SELECT hypopg_reset()")
+    for candidate in hypothetical:
+        conn.execute("SELECT hypopg_create_index(%s)", [candidate.create_sql()])
+    costs = {s.queryid: c for s in statements if (c := _cost(conn, s)) is not None}
+    conn.execute("SELECT hypopg_reset()")
+    return costs
+
+
+def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_mean_ms: float = 0.0,
+           top: int = 20) -> Advice:
+    require_hypopg(conn)
+    advice = Advice()
+    statements = top_statements(conn, min_calls, min_mean_ms, top)
+    columns: dict[tuple[str, str], set[str]] = {}
+    for schema, table, column in conn.execute(
+            "SELECT n.nspname, c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND a.attnum > 0"
+            " AND NOT a.attisdropped AND n.nspname NOT IN ('pg_catalog', 'information_schema')").fetchall():
+        columns.setdefault((schema, table), set()).add(column)
+    pool = list(dict.fromkeys(c for s in statements for c in candidates_of(s.query, columns)))
+    base = _workload_cost(conn, statements, [])
+    statements = [s for s in statements if s.queryid in base]
+    calls = {s.queryid: s.calls for s in statements}
+
+    def total(costs: dict[int, float]) -> float:
+        return sum(calls[q] * c for q, c in costs.items())
+
+    current = base
+    chosen: list[Candidate] = []
+    while pool and len(chosen) < MAX_INDEXES:
+        trials = [(total(costs := _workload_cost(conn, statements, [*chosen, c])), c, costs) for c in pool]
+        best_total, best, best_costs = min(trials, key=lambda t: t[0])
+        if total(current) - best_total < MIN_SAVING * total(current):
+            break
+        helped = sum(1 for q, c in best_costs.items() if c < current.get(q, c))
+        advice.chosen.append((best, total(current), best_total, helped))
+        chosen.append(best)
+        pool.remove(best)
+        current = best_costs
+    advice.statements = [(s, base[s.queryid], current.get(s.queryid, base[s.queryid])) for s in statements]
+    for schema, table, rate in conn.execute(
+            "SELECT s.schemaname, s.relname, (s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::float8"
+            " / greatest(extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time())), 1)"
+            " FROM pg_stat_user_tables s, pg_stat_database d WHERE d.datname = current_database()").fetchall():
+        advice.write_rates[f"{schema}.{table}"] = float(rate)
+    advice.unused = [(r[0], r[1], str(r[2])) for r in conn.execute(
+        "SELECT s.schemaname || '.' || s.indexrelname, pg_relation_size(s.indexrelid),"
+        " coalesce(d.stats_reset, pg_postmaster_start_time()) FROM pg_stat_user_indexes s"
+        " JOIN pg_index i ON i.indexrelid = s.indexrelid, pg_stat_database d"
+        " WHERE d.datname = current_database() AND s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary"
+        " ORDER BY 2 DESC LIMIT 20").fetchall()]
+    return advice
+
+
+def one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
+    """A phases.yml fragment: a phase with the chosen indexes, each saying what it serves and the estimate."""
+    lines = ["# pgconverge advise: indexes chosen from pg_stat_statements with HypoPG cost estimates.",
+             "# Paste under phases: (and give the phase a requires: if it builds on others), then",
+             "# pgconverge validate and pyinfra … deploys/phase.py --data phase=" + phase_id,
+             f"  - id: {phase_id}", '    title: "Indexes advised from the real workload (HypoPG estimates)"', "    indexes:"]
+    for candidate, before, after, helped in advice.chosen:
+        writes = advice.write_rates.get(f"{candidate.schema}.{candidate.table}", 0.0)
+        lines += [f"      - name: {candidate.name}", f"        table: {candidate.schema}.{candidate.table}",
+                  f"        columns: [{', '.join(candidate.columns)}]",
+                  f'        serves: "workload cost {before:,.0f} → {after:,.0f} (calls × est. cost); '
+                  f'cheaper for {helped} statements; the table takes {writes:.1f} writes/s"']
+    lines += ["    gates:", f"      - name: {phase_id}_no_invalid_indexes", "        kind: sql",
+              "        sql: gates/no_invalid_indexes.sql", "        expect: no_rows", "",
+              "# Statements (queryid, calls, mean ms, estimated cost before → after):"]
+    lines += [f"#   {s.queryid}: {s.calls} calls, {s.mean_ms:.2f} ms, {b:,.1f} → {a:,.1f}  {one_line(s.query)[:90]}"
+              for s, b, a in advice.statements]
+    if advice.unused:
+        lines += ["", "# Unused since the statistics were reset (idx_scan = 0; review before removing):"]
+        lines += [f"#   {name} ({size:,} bytes, stats since {since}) — state: absent to remove" for name, size, since
+                  in advice.unused]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,81 @@
+"""pgconverge advise: from the replayed workload (pg_stat_statements) and hypothetical indexes (HypoPG) to a
+phases.yml fragment that validates and converges; never a write to the target."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgconverge import cli
+from tests.conftest import REPO, run_pyinfra
+from tests.integration.test_converge import ok
+
+pytestmark = pytest.mark.integration
+
+STATE = """
+SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
+    SELECT format('%s %s %s %s', c.relname, c.relkind, c.relfilenode, obj_description(c.oid, 'pg_class')) AS x
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'
+    UNION ALL SELECT format('%s %s', proname, md5(prosrc)) FROM pg_proc WHERE pronamespace = 'public'::regnamespace
+    UNION ALL SELECT format('%s %s', 'leads', md5(string_agg(l::text, ',' ORDER BY l.id))) FROM leads l
+    UNION ALL SELECT format('%s %s', 'events', count(*)) FROM message_events
+) AS state
+"""
+
+
+def state(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        return conn.execute(STATE).fetchone()[0]
+
+
+def replay(servers, url: str, capsys) -> None:
+    """The application's queries, as the KPI classes run them, after a reset of this database's statistics."""
+    with psycopg.connect(servers.superuser_url(url.rsplit("/", 1)[1]), autocommit=True) as conn:
+        conn.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+                     " WHERE datname = current_database()), 0)")
+    assert cli.main(["kpi", "--database-url", url, "--runs", "10"]) == 0
+    capsys.readouterr()
+
+
+def test_advise_proposes_indexes_that_validate_and_converge_and_writes_nothing(servers, fresh_db, tmp_path, capsys):
+    replay(servers, fresh_db, capsys)
+    before = state(fresh_db)
+    fragment = tmp_path / "advised.yml"
+    assert cli.main(["advise", "--database-url", fresh_db, "--output", str(fragment)]) == 0
+    assert state(fresh_db) == before  # plans and hypothetical indexes only
+    text = fragment.read_text()
+    assert "table: public.message_events" in text and "columns: [lead_id, created_at]" in text
+    assert "workload cost" in text and "writes/s" in text
+
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "sql", project / "sql")
+    (project / "phases.yml").write_text("version: 1\nphases:\n" + text)
+    assert cli.main(["validate", str(project / "phases.yml")]) == 0
+    out = ok(run_pyinfra(fresh_db, "deploys/phase.py", "-y", "--data", "phase=advised", phases=project / "phases.yml"))
+    assert "summary: " in out and "1/1 gates passed" in out
+    with psycopg.connect(fresh_db) as conn:
+        built = conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'idx_%'").fetchone()[0]
+    assert 1 <= built <= 12
+
+
+def test_advise_without_hypopg_says_so_in_one_line(servers, fresh_db, capsys):
+    with psycopg.connect(servers.superuser_url(fresh_db.rsplit("/", 1)[1]), autocommit=True) as conn:
+        conn.execute("DROP EXTENSION hypopg")
+    assert cli.main(["advise", "--database-url", fresh_db]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "HypoPG is not installed in this database" in err and "\n" not in err
+
+
+def test_statements_as_pg_stat_statements_prints_them_become_plannable():
+    from pgconverge.advise import candidates_of, plannable
+
+    query = "SELECT direction FROM message_events WHERE lead_id = $1 AND created_at >= now() - interval $2"
+    assert plannable(query).endswith("now() - $2::interval")
+    columns = {("public", "message_events"): {"lead_id", "created_at", "direction", "user_id", "status"}}
+    found = candidates_of("SELECT id FROM message_events m WHERE m.user_id = $1 AND m.status = $2"
+                          " ORDER BY m.created_at DESC LIMIT 20", columns)
+    assert [c.columns for c in found] == [("user_id", "status", "created_at DESC"), ("user_id", "status")]
+    assert Path(REPO / "sql" / "gates" / "no_invalid_indexes.sql").exists()
