@@ -173,3 +173,34 @@ def test_pg_cron_in_another_database_of_the_cluster_is_one_line(servers, fresh_d
     assert (f"extension pg_cron: pg_cron lives in database {servers.database} (cron.database_name), not in"
             f" {fresh_db.rsplit('/', 1)[1]}") in combined, combined[-3000:]
     assert "Traceback" not in combined
+
+
+def test_advise_cycle_on_the_foreign_database(servers, foreign_db, tmp_path, capsys):
+    """Replay the foreign workload, advise, validate, converge, measure: the runbook's loop on another schema."""
+    from pgconverge import cli
+
+    with psycopg.connect(servers.superuser_url(servers.database), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA extensions")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg WITH SCHEMA extensions")
+        conn.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+                     " WHERE datname = current_database()), 0)")
+    phases = str(FOREIGN / "phases.yml")
+    assert cli.main(["kpi", "--database-url", foreign_db, "--phases", phases, "--runs", "10"]) == 0
+    fragment = tmp_path / "advised.yml"
+    assert cli.main(["advise", "--database-url", foreign_db, "--output", str(fragment)]) == 0
+    text = fragment.read_text()
+    assert "table: app.Tickets" in text or "table: app.members" in text, text
+    (tmp_path / "sql").symlink_to(FOREIGN / "sql")
+    proposal = tmp_path / "phases.yml"
+    proposal.write_text("version: 1\nsettings:\n  schema: app\nphases:\n" + text)
+    assert cli.main(["validate", str(proposal)]) == 0
+    env = {**os.environ, "DATABASE_URL": foreign_db, "PGCONVERGE_PHASES": str(proposal),
+           "PGCONVERGE_BACKUP_DIR": str(tmp_path / "b"), "PGCONVERGE_REPORTS_DIR": str(tmp_path / "r")}
+    result = subprocess.run([PYINFRA, "inventory/lab.py", "deploys/phase.py", "-y", "--data", "phase=advised"],
+                            cwd=REPO, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    out = ok(result)
+    assert "1/1 gates passed" in out
+    assert any(kind == "i" for _, _, kind in managed(foreign_db))
+    capsys.readouterr()
+    assert cli.main(["kpi", "--database-url", foreign_db, "--phases", phases, "--runs", "10"]) == 0
+    assert "ticket_title_search" in capsys.readouterr().out
