@@ -160,6 +160,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     spec = _load_spec(args)
     out_dir = Path(args.output) / args.scale
+    if args.advise:
+        compared = bench.advise_comparison(spec, args.scale, args.runs, out_dir, Path.cwd())
+        print(bench.advise_markdown(compared))
+        print(f"written: {out_dir}/advise.json, advise.md")
+        return 0
     report = bench.run(spec, args.scale, args.runs, out_dir, Path.cwd())
     print(bench.to_markdown(report))
     print(f"written: {out_dir}/bench.json, bench.md, bench.png")
@@ -269,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=200, help="runs per KPI class (fewer when a query is slow)")
     _add_phases(bench)
     bench.add_argument("--output", default="reports/bench")
+    bench.add_argument("--advise", action="store_true",
+                       help="instead: phase 1 removed, workload replayed, advise's indexes vs the shipped ones")
     bench.set_defaults(func=cmd_bench)
 
     snap = commands.add_parser("snapshot", help="read-only health snapshot as JSON under reports/<env>/<host>/")

@@ -300,3 +300,66 @@ def chart(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def advise_comparison(spec: Spec, scale: str, runs: int, out_dir: Path, repo: Path, log=print) -> dict[str, Any]:
+    """Phase 1's indexes removed, the workload replayed, `advise` asked: KPI p95 with the advised indexes next to
+    the shipped phase 1 set, and each statement's estimated improvement next to the measured one."""
+    import tempfile
+
+    from .. import advise
+    from ..spec import load
+
+    lab = Lab(repo / ".lab" / f"bench-{scale}")
+    url = lab.up(echo=log)["DATABASE_URL"]
+    seed.seed(url, scale, 42, echo=log)
+    rollback_all(url, spec)
+    with psycopg.connect(lab.superuser_url(lab.database), autocommit=True) as su:
+        su.execute("CREATE EXTENSION IF NOT EXISTS hypopg WITH SCHEMA extensions")
+        su.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+                   " WHERE datname = current_database()), 0)")
+    with connect(url) as conn:
+        before = measure(conn, spec, "phase1", min(runs, 20), 5, log)  # the replay advise reads
+        started = time.monotonic()
+        advice = advise.advise(conn, spec)
+        advise_s = time.monotonic() - started
+    project = Path(tempfile.mkdtemp(prefix="pgconverge-advised-"))
+    (project / "sql").symlink_to(Path(spec.sql_dir).resolve())
+    (project / "phases.yml").write_text("version: 1\nphases:\n" + advise.to_yaml(advice))
+    advised_spec = load(project / "phases.yml")
+    report: dict[str, Any] = {"scale": scale, "advise_s": round(advise_s, 2), "indexes": [
+        {"name": c.name, "table": f"{c.schema}.{c.table}", "columns": list(c.columns)} for c, *_ in advice.chosen]}
+    converge(url, advised_spec, "advised", log)
+    with connect(url) as conn:
+        conn.execute("VACUUM ANALYZE")
+        report["advised"] = measure(conn, spec, "phase1", runs, 20, log)
+    rollback_all(url, advised_spec)
+    converge(url, spec, spec.phases[0].id, log)
+    with connect(url) as conn:
+        conn.execute("VACUUM ANALYZE")
+        report["shipped"] = measure(conn, spec, "phase1", runs, 20, log)
+    rollback_all(url, spec)
+    report["before"] = before
+    report["estimates"] = [{"query": advise.one_line(s.query)[:80], "calls": s.calls, "cost_before": round(b, 1),
+                            "cost_after": round(a, 1)} for s, b, a in advice.statements]
+    lab.down()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "advise.json").write_text(json.dumps(report, indent=2, default=str))
+    (out_dir / "advise.md").write_text(advise_markdown(report))
+    return report
+
+
+def advise_markdown(report: dict[str, Any]) -> str:
+    lines = [f"### Advised vs shipped phase-1 indexes at scale {report['scale']} (KPI p95, ms)", "",
+             f"advise took {report['advise_s']} s and chose {len(report['indexes'])} indexes: "
+             + "; ".join(f"{i['table']} ({', '.join(i['columns'])})" for i in report["indexes"]), "",
+             "| KPI class | before (replay) | advised | shipped phase 1 | advised / shipped |", "|---|---:|---:|---:|---:|"]
+    for kpi, shipped in report["shipped"].items():
+        advised = report["advised"].get(kpi, {}).get("p95_ms")
+        before = report["before"].get(kpi, {}).get("p95_ms")
+        ratio = f"{advised / shipped['p95_ms']:.2f}×" if advised is not None and shipped["p95_ms"] else "—"
+        lines.append(f"| {kpi} | {before if before is not None else '—'} | {advised} | {shipped['p95_ms']} | {ratio} |")
+    lines += ["", "| statement | calls | est. cost before | est. cost after |", "|---|---:|---:|---:|"]
+    lines += [f"| {e['query']} | {e['calls']} | {e['cost_before']:,} | {e['cost_after']:,} |"
+              for e in report["estimates"]]
+    return "\n".join(lines) + "\n"
