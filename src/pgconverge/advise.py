@@ -37,17 +37,21 @@ class Candidate:
     schema: str
     table: str
     columns: tuple[str, ...]  # each "column" or "column DESC"
+    include: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        parts = [c.split()[0] for c in self.columns]
+        parts = [c.split()[0] for c in self.columns] + (["incl"] if self.include else [])
         return ("idx_" + "_".join([self.table.lower(), *parts]))[:63]
 
     def create_sql(self) -> str:
         columns = sql.SQL(", ").join(
             sql.SQL("{}{}").format(sql.Identifier(c.split()[0]), sql.SQL(" DESC" if c.endswith(" DESC") else ""))
             for c in self.columns)
-        return sql.SQL("CREATE INDEX ON {} ({})").format(sql.Identifier(self.schema, self.table), columns).as_string(None)
+        statement = sql.SQL("CREATE INDEX ON {} ({})").format(sql.Identifier(self.schema, self.table), columns)
+        if self.include:
+            statement += sql.SQL(" INCLUDE ({})").format(sql.SQL(", ").join(map(sql.Identifier, self.include)))
+        return statement.as_string(None)
 
 
 @dataclass
@@ -116,21 +120,37 @@ def _column_name(ref: ast.ColumnRef) -> tuple[str | None, str] | None:
 
 
 def candidates_of(query: str, columns: dict[tuple[str, str], set[str]]) -> list[Candidate]:
-    """Equality columns first, then one range or ORDER BY column, per table of a SELECT (pglast)."""
+    """Candidates of every SELECT in the statement, subqueries included (pglast)."""
     try:
         statement = pglast.parse_sql(query)[0].stmt
     except pglast.parser.ParseError:
         return []
-    if not isinstance(statement, ast.SelectStmt):
-        return []
+    selects = [node for node in _walk(statement) if isinstance(node, ast.SelectStmt)]
+    return list(dict.fromkeys(c for select in selects for c in _select_candidates(select, columns)))
+
+
+def _range_vars(node: Any):
+    """The tables of one FROM list: plain ones and those of joins, not those inside subqueries."""
+    if isinstance(node, tuple | list):
+        for item in node:
+            yield from _range_vars(item)
+    elif isinstance(node, ast.RangeVar):
+        yield node
+    elif isinstance(node, ast.JoinExpr):
+        yield from _range_vars(node.larg)
+        yield from _range_vars(node.rarg)
+
+
+def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], set[str]]) -> list[Candidate]:
+    """Equality columns first, then one range column or up to two ORDER BY columns, per table; and the same with
+    the other columns the SELECT reads as INCLUDE when they are few (an index-only scan)."""
     tables: dict[str, tuple[str, str]] = {}
-    for node in _walk(statement.fromClause):
-        if isinstance(node, ast.RangeVar):
-            key = (str(node.schemaname or "public"), str(node.relname))
-            tables[str(node.alias.aliasname) if node.alias else key[1]] = key
-            tables.setdefault(key[1], key)
-    equal: dict[tuple[str, str], list[str]] = {}
-    ranged: dict[tuple[str, str], list[str]] = {}
+    for node in _range_vars(select.fromClause):
+        key = (str(node.schemaname or "public"), str(node.relname))
+        tables[str(node.alias.aliasname) if node.alias else key[1]] = key
+        tables.setdefault(key[1], key)
+    if not tables:
+        return []
 
     def owner(ref: ast.ColumnRef) -> tuple[tuple[str, str], str] | None:
         name = _column_name(ref)
@@ -140,7 +160,10 @@ def candidates_of(query: str, columns: dict[tuple[str, str], set[str]]) -> list[
         keys = [tables[alias]] if alias in tables else [k for k in set(tables.values()) if column in columns.get(k, ())]
         return (keys[0], column) if len(keys) == 1 and column in columns.get(keys[0], ()) else None
 
-    for node in _walk(statement.whereClause):
+    equal: dict[tuple[str, str], list[str]] = {}
+    ranged: dict[tuple[str, str], list[str]] = {}
+    ordered: dict[tuple[str, str], list[str]] = {}
+    for node in _walk(select.whereClause):
         if isinstance(node, ast.A_Expr) and isinstance(node.lexpr, ast.ColumnRef):
             found = owner(node.lexpr)
             operator = node.name[0].sval if node.name else ""
@@ -148,20 +171,33 @@ def candidates_of(query: str, columns: dict[tuple[str, str], set[str]]) -> list[
                 equal.setdefault(found[0], []).append(found[1])
             elif found and operator in ("<", ">", "<=", ">="):
                 ranged.setdefault(found[0], []).append(found[1])
-    for sort in statement.sortClause or ():
+    for sort in select.sortClause or ():
         if isinstance(sort.node, ast.ColumnRef):
             found = owner(sort.node)
             if found:
                 desc = " DESC" if sort.sortby_dir == SortByDir.SORTBY_DESC else ""
-                ranged.setdefault(found[0], []).append(found[1] + desc)
+                ordered.setdefault(found[0], []).append(found[1] + desc)
+    read: dict[tuple[str, str], set[str]] = {}
+    for part in (select.targetList, select.whereClause, select.groupClause, select.sortClause,
+                 select.distinctClause):
+        for ref in (n for n in _walk(part) if isinstance(n, ast.ColumnRef)):
+            found = owner(ref)
+            if found:
+                read.setdefault(found[0], set()).add(found[1])
     result = []
-    for key in set(equal) | set(ranged):
+    for key in set(equal) | set(ranged) | set(ordered):
         eq = list(dict.fromkeys(equal.get(key, [])))
-        tail = [c for c in ranged.get(key, []) if c.split()[0] not in eq][:1]
-        if eq + tail:
-            result.append(Candidate(key[0], key[1], tuple(eq + tail)))
-            if eq and tail:
-                result.append(Candidate(key[0], key[1], tuple(eq)))
+        tail = ([c for c in ranged.get(key, []) if c not in eq][:1]
+                or [c for c in ordered.get(key, []) if c.split()[0] not in eq][:2])
+        if not eq + tail:
+            continue
+        keys = tuple(eq + tail)
+        result.append(Candidate(key[0], key[1], keys))
+        if eq and tail:
+            result.append(Candidate(key[0], key[1], tuple(eq)))
+        rest = sorted(read.get(key, set()) - {c.split()[0] for c in keys})
+        if rest and len(rest) <= 4:
+            result.append(Candidate(key[0], key[1], keys, tuple(rest)))
     return result
 
 
@@ -256,6 +292,7 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
         writes = advice.write_rates.get(f"{candidate.schema}.{candidate.table}", 0.0)
         lines += [f"      - name: {candidate.name}", f"        table: {candidate.schema}.{candidate.table}",
                   f"        columns: [{', '.join(candidate.columns)}]",
+                  *([f"        include: [{', '.join(candidate.include)}]"] if candidate.include else []),
                   f'        serves: "workload cost {before:,.0f} → {after:,.0f} (calls × est. cost); '
                   f'cheaper for {helped} statements; the table takes {writes:.1f} writes/s"']
     lines += ["    gates:", f"      - name: {phase_id}_no_invalid_indexes", "        kind: sql",

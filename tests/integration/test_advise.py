@@ -74,8 +74,14 @@ def test_statements_as_pg_stat_statements_prints_them_become_plannable():
 
     query = "SELECT direction FROM message_events WHERE lead_id = $1 AND created_at >= now() - interval $2"
     assert plannable(query).endswith("now() - $2::interval")
-    columns = {("public", "message_events"): {"lead_id", "created_at", "direction", "user_id", "status"}}
+    columns = {("public", "message_events"): {"id", "lead_id", "created_at", "direction", "user_id", "status"}}
     found = candidates_of("SELECT id FROM message_events m WHERE m.user_id = $1 AND m.status = $2"
                           " ORDER BY m.created_at DESC LIMIT 20", columns)
-    assert [c.columns for c in found] == [("user_id", "status", "created_at DESC"), ("user_id", "status")]
+    assert [(c.columns, c.include) for c in found] == [
+        (("user_id", "status", "created_at DESC"), ()), (("user_id", "status"), ()),
+        (("user_id", "status", "created_at DESC"), ("id",))]
+    nested = candidates_of("SELECT e.id FROM (SELECT DISTINCT ON (lead_id) id FROM message_events WHERE user_id = $1"
+                           " ORDER BY lead_id, created_at DESC) AS latest JOIN message_events e ON e.id = latest.id",
+                           columns)
+    assert ("user_id", "lead_id", "created_at DESC") in [c.columns for c in nested]
     assert Path(REPO / "sql" / "gates" / "no_invalid_indexes.sql").exists()
