@@ -61,6 +61,8 @@ class Advice:
     statements: list[tuple[Statement, float, float]] = field(default_factory=list)  # statement, before, after
     write_rates: dict[str, float] = field(default_factory=dict)
     unused: list[tuple[str, int, str]] = field(default_factory=list)
+    # schema, index, bytes, table, columns, why
+    redundant: list[tuple[str, str, int, str, str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -275,7 +277,36 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
         " JOIN pg_index i ON i.indexrelid = s.indexrelid, pg_stat_database d"
         " WHERE d.datname = current_database() AND s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary"
         " ORDER BY 2 DESC LIMIT 20").fetchall()]
+    advice.redundant = redundant_indexes(conn)
     return advice
+
+
+REDUNDANT = """
+SELECT n.nspname, c.relname, pg_relation_size(c.oid), i.indrelid::regclass::text,
+       substring(pg_get_indexdef(i.indexrelid) FROM 'USING btree \\((.*)\\)'),
+       CASE WHEN i.indkey::text = o.indkey::text THEN 'duplicate of ' || oc.relname
+            ELSE 'a leading prefix of ' || oc.relname END
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_am a ON a.oid = c.relam
+JOIN pg_index o ON o.indrelid = i.indrelid AND o.indexrelid <> i.indexrelid
+JOIN pg_class oc ON oc.oid = o.indexrelid AND oc.relam = c.relam
+WHERE a.amname = 'btree' AND NOT i.indisunique AND NOT i.indisprimary AND i.indpred IS NULL AND o.indpred IS NULL
+  AND i.indexprs IS NULL AND o.indexprs IS NULL AND o.indisvalid
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND (o.indkey::text = i.indkey::text AND i.indexrelid > o.indexrelid
+       OR o.indnkeyatts > i.indnkeyatts AND (o.indkey::text || ' ') LIKE (i.indkey::text || ' %%'))
+ORDER BY 3 DESC
+"""
+
+
+def redundant_indexes(conn: psycopg.Connection) -> list[tuple[str, str, int, str, str, str]]:
+    """Btree indexes another one makes redundant: the same keys, or its keys a leading prefix of the other's."""
+    seen, result = set(), []
+    for row in conn.execute(REDUNDANT).fetchall():  # type: ignore[arg-type]
+        if (row[0], row[1]) not in seen:
+            seen.add((row[0], row[1]))
+            result.append(tuple(row))
+    return result  # type: ignore[return-value]
 
 
 def one_line(text: str) -> str:
@@ -300,6 +331,11 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
               "# Statements (queryid, calls, mean ms, estimated cost before → after):"]
     lines += [f"#   {s.queryid}: {s.calls} calls, {s.mean_ms:.2f} ms, {b:,.1f} → {a:,.1f}  {one_line(s.query)[:90]}"
               for s, b, a in advice.statements]
+    if advice.redundant:
+        lines += ["", "# Redundant indexes, for review. pgconverge drops only what it manages: declare one as it is (it is",
+                  "# adopted, no build), converge, then set state: absent and converge again."]
+        lines += [f"#   - name: {name}  # {size:,} bytes, {why}\n#     table: {table}\n#     columns: [{columns}]\n"
+                  "#     state: absent" for _, name, size, table, columns, why in advice.redundant]
     if advice.unused:
         lines += ["", "# Unused since the statistics were reset (idx_scan = 0; review before removing):"]
         lines += [f"#   {name} ({size:,} bytes, stats since {since}) — state: absent to remove" for name, size, since
