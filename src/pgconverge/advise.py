@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pglast
@@ -59,6 +60,8 @@ class Advice:
     # candidate, workload cost before and after it, how many statements it made cheaper
     chosen: list[tuple[Candidate, float, float, int]] = field(default_factory=list)
     statements: list[tuple[Statement, float, float]] = field(default_factory=list)  # statement, before, after
+    # statement → (workload query, parameter query) for those whose parameters can be sampled from the data
+    workload: dict[int, tuple[str, str]] = field(default_factory=dict)
     write_rates: dict[str, float] = field(default_factory=dict)
     unused: list[tuple[str, int, str]] = field(default_factory=list)
     # schema, index, bytes, table, columns, why
@@ -203,6 +206,63 @@ def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], se
     return result
 
 
+def parameter_columns(query: str, columns: dict[tuple[str, str], set[str]]) -> dict[int, tuple[str, str, str]] | None:
+    """$n → (schema, table, column) it is compared with; None when a parameter is compared with no column (then
+    its values cannot be sampled from the data)."""
+    try:
+        statement = pglast.parse_sql(query)[0].stmt
+    except pglast.parser.ParseError:
+        return None
+    tables: dict[str, tuple[str, str]] = {}
+    for node in _walk(statement):
+        if isinstance(node, ast.RangeVar):
+            key = (str(node.schemaname or "public"), str(node.relname))
+            tables[str(node.alias.aliasname) if node.alias else key[1]] = key
+            tables.setdefault(key[1], key)
+    found: dict[int, tuple[str, str, str]] = {}
+    for node in _walk(statement):
+        if not (isinstance(node, ast.A_Expr) and isinstance(node.lexpr, ast.ColumnRef)):
+            continue
+        name = _column_name(node.lexpr)
+        if name is None:
+            continue
+        alias, column = name
+        keys = [tables[alias]] if alias in tables else [k for k in set(tables.values()) if column in columns.get(k, ())]
+        if len(keys) != 1 or column not in columns.get(keys[0], ()):
+            continue
+        # only a parameter compared as it is (or cast): inside an expression it is no value of the column
+        operands = node.rexpr if isinstance(node.rexpr, tuple | list) else (node.rexpr,)
+        for operand in operands:
+            param = operand.arg if isinstance(operand, ast.TypeCast) else operand
+            if isinstance(param, ast.ParamRef):
+                found[int(param.number or 0)] = (*keys[0], column)
+    numbers = {int(n) for n in re.findall(r"\$(\d+)", query)}
+    return found if numbers <= set(found) else None
+
+
+def workload_files(statement: Statement, columns: dict[tuple[str, str], set[str]],
+                   rows: dict[tuple[str, str], float]) -> tuple[str, str] | None:
+    """The statement as a workload query (%(pN)s) and a parameter query sampling each value from its column."""
+    mapping = parameter_columns(statement.query, columns)
+    if mapping is None:
+        return None
+    query = re.sub(r"\$(\d+)", lambda m: f"%(p{m.group(1)})s", statement.query.replace("%", "%%"))
+    if not mapping:
+        return query, ""
+    by_table: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for number, (schema, table, column) in sorted(mapping.items()):
+        by_table.setdefault((schema, table), []).append((number, column))
+    parts = []
+    for (schema, table), wanted in by_table.items():
+        share = min(100.0, max(0.1, 100_000 / max(rows.get((schema, table), 1.0), 1.0) * 100))  # ~100k rows read
+        parts.append(sql.SQL("(SELECT {} FROM {} TABLESAMPLE SYSTEM ({}) REPEATABLE (7) WHERE {} LIMIT {})").format(
+            sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(f"p{n}")) for n, c in wanted),
+            sql.Identifier(schema, table), sql.Literal(round(share, 3)),
+            sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for _, c in wanted),
+            sql.Literal(1000 if len(by_table) == 1 else 30)).as_string(None))
+    return query, "SELECT * FROM " + " CROSS JOIN ".join(f"{p} AS t{i}" for i, p in enumerate(parts))
+
+
 TYPED_LITERAL = re.compile(r"\b(interval|date|timestamptz|timestamp|time|numeric|uuid|jsonb?)\s+\$(\d+)", re.IGNORECASE)
 
 
@@ -266,6 +326,13 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
         pool.remove(best)
         current = best_costs
     advice.statements = [(s, base[s.queryid], current.get(s.queryid, base[s.queryid])) for s in statements]
+    sizes = {(r[0], r[1]): float(r[2]) for r in conn.execute(
+        "SELECT n.nspname, c.relname, greatest(c.reltuples, 1) FROM pg_class c JOIN pg_namespace n"
+        " ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')").fetchall()}
+    for statement, before, after in advice.statements:
+        files = workload_files(statement, columns, sizes) if after < before else None
+        if files:
+            advice.workload[statement.queryid] = files
     for schema, table, rate in conn.execute(
             "SELECT s.schemaname, s.relname, (s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::float8"
             " / greatest(extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time())), 1)"
@@ -313,12 +380,36 @@ def one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def write_proposal(advice: Advice, directory: Path, phase_id: str = "advised") -> Path:
+    """A phases.yml that validates on its own, with its sql/ beside it: the workload queries advise could sample
+    parameters for, the phase with the indexes, and gates (no INVALID index, p95 of each improved statement)."""
+    for folder in ("workload/params", "gates"):
+        (directory / "sql" / folder).mkdir(parents=True, exist_ok=True)
+    (directory / "sql" / "gates" / "no_invalid_indexes.sql").write_text(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE NOT i.indisvalid\n")
+    for number, (queryid, (query, params)) in enumerate(sorted(advice.workload.items()), 1):
+        (directory / "sql" / "workload" / f"{phase_id}_{number}.sql").write_text(
+            f"-- pg_stat_statements queryid {queryid}\n{query}\n")
+        if params:
+            (directory / "sql" / "workload" / "params" / f"{phase_id}_{number}.sql").write_text(params + "\n")
+    path = directory / "phases.yml"
+    path.write_text("version: 1\n" + to_yaml(advice, phase_id))
+    return path
+
+
 def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
-    """A phases.yml fragment: a phase with the chosen indexes, each saying what it serves and the estimate."""
+    """The workload: and phases: sections of a proposal (paste each into phases.yml)."""
+    means = {s.queryid: s.mean_ms for s, _, _ in advice.statements}
     lines = ["# pgconverge advise: indexes chosen from pg_stat_statements with HypoPG cost estimates.",
-             "# Paste under phases: (and give the phase a requires: if it builds on others), then",
-             "# pgconverge validate and pyinfra … deploys/phase.py --data phase=" + phase_id,
-             f"  - id: {phase_id}", '    title: "Indexes advised from the real workload (HypoPG estimates)"', "    indexes:"]
+             "# pgconverge validate, then pyinfra … deploys/phase.py --data phase=" + phase_id]
+    if advice.workload:
+        lines += ["workload:"]
+        for number, (queryid, (_, params)) in enumerate(sorted(advice.workload.items()), 1):
+            lines += [f"  - name: {phase_id}_{number}", f"    sql: workload/{phase_id}_{number}.sql"]
+            lines += [f"    params: workload/params/{phase_id}_{number}.sql"] if params else []
+            lines += [f'    description: "pg_stat_statements queryid {queryid}"']
+    lines += ["phases:", f"  - id: {phase_id}", '    title: "Indexes advised from the real workload (HypoPG estimates)"',
+              "    indexes:"]
     for candidate, before, after, helped in advice.chosen:
         writes = advice.write_rates.get(f"{candidate.schema}.{candidate.table}", 0.0)
         lines += [f"      - name: {candidate.name}", f"        table: {candidate.schema}.{candidate.table}",
@@ -327,8 +418,13 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
                   f'        serves: "workload cost {before:,.0f} → {after:,.0f} (calls × est. cost); '
                   f'cheaper for {helped} statements; the table takes {writes:.1f} writes/s"']
     lines += ["    gates:", f"      - name: {phase_id}_no_invalid_indexes", "        kind: sql",
-              "        sql: gates/no_invalid_indexes.sql", "        expect: no_rows", "",
-              "# Statements (queryid, calls, mean ms, estimated cost before → after):"]
+              "        sql: gates/no_invalid_indexes.sql", "        expect: no_rows"]
+    for number, queryid in enumerate(sorted(advice.workload), 1):
+        # generous bounds: a gate must not flap; the before/after ratio is what the phase is for
+        lines += [f"      - name: {phase_id}_{number}_p95", "        kind: latency", f"        query: {phase_id}_{number}",
+                  f"        p95_ms: {max(50.0, round(5 * means[queryid], 1))}", "        max_ratio_to_before: 1.5",
+                  "        runs: 20"]
+    lines += ["", "# Statements (queryid, calls, mean ms, estimated cost before → after):"]
     lines += [f"#   {s.queryid}: {s.calls} calls, {s.mean_ms:.2f} ms, {b:,.1f} → {a:,.1f}  {one_line(s.query)[:90]}"
               for s, b, a in advice.statements]
     if advice.redundant:

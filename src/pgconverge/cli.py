@@ -135,6 +135,11 @@ def cmd_advise(args: argparse.Namespace) -> int:
     url = _database_url(args)
     with psycopg.connect(url, autocommit=True, application_name="pgconverge-advise") as conn:
         advice = advise.advise(conn, None, args.min_calls, args.min_mean_ms, args.top)
+    if args.output_dir:
+        path = advise.write_proposal(advice, Path(args.output_dir))
+        print(f"{path}: {len(advice.chosen)} indexes, {len(advice.workload)} workload queries with gates,"
+              f" for {len(advice.statements)} statements — pgconverge validate {path}")
+        return 0
     text = advise.to_yaml(advice)
     if args.output:
         Path(args.output).write_text(text)
@@ -261,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     adv.add_argument("--min-calls", type=int, default=5)
     adv.add_argument("--min-mean-ms", type=float, default=0.0)
     adv.add_argument("--top", type=int, default=20, help="statements by total time")
-    adv.add_argument("--output", help="write the phases.yml fragment here")
+    adv.add_argument("--output", help="write the workload: and phases: sections here")
+    adv.add_argument("--output-dir", help="write a phases.yml that validates on its own, with its sql/ beside it")
     adv.set_defaults(func=cmd_advise)
 
     export = commands.add_parser("export-sql", help="write every statement the planner can generate (for squawk)")

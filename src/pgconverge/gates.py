@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from croniter import croniter
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from .spec import GateSpec, Spec, WorkloadQuery, seconds
 
@@ -70,7 +71,8 @@ class ParamSampler:
 
 def _used_params(query: str, params: dict[str, Any]) -> dict[str, Any]:
     names = set(re.findall(r"%\((\w+)\)s", query))
-    return {k: v for k, v in params.items() if k in names}
+    # a jsonb value read by a parameter query comes back as a dict: send it back as jsonb
+    return {k: Jsonb(v) if isinstance(v, dict) else v for k, v in params.items() if k in names}
 
 
 def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -227,11 +227,11 @@ def backup_target(target) -> tuple[Path, str]:
 
 def managed_schemas(spec: Spec) -> tuple[str, ...]:
     """The schemas phases.yml can change: what the schema backup before a change holds."""
-    schemas = {spec.settings.schema}
+    schemas: set[str] = set()
     for phase in spec.phases:
         schemas |= {i.schema for i in phase.indexes} | {v.schema for v in phase.materialized_views}
         schemas |= {f.schema for f in phase.functions}
-    return tuple(sorted(schemas))
+    return tuple(sorted(schemas or {spec.settings.schema}))
 
 
 def _with_backup(label: str, mode: str, steps: tuple[plan.Step, ...], spec: Spec):

@@ -186,20 +186,17 @@ def test_advise_cycle_on_the_foreign_database(servers, foreign_db, tmp_path, cap
                      " WHERE datname = current_database()), 0)")
     phases = str(FOREIGN / "phases.yml")
     assert cli.main(["kpi", "--database-url", foreign_db, "--phases", phases, "--runs", "10"]) == 0
-    fragment = tmp_path / "advised.yml"
-    assert cli.main(["advise", "--database-url", foreign_db, "--output", str(fragment)]) == 0
-    text = fragment.read_text()
+    assert cli.main(["advise", "--database-url", foreign_db, "--output-dir", str(tmp_path / "proposal")]) == 0
+    proposal = tmp_path / "proposal" / "phases.yml"
+    text = proposal.read_text()
     assert "table: app.Tickets" in text or "table: app.members" in text, text
-    (tmp_path / "sql").symlink_to(FOREIGN / "sql")
-    proposal = tmp_path / "phases.yml"
-    proposal.write_text("version: 1\nsettings:\n  schema: app\nphases:\n" + text)
     assert cli.main(["validate", str(proposal)]) == 0
     env = {**os.environ, "DATABASE_URL": foreign_db, "PGCONVERGE_PHASES": str(proposal),
            "PGCONVERGE_BACKUP_DIR": str(tmp_path / "b"), "PGCONVERGE_REPORTS_DIR": str(tmp_path / "r")}
     result = subprocess.run([PYINFRA, "inventory/lab.py", "deploys/phase.py", "-y", "--data", "phase=advised"],
                             cwd=REPO, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     out = ok(result)
-    assert "1/1 gates passed" in out
+    assert "gates passed" in out and "FAILED" not in out
     assert any(kind == "i" for _, _, kind in managed(foreign_db))
     capsys.readouterr()
     assert cli.main(["kpi", "--database-url", foreign_db, "--phases", phases, "--runs", "10"]) == 0
