@@ -103,10 +103,6 @@ def is_select(query: str) -> bool:
     return len(parsed) == 1 and isinstance(parsed[0].stmt, ast.SelectStmt)
 
 
-def _columns_of(node: Any) -> list[Any]:
-    return [n for n in _walk(node) if isinstance(n, ast.ColumnRef)]
-
-
 def _walk(node: Any):
     if isinstance(node, tuple | list):
         for item in node:
@@ -122,6 +118,27 @@ def _column_name(ref: ast.ColumnRef) -> tuple[str | None, str] | None:
     if not names:
         return None
     return (names[-2] if len(names) > 1 else None), names[-1]
+
+
+def _table_map(range_vars) -> dict[str, tuple[str, str]]:
+    """alias (or name) → (schema, table); unqualified names are taken as public."""
+    tables: dict[str, tuple[str, str]] = {}
+    for node in range_vars:
+        key = (str(node.schemaname or "public"), str(node.relname))
+        tables[str(node.alias.aliasname) if node.alias else key[1]] = key
+        tables.setdefault(key[1], key)
+    return tables
+
+
+def _owner(tables: dict[str, tuple[str, str]], columns: dict[tuple[str, str], set[str]],
+           ref: Any) -> tuple[tuple[str, str], str] | None:
+    """The one table a column reference belongs to, or None when it is ambiguous or not a column."""
+    name = _column_name(ref) if isinstance(ref, ast.ColumnRef) else None
+    if name is None:
+        return None
+    alias, column = name
+    keys = [tables[alias]] if alias in tables else [k for k in set(tables.values()) if column in columns.get(k, ())]
+    return (keys[0], column) if len(keys) == 1 and column in columns.get(keys[0], ()) else None
 
 
 def candidates_of(query: str, columns: dict[tuple[str, str], set[str]]) -> list[Candidate]:
@@ -149,21 +166,12 @@ def _range_vars(node: Any):
 def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], set[str]]) -> list[Candidate]:
     """Equality columns first, then one range column or up to two ORDER BY columns, per table; and the same with
     the other columns the SELECT reads as INCLUDE when they are few (an index-only scan)."""
-    tables: dict[str, tuple[str, str]] = {}
-    for node in _range_vars(select.fromClause):
-        key = (str(node.schemaname or "public"), str(node.relname))
-        tables[str(node.alias.aliasname) if node.alias else key[1]] = key
-        tables.setdefault(key[1], key)
+    tables = _table_map(_range_vars(select.fromClause))
     if not tables:
         return []
 
-    def owner(ref: ast.ColumnRef) -> tuple[tuple[str, str], str] | None:
-        name = _column_name(ref)
-        if name is None:
-            return None
-        alias, column = name
-        keys = [tables[alias]] if alias in tables else [k for k in set(tables.values()) if column in columns.get(k, ())]
-        return (keys[0], column) if len(keys) == 1 and column in columns.get(keys[0], ()) else None
+    def owner(ref: Any) -> tuple[tuple[str, str], str] | None:
+        return _owner(tables, columns, ref)
 
     equal: dict[tuple[str, str], list[str]] = {}
     ranged: dict[tuple[str, str], list[str]] = {}
@@ -213,29 +221,21 @@ def parameter_columns(query: str, columns: dict[tuple[str, str], set[str]]) -> d
         statement = pglast.parse_sql(query)[0].stmt
     except pglast.parser.ParseError:
         return None
-    tables: dict[str, tuple[str, str]] = {}
-    for node in _walk(statement):
-        if isinstance(node, ast.RangeVar):
-            key = (str(node.schemaname or "public"), str(node.relname))
-            tables[str(node.alias.aliasname) if node.alias else key[1]] = key
-            tables.setdefault(key[1], key)
+    tables = _table_map(n for n in _walk(statement) if isinstance(n, ast.RangeVar))
     found: dict[int, tuple[str, str, str]] = {}
     for node in _walk(statement):
-        if not (isinstance(node, ast.A_Expr) and isinstance(node.lexpr, ast.ColumnRef)):
+        if not isinstance(node, ast.A_Expr):
             continue
-        name = _column_name(node.lexpr)
-        if name is None:
+        owned = _owner(tables, columns, node.lexpr)
+        if owned is None:
             continue
-        alias, column = name
-        keys = [tables[alias]] if alias in tables else [k for k in set(tables.values()) if column in columns.get(k, ())]
-        if len(keys) != 1 or column not in columns.get(keys[0], ()):
-            continue
+        (schema, table), column = owned
         # only a parameter compared as it is (or cast): inside an expression it is no value of the column
         operands = node.rexpr if isinstance(node.rexpr, tuple | list) else (node.rexpr,)
         for operand in operands:
             param = operand.arg if isinstance(operand, ast.TypeCast) else operand
             if isinstance(param, ast.ParamRef):
-                found[int(param.number or 0)] = (*keys[0], column)
+                found[int(param.number or 0)] = (schema, table, column)
     numbers = {int(n) for n in re.findall(r"\$(\d+)", query)}
     return found if numbers <= set(found) else None
 
