@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-hypopg redis-server python3-venv
 SCALE ?= M
 
-.PHONY: deps venv lab demo test lint lint-sql check bench faults clean
+.PHONY: deps venv lab demo test lint lint-sql check bench bench-advise faults clean
 
 # Debian packages the lab and the tests need; installed only when missing (root on Debian).
 deps:
@@ -61,6 +61,10 @@ check: deps lint lint-sql test
 bench: deps venv
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/pgconverge bench --scale $(or $(BENCH_SCALE),L)
+
+# Phase 1 removed, workload replayed: advise's indexes vs the shipped ones (reports/bench/<scale>/advise.md)
+bench-advise: deps venv
+	$(BIN)/pgconverge bench --advise --scale $(or $(BENCH_SCALE),L)
 
 # Full fault matrix: kill -9 at every step of every phase and the backup, rerun, check (see tests/fault_matrix.py)
 faults: deps venv
