@@ -30,7 +30,7 @@ from .model import (
 )
 
 __all__ = ["Catalog", "CatalogUnreadable", "CronJobFact", "Desired", "ExtensionFact", "FunctionFact", "FunctionShape",
-           "IndexFact", "MatViewFact", "canonical_index", "is_managed", "read", "desired_definitions", "preflight"]
+           "IndexFact", "MatViewFact", "canonical_index", "is_managed", "read", "desired_definitions"]
 
 
 def read_relations(conn: psycopg.Connection, schema: str) -> dict[str, int]:
@@ -89,57 +89,27 @@ class _Rollback(Exception):
     pass
 
 
-def index_definition_problems(conn: psycopg.Connection, indexes: list, extensions: list) -> list[str]:
-    """Ask the server whether each index that is still to be built can be built at all (method vs column type,
-    operator class, expression), on an empty temporary copy of its table in a transaction that is rolled back:
-    a mistake in phases.yml then stops the plan before anything runs, not half-way through the apply."""
-
-
-    problems: list[str] = []
+def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], catalog: Catalog) -> Desired:
+    """Render each declared index, view and function the way the server prints it, inside a transaction that is
+    rolled back (temporary tables and views; function bodies unchecked): drift is then a comparison of what is with
+    what is wanted, not of our own comment. An object the server cannot render here stays unknown (the marker
+    decides, as before); an index still to be built that the server refuses is a problem in phases.yml (method vs
+    column type, operator class, expression), reported before anything runs."""
+    desired = Desired()
+    phases = [spec.phase(pid) for pid in phase_ids]
     try:
         with conn.transaction():
-            for extension in extensions:  # declared in the same run: the indexes may need their operator classes
-                try:
+            conn.execute("SET LOCAL check_function_bodies = off")
+            for extension in (e for p in phases for e in p.extensions
+                              if e.state == "present" and e.name not in catalog.extensions):
+                try:  # declared in the same run: the indexes may need its operator classes
                     with conn.transaction():
                         statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension.name))
                         if extension.schema:
                             statement += sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(extension.schema))
                         conn.execute(statement)
                 except psycopg.Error:
-                    pass  # the apply will say why; indexes that need it are then not checked
-            for number, index in enumerate(indexes):
-                try:
-                    with conn.transaction():
-                        build_on_probe(conn, index, number)
-                except psycopg.errors.InsufficientPrivilege:
-                    return problems  # no TEMP privilege here: the apply is the check
-                except psycopg.Error as exc:
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    problems.append(f"index {index.name} on {index.table}: {first} — fix it in phases.yml")
-            raise _Rollback
-    except _Rollback:
-        pass
-    return problems
-
-
-def preflight(conn: psycopg.Connection, spec, phase_ids: list[str], catalog: Catalog) -> list[str]:
-    """Problems the server sees in what these phases would build, before anything runs."""
-    phases = [spec.phase(pid) for pid in phase_ids]
-    indexes = [i for p in phases for i in p.indexes if i.state == "present" and i.key not in catalog.indexes]
-    extensions = [e for p in phases for e in p.extensions if e.state == "present" and e.name not in catalog.extensions]
-    return index_definition_problems(conn, indexes, extensions) if indexes else []
-
-
-def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], catalog: Catalog) -> Desired:
-    """Render each declared index, view and function the way the server prints it, inside a transaction that is
-    rolled back (temporary tables and views; function bodies unchecked): drift is then a comparison of what is with
-    what is wanted, not of our own comment. An object the server cannot render here stays unknown (the marker
-    decides, as before)."""
-    desired = Desired()
-    phases = [spec.phase(pid) for pid in phase_ids]
-    try:
-        with conn.transaction():
-            conn.execute("SET LOCAL check_function_bodies = off")
+                    pass  # the apply will say why
             for number, index in enumerate(i for p in phases for i in p.indexes if i.state == "present"):
                 try:
                     with conn.transaction():
@@ -148,8 +118,12 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                         canonical = canonical_index(row[0]) if row and row[0] else None
                         if canonical:
                             desired.indexes[index.key] = canonical
-                except psycopg.Error:
-                    pass
+                except psycopg.errors.InsufficientPrivilege:
+                    break  # no TEMP privilege here: the apply is the check
+                except psycopg.Error as exc:
+                    if index.key not in catalog.indexes:
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        desired.problems.append(f"index {index.name} on {index.table}: {first} — fix it in phases.yml")
             for number, view in enumerate(v for p in phases for v in p.materialized_views if v.state == "present"):
                 probe = f"pgconverge_probe_view_{number}"
                 try:

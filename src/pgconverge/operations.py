@@ -276,10 +276,9 @@ def _plan_or_fail(spec: Spec, compute, phase_ids: tuple[str, ...] = ()) -> plan.
     try:
         conn, _ = database()
         catalog = facts.read(conn, spec.settings.schema)
-        problems = facts.preflight(conn, spec, list(phase_ids), catalog)
-        if problems:
-            raise LookupError("; ".join(problems) + " (nothing was changed)")
         desired = facts.desired_definitions(conn, spec, list(phase_ids), catalog) if phase_ids else None
+        if desired and desired.problems:
+            raise LookupError("; ".join(desired.problems) + " (nothing was changed)")
     except (StepFailed, LookupError, ValueError, psycopg.Error) as exc:
         message = mask(f"cannot plan: {exc}" if "fix it in phases.yml" in str(exc) else f"cannot read the catalog: {exc}")
         if not state.is_executing:

@@ -82,8 +82,8 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
         try:
             with conn:
                 catalog = facts.read(conn, spec.settings.schema)
-                problems = facts.preflight(conn, spec, phase_ids, catalog) if mode == "converge" else []
                 desired = facts.desired_definitions(conn, spec, phase_ids, catalog) if mode == "converge" else None
+                problems = desired.problems if desired else []
         except facts.CatalogUnreadable as exc:
             host_plan.error = mask(f"cannot read the catalog: {exc}")
             result.append(host_plan)
