@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-hypopg redis-server python3-venv
+DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-hypopg redis-server cron python3-venv
 SCALE ?= M
 
 .PHONY: deps venv lab demo test lint lint-sql check bench bench-advise faults clean
@@ -28,15 +28,9 @@ venv: $(BIN)/pgconverge
 lab: deps venv
 	$(BIN)/pgconverge lab up
 
+# The runbook's loop: seed, replay, advise, Redis, phases 1-3 with gates, nightly backups, before/after report
 demo: lab
-	$(BIN)/pgconverge validate phases.yml
-	set -a && source .lab/env && set +a && $(BIN)/pgconverge lab seed --scale $(SCALE)
-	set -a && source .lab/env && set +a && $(BIN)/pyinfra inventory/lab.py deploys/all.py -y
-	@echo
-	@echo "Done. The lab database is converged to phases 1-3 and every gate passed (see the gate lines above)."
-	@echo "Connection URLs: .lab/env (mode 0600).  Re-check any time:  set -a; source .lab/env; set +a;"
-	@echo "  $(BIN)/pyinfra inventory/lab.py deploys/verify.py -y     # every gate, changes nothing"
-	@echo "  $(BIN)/pyinfra inventory/lab.py deploys/all.py --dry     # the SQL a run would execute"
+	SCALE=$(SCALE) BIN=$(BIN) bash scripts/demo.sh
 
 test: deps venv
 	$(BIN)/ruff check .
@@ -71,5 +65,6 @@ faults: deps venv
 	$(BIN)/python -m tests.fault_matrix --scale S
 
 clean:
+	-set -a && source .lab/env && set +a && $(BIN)/pyinfra inventory/lab.py deploys/backups.py -y --data backups=absent >/dev/null
 	-$(BIN)/pgconverge lab down
 	rm -rf .lab

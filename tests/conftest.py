@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 TEMPLATE = "salesflow_template"
 _counter = itertools.count()
+# inventory/lab.py writes its cache, backend env and backup files under the lab's folder: never the developer's
+SCRATCH_LAB = Path(tempfile.gettempdir()) / "pgconverge-test-output" / "lab"
+os.environ["PGCONVERGE_LAB_DIR"] = str(SCRATCH_LAB)
 
 
 @pytest.fixture(scope="session")

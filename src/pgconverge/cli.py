@@ -70,6 +70,7 @@ def cmd_kpi(args: argparse.Namespace) -> int:
     import psycopg
 
     from . import gates
+    from .snapshot import present
 
     url = _database_url(args)
     spec = _load_spec(args)
@@ -86,13 +87,6 @@ def cmd_kpi(args: argparse.Namespace) -> int:
             print(f"{query.name:<30} {gates.percentile(samples, 50):>9.2f} {gates.percentile(samples, 95):>9.2f}"
                   f" {gates.percentile(samples, 99):>9.2f}  {len(samples)}")
     return 0
-
-
-def present(conn, name: str) -> bool:
-    """A relation or function of that (optionally schema-qualified) name exists."""
-    row = conn.execute("SELECT coalesce(to_regclass(%s)::text, to_regproc(%s)::text) IS NOT NULL",
-                       [name, name]).fetchone()
-    return bool(row and row[0])
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -182,11 +176,12 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from . import snapshot
 
     url = _database_url(args)
-    redis_url = os.environ.get("REDIS_URL")
+    redis_url = os.environ.get(args.redis_url_env)
     if redis_url:
         remember_url(redis_url)
+    spec = _load_spec(args) if args.kpi_runs else None
     with psycopg.connect(url, autocommit=True, application_name="pgconverge-snapshot") as conn:
-        taken = snapshot.take(conn, redis_url)
+        taken = snapshot.take(conn, redis_url, spec, args.kpi_runs)
     path = snapshot.write(taken, Path(args.reports), args.environment, args.host, args.label)
     print(path)
     return 0
@@ -290,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--environment", default="lab")
     snap.add_argument("--host", default="local")
     snap.add_argument("--reports", default="reports")
+    snap.add_argument("--kpi-runs", type=int, default=0,
+                      help="also time every declared workload query this many times (p50/p95/p99 in the snapshot)")
+    snap.add_argument("--redis-url-env", default="REDIS_URL", help="the variable holding the Redis URL to read")
+    _add_phases(snap)
     snap.set_defaults(func=cmd_snapshot)
 
     rep = commands.add_parser("report", help="compare two snapshots: Markdown and a PNG chart")

@@ -16,9 +16,9 @@ from typing import Any
 import redis
 from pyinfra import host, logger
 from pyinfra.api import FactBase, operation
-from pyinfra.api.command import PyinfraCommand, StringCommand
+from pyinfra.api.command import FunctionCommand, PyinfraCommand, StringCommand
 from pyinfra.facts.files import Directory, FileContents
-from pyinfra.operations import apt, crontab, files, systemd
+from pyinfra.operations import apt, crontab, files, server, systemd
 
 from .secrets import from_env, mask, remember
 
@@ -62,6 +62,8 @@ def redis_settings() -> dict[str, Any]:
         "run_dir": run_dir,
         "logfile": host.data.get("redis_logfile") or f"/var/log/redis/pgconverge-{instance}.log",
         "user": host.data.get("redis_user") or "redis",
+        # systemd unit where systemd runs (auto), or a plain process (the lab, containers)
+        "supervisor": host.data.get("redis_supervisor") or "auto",
     }
 
 
@@ -206,7 +208,10 @@ def redis_server() -> None:
     s = redis_settings()
     password = secret_from_env("redis_password_env")
     apt.packages(name="Install redis-server", packages=["redis-server"])
-    systemd_host = bool(host.get_fact(Directory, path="/run/systemd/system"))
+    if s["supervisor"] not in ("auto", "systemd", "process"):
+        raise SystemExit(f"{host.name}: redis_supervisor is {s['supervisor']!r} — use auto, systemd or process")
+    systemd_host = s["supervisor"] == "systemd" or (
+        s["supervisor"] == "auto" and bool(host.get_fact(Directory, path="/run/systemd/system")))
     config = render_redis_config(s, password, daemonize=not systemd_host)
     for path in (s["data_dir"], s["run_dir"], os.path.dirname(s["logfile"])):
         files.directory(name=f"Directory {path}", path=path, user=s["user"], group=s["user"], mode="750")
@@ -270,22 +275,81 @@ def backend_cache(enable: bool = True) -> None:
              fixed={"ENABLE_CACHE": "true" if enable else "false"})
 
 
-def nightly_backups() -> None:
-    """A backup script and a cron entry on the backup host: pg_dump -Fc, verified, kept under retention."""
-    backup_dir = host.data.get("backup_dir") or "/var/backups/pgconverge"
+def nightly_backups(present: bool = True) -> None:
+    """A backup script and a cron entry on the backup host: pg_dump -Fc, verified, kept under retention.
+
+    `present=False` removes the cron entry and the script (the dumps stay).
+    """
+    backup_dir = host.data.get("nightly_backup_dir") or host.data.get("backup_dir") or "/var/backups/pgconverge"
     retention = int(host.data.get("backup_retention") or 7)
     environment = SAFE_NAME.sub("_", host.data.get("environment") or "env")
     env_path = host.data.get("backup_env_file") or f"/etc/pgconverge/backup-{environment}.env"
-    script = f"/usr/local/bin/pgconverge-backup-{environment}"
+    script = host.data.get("backup_script") or f"/usr/local/bin/pgconverge-backup-{environment}"
+    cron_name = f"pgconverge-backup-{environment}"
+    if not present:
+        crontab.crontab(name="No nightly backup entry", command=script, present=False, cron_name=cron_name)
+        files.file(name=f"No backup script {script}", path=script, present=False)
+        return
     apt.packages(name="Install PostgreSQL client and cron", packages=["postgresql-client", "cron"])
     files.directory(name=f"Backup directory {backup_dir}", path=backup_dir, mode="700")
     files.directory(name="Config directory", path=os.path.dirname(env_path), mode="700")
     env_file(name=f"Backup connection in {env_path}", path=env_path,
              values_env={"DATABASE_URL": host.data.get("database_url_env") or "DATABASE_URL"})
-    files.put(name=f"Backup script {script}", src=StringIO(render_backup_script(backup_dir, retention, environment,
-                                                                                 env_path)), dest=script, mode="755")
-    crontab.crontab(name="Nightly backup at 02:30", command=script, minute="30", hour="2",
-                   cron_name=f"pgconverge-backup-{environment}")
+    written = files.put(name=f"Backup script {script}", src=StringIO(render_backup_script(
+        backup_dir, retention, environment, env_path)), dest=script, mode="755")
+    crontab.crontab(name="Nightly backup at 02:30", command=script, minute="30", hour="2", cron_name=cron_name)
+    if host.data.get("backup_run_now"):
+        # a backup host proves a new or changed script at once instead of at 02:30
+        if written.will_change or not host.get_fact(NewestBackup, backup_dir=backup_dir, environment=environment):
+            server.shell(name="Backup now (backup_run_now: new script or no backup yet)", commands=[shlex.quote(script)])
+        backup_gate(name="Newest nightly backup verified", backup_dir=backup_dir, environment=environment)
+
+
+class NewestBackup(FactBase):
+    """The newest nightly dump in a folder and whether its .sha256 matches."""
+
+    def command(self, backup_dir: str, environment: str) -> str:
+        d = shlex.quote(backup_dir)
+        return (f"f=$(ls -1t {d}/{environment}-*-nightly.dump 2>/dev/null | head -n 1); "
+                f"if [ -z \"$f\" ]; then echo none; else echo \"$f\"; stat -c %s \"$f\"; "
+                f"(cd {d} && sha256sum --quiet -c \"$(basename \"$f\").sha256\" >/dev/null 2>&1"
+                f" && echo ok || echo mismatch); fi")
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        if not output or output[0].strip() == "none":
+            return {}
+        return {"path": output[0].strip(), "bytes": int(output[1]), "checksum": output[2].strip()}
+
+
+@operation(is_idempotent=False)
+def backup_gate(backup_dir: str, environment: str):
+    """
+    Fail the host unless the newest nightly dump exists and matches its .sha256 (checked when executing).
+
+    + backup_dir: the folder of the nightly dumps
+    + environment: the environment in the dumps' names
+    """
+    from pyinfra import state
+
+    if not state.is_executing:
+        host.log(f"backup gate will check the newest dump in {backup_dir}")
+        return
+    yield FunctionCommand(_check_newest_backup, (backup_dir, environment), {})
+
+
+def _check_newest_backup(state, host, backup_dir: str, environment: str) -> bool:
+    newest = host.get_fact(NewestBackup, backup_dir=backup_dir, environment=environment)
+    if not newest:
+        host.log_styled(f"backup gate failed: no {environment}-*-nightly.dump in {backup_dir}", fg="red",
+                        log_func=logger.error)
+        return False
+    if newest["checksum"] != "ok":
+        host.log_styled(f"backup gate failed: {newest['path']} does not match its .sha256", fg="red",
+                        log_func=logger.error)
+        return False
+    host.log(f"backup gate passed: {newest['path']} ({newest['bytes']:,} bytes, sha256 verified,"
+             " pg_restore --list read it)")
+    return True
 
 
 def render_backup_script(backup_dir: str, retention: int, environment: str, env_path: str) -> str:

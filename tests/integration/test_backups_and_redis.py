@@ -133,3 +133,52 @@ def test_nightly_backup_deploy_installs_a_working_script_and_cron_entry(cron_db,
     finally:
         subprocess.run(["sh", "-c", f"crontab -l | grep -v pgconverge-backup-{name} | crontab -"], check=False)
         Path(f"/usr/local/bin/pgconverge-backup-{name}").unlink(missing_ok=True)
+
+
+def test_lab_inventory_provisions_the_cache_the_backend_env_and_nightly_backups_on_local(cron_db):
+    """`pyinfra inventory/lab.py deploys/redis.py` used to do nothing: @local had no cache, app or backup role."""
+    base = Path(tempfile.mkdtemp(prefix="pgconverge-labinv-"))
+    base.chmod(0o755)  # the redis user reaches its folders
+    lab_dir, port, password = base / ".lab", free_port(), "cache-pw-MARKER-91c2"
+    env = {**os.environ, "PGCONVERGE_LAB_DIR": str(lab_dir), "DATABASE_URL": cron_db,
+           "CACHE_REDIS_PORT": str(port), "CACHE_REDIS_PASSWORD": password,
+           "CACHE_REDIS_URL": f"redis://:{password}@127.0.0.1:{port}/0"}
+    secrets = (password, cron_db.split(":")[2].split("@")[0])
+    saved_crontab = subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
+
+    def deploy(name: str, *args: str) -> str:
+        result = subprocess.run([PYINFRA, "-y", "inventory/lab.py", name, *args], cwd=REPO, env=env,
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        assert not any(secret in output for secret in secrets)
+        return output
+
+    try:
+        output = deploy("deploys/redis.py")
+        assert "redis gate passed" in output
+        assert redis.Redis(port=port, password=password).ping() is True
+        backend_env = (lab_dir / "backend.env").read_text()
+        assert backend_env == f"ENABLE_CACHE=true\nREDIS_URL=redis://:{password}@127.0.0.1:{port}/0\n"
+
+        output = deploy("deploys/backups.py")
+        assert "backup gate passed" in output
+        dumps = list((base / "backups" / "lab" / "nightly").glob("lab-salesflow-*-nightly.dump"))
+        assert len(dumps) == 1
+        assert f"30 2 * * * {lab_dir / 'backup' / 'pgconverge-backup-lab'}" in subprocess.run(
+            ["crontab", "-l"], capture_output=True, text=True).stdout
+        again = deploy("deploys/backups.py")
+        assert "Backup now" not in again and "backup gate passed" in again  # a proven script is not rerun
+        assert len(list((base / "backups" / "lab" / "nightly").glob("*.dump"))) == 1
+
+        deploy("deploys/backups.py", "--data", "backups=absent")
+        entries = [line for line in subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout.splitlines()
+                   if not line.startswith("#")]  # pyinfra leaves its name comment behind
+        assert not any(str(lab_dir) in line for line in entries), entries
+        assert not (lab_dir / "backup" / "pgconverge-backup-lab").exists()
+        assert dumps[0].exists()  # the dumps stay
+    finally:
+        subprocess.run(["crontab", "-"], input=saved_crontab, text=True, check=False)
+        pidfile = lab_dir / "cache" / "run" / "pgconverge-cache.pid"
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)

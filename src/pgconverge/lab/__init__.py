@@ -68,6 +68,9 @@ class LabState:
     superuser_password: str
     app_password: str
     redis_password: str
+    # the Redis that deploys/redis.py provisions on @local (not started by the lab; older state files lack them)
+    cache_port: int | None = None
+    cache_password: str | None = None
 
 
 class Lab:
@@ -92,7 +95,10 @@ class Lab:
                              secrets.token_urlsafe(18))
             self.base.mkdir(parents=True, exist_ok=True)
             self._write_private(self.state_file, json.dumps(state.__dict__))
-        for secret in (state.superuser_password, state.app_password, state.redis_password):
+        if state.cache_port is None or state.cache_password is None:
+            state.cache_port, state.cache_password = free_port(), secrets.token_urlsafe(18)
+            self._write_private(self.state_file, json.dumps(state.__dict__))
+        for secret in (state.superuser_password, state.app_password, state.redis_password, state.cache_password):
             remember(secret)
         return state
 
@@ -102,6 +108,10 @@ class Lab:
             "DATABASE_URL": f"postgresql://{APP_ROLE}:{s.app_password}@127.0.0.1:{s.pg_port}/{self.database}",
             "SUPERUSER_DATABASE_URL": f"postgresql://postgres:{s.superuser_password}@127.0.0.1:{s.pg_port}/{self.database}",
             "REDIS_URL": f"redis://:{s.redis_password}@127.0.0.1:{s.redis_port}/0",
+            # inventory/lab.py: the cache Redis that `pyinfra inventory/lab.py deploys/redis.py` provisions
+            "CACHE_REDIS_PASSWORD": str(s.cache_password),
+            "CACHE_REDIS_PORT": str(s.cache_port),
+            "CACHE_REDIS_URL": f"redis://:{s.cache_password}@127.0.0.1:{s.cache_port}/0",
         }
 
     def superuser_url(self, database: str = "postgres") -> str:
@@ -122,8 +132,10 @@ class Lab:
     def down(self) -> None:
         if (self.pg_data / "postmaster.pid").exists():
             self._pg(["pg_ctl", "-D", str(self.pg_data), "-m", "fast", "-w", "stop"], check=False)
-        pid_file = self.redis_dir / "redis.pid"
-        if pid_file.exists():
+        # the lab's Redis and the cache Redis deploys/redis.py provisioned under the lab's folder
+        for pid_file in (self.redis_dir / "redis.pid", self.base / "cache" / "run" / "pgconverge-cache.pid"):
+            if not pid_file.exists():
+                continue
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text().strip()), 15)
             for _ in range(50):
