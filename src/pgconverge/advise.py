@@ -4,8 +4,9 @@ by calls → a phases.yml fragment with the evidence. Read-only on the target: p
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pglast
 import psycopg
 from pglast import ast
 from pglast.enums.parsenodes import A_Expr_Kind, SortByDir
+from pglast.enums.primnodes import BoolExprType, NullTestType
+from pglast.stream import RawStream
 from psycopg import sql
 
 from .spec import Spec
@@ -39,10 +42,12 @@ class Candidate:
     table: str
     columns: tuple[str, ...]  # each "column" or "column DESC"
     include: tuple[str, ...] = ()
+    where: str = ""  # a partial index's predicate: the statement's filters on constants
 
     @property
     def name(self) -> str:
-        parts = [c.split()[0] for c in self.columns] + (["incl"] if self.include else [])
+        parts = ([c.split()[0] for c in self.columns] + (["incl"] if self.include else [])
+                 + (["part"] if self.where else []))
         return ("idx_" + "_".join([self.table.lower(), *parts]))[:63]
 
     def create_sql(self) -> str:
@@ -52,6 +57,8 @@ class Candidate:
         statement = sql.SQL("CREATE INDEX ON {} ({})").format(sql.Identifier(self.schema, self.table), columns)
         if self.include:
             statement += sql.SQL(" INCLUDE ({})").format(sql.SQL(", ").join(map(sql.Identifier, self.include)))
+        if self.where:
+            statement += sql.SQL(" WHERE {}").format(sql.SQL(self.where))
         return statement.as_string(None)
 
 
@@ -92,6 +99,36 @@ def top_statements(conn: psycopg.Connection, min_calls: int, min_mean_ms: float,
     statements = [Statement(r[0], plannable(r[1]), *r[2:]) for r in rows
                   if is_select(plannable(r[1])) and not SKIP.search(r[1])]
     return statements[:top]
+
+
+def positional(query: str) -> str:
+    """A workload query's %(name)s parameters as $1, $2, … (first occurrence first), %% as %."""
+    numbers: dict[str, int] = {}
+
+    def number(match: re.Match) -> str:
+        return f"${numbers.setdefault(match.group(1), len(numbers) + 1)}"
+
+    return re.sub(r"%\((\w+)\)s", number, query).replace("%%", "%")
+
+
+def fingerprint(query: str) -> str | None:
+    """pg_query's fingerprint: the same for a statement whatever its constants and parameters."""
+    try:
+        return str(pglast.parser.fingerprint(query))
+    except pglast.parser.ParseError:
+        return None
+
+
+def declared_statements(spec: Spec | None) -> dict[str, str]:
+    """fingerprint → the declared workload query's SQL: pg_stat_statements has replaced the constants a partial
+    index needs (`p_score >= $2`); the declared text still has them (`p_score >= 70`)."""
+    found: dict[str, str] = {}
+    for query in spec.workload if spec else ():
+        text = positional(query.sql)
+        key = fingerprint(text)
+        if key and is_select(text):
+            found.setdefault(key, text)
+    return found
 
 
 def is_select(query: str) -> bool:
@@ -164,8 +201,9 @@ def _range_vars(node: Any):
 
 
 def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], set[str]]) -> list[Candidate]:
-    """Equality columns first, then one range column or up to two ORDER BY columns, per table; and the same with
-    the other columns the SELECT reads as INCLUDE when they are few (an index-only scan)."""
+    """Equality columns first, then one range column, or up to two ORDER BY or GROUP BY columns, per table; the
+    same with the other columns the SELECT reads when they are few (an index-only scan); each shape also as a
+    partial index over the statement's filters on constants."""
     tables = _table_map(_range_vars(select.fromClause))
     if not tables:
         return []
@@ -190,6 +228,16 @@ def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], se
             if found:
                 desc = " DESC" if sort.sortby_dir == SortByDir.SORTBY_DESC else ""
                 ordered.setdefault(found[0], []).append(found[1] + desc)
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for ref in select.groupClause or ():
+        found = owner(ref)
+        if found:
+            grouped.setdefault(found[0], []).append(found[1])
+    constant: dict[tuple[str, str], list[str]] = {}
+    for conjunct in _conjuncts(select.whereClause):
+        predicate = _constant_filter(conjunct, owner)
+        if predicate:
+            constant.setdefault(predicate[0], []).append(predicate[1])
     read: dict[tuple[str, str], set[str]] = {}
     for part in (select.targetList, select.whereClause, select.groupClause, select.sortClause,
                  select.distinctClause):
@@ -200,18 +248,61 @@ def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], se
     result = []
     for key in set(equal) | set(ranged) | set(ordered):
         eq = list(dict.fromkeys(equal.get(key, [])))
+        # then one range column, or the ORDER BY, or the GROUP BY (rows arrive grouped: no sort, no hash)
         tail = ([c for c in ranged.get(key, []) if c not in eq][:1]
-                or [c for c in ordered.get(key, []) if c.split()[0] not in eq][:2])
+                or [c for c in ordered.get(key, []) if c.split()[0] not in eq][:2]
+                or [c for c in grouped.get(key, []) if c not in eq][:2])
         if not eq + tail:
             continue
         keys = tuple(eq + tail)
-        result.append(Candidate(key[0], key[1], keys))
+        shapes = [Candidate(key[0], key[1], keys)]
         if eq and tail:
-            result.append(Candidate(key[0], key[1], tuple(eq)))
+            shapes.append(Candidate(key[0], key[1], tuple(eq)))
         rest = sorted(read.get(key, set()) - {c.split()[0] for c in keys})
-        if rest and len(rest) <= 4:
-            result.append(Candidate(key[0], key[1], keys, tuple(rest)))
+        # covering: one or two more key columns (btree deduplication works only without INCLUDE), else INCLUDE
+        if rest and len(rest) <= 2:
+            shapes.append(Candidate(key[0], key[1], keys + tuple(rest)))
+        elif rest and len(rest) <= 4:
+            shapes.append(Candidate(key[0], key[1], keys, tuple(rest)))
+        where = " AND ".join(dict.fromkeys(constant.get(key, [])))
+        # each shape also as a partial index over the rows the constant filters keep
+        result += shapes + ([Candidate(c.schema, c.table, c.columns, c.include, where) for c in shapes] if where else [])
     return result
+
+
+def _conjuncts(where: Any) -> list[Any]:
+    """The top-level AND terms of a WHERE clause."""
+    if isinstance(where, ast.BoolExpr) and where.boolop == BoolExprType.AND_EXPR:
+        return [term for arg in where.args or () for term in _conjuncts(arg)]
+    return [where] if where is not None else []
+
+
+def _constant(node: Any) -> bool:
+    return isinstance(node, ast.A_Const) or (isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.A_Const))
+
+
+def _constant_filter(term: Any, owner) -> tuple[tuple[str, str], str] | None:
+    """`column <op> constant`, `column IN (constants)` or `column IS [NOT] NULL` as an index predicate of the
+    column's table (unqualified, quoted); None for anything else (parameters, expressions, other tables)."""
+    if isinstance(term, ast.NullTest):
+        found = owner(term.arg)
+        if found:
+            negation = "NOT " if term.nulltesttype == NullTestType.IS_NOT_NULL else ""
+            return found[0], f"{sql.Identifier(found[1]).as_string(None)} IS {negation}NULL"
+        return None
+    if not isinstance(term, ast.A_Expr):
+        return None
+    found = owner(term.lexpr)
+    if not found:
+        return None
+    column = sql.Identifier(found[1]).as_string(None)
+    operator = term.name[0].sval if term.name else ""
+    right: Any = term.rexpr
+    if term.kind == A_Expr_Kind.AEXPR_OP and operator in ("=", "<>", "<", ">", "<=", ">=") and _constant(right):
+        return found[0], f"{column} {operator} {RawStream()(right)}"
+    if term.kind == A_Expr_Kind.AEXPR_IN and isinstance(right, tuple) and all(_constant(v) for v in right):
+        return found[0], f"{column} IN ({', '.join(RawStream()(v) for v in right)})"
+    return None
 
 
 def parameter_columns(query: str, columns: dict[tuple[str, str], set[str]]) -> dict[int, tuple[str, str, str]] | None:
@@ -298,7 +389,9 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
            top: int = 20) -> Advice:
     require_hypopg(conn)
     advice = Advice()
-    statements = top_statements(conn, min_calls, min_mean_ms, top)
+    declared = declared_statements(spec)
+    statements = [replace(s, query=declared.get(fingerprint(s.query) or "", s.query))
+                  for s in top_statements(conn, min_calls, min_mean_ms, top)]
     columns: dict[tuple[str, str], set[str]] = {}
     for schema, table, column in conn.execute(
             "SELECT n.nspname, c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
@@ -415,6 +508,7 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
         lines += [f"      - name: {candidate.name}", f"        table: {candidate.schema}.{candidate.table}",
                   f"        columns: [{', '.join(candidate.columns)}]",
                   *([f"        include: [{', '.join(candidate.include)}]"] if candidate.include else []),
+                  *([f"        where: {json.dumps(candidate.where)}"] if candidate.where else []),
                   f'        serves: "workload cost {before:,.0f} → {after:,.0f} (calls × est. cost); '
                   f'cheaper for {helped} statements; the table takes {writes:.1f} writes/s"']
     lines += ["    gates:", f"      - name: {phase_id}_no_invalid_indexes", "        kind: sql",

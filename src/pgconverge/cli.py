@@ -127,8 +127,10 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from . import advise
 
     url = _database_url(args)
+    # a phases.yml, when there is one, gives the workload's SQL with its constants (partial-index predicates)
+    spec = _load_spec(args) if args.phases or Path(spec_module.locate()[0]).exists() else None
     with psycopg.connect(url, autocommit=True, application_name="pgconverge-advise") as conn:
-        advice = advise.advise(conn, None, args.min_calls, args.min_mean_ms, args.top)
+        advice = advise.advise(conn, spec, args.min_calls, args.min_mean_ms, args.top)
     if args.output_dir:
         path = advise.write_proposal(advice, Path(args.output_dir))
         print(f"{path}: {len(advice.chosen)} indexes, {len(advice.workload)} workload queries with gates,"
@@ -263,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     adv.add_argument("--top", type=int, default=20, help="statements by total time")
     adv.add_argument("--output", help="write the workload: and phases: sections here")
     adv.add_argument("--output-dir", help="write a phases.yml that validates on its own, with its sql/ beside it")
+    _add_phases(adv)
     adv.set_defaults(func=cmd_advise)
 
     export = commands.add_parser("export-sql", help="write every statement the planner can generate (for squawk)")

@@ -78,9 +78,45 @@ def test_statements_as_pg_stat_statements_prints_them_become_plannable():
                           " ORDER BY m.created_at DESC LIMIT 20", columns)
     assert [(c.columns, c.include) for c in found] == [
         (("user_id", "status", "created_at DESC"), ()), (("user_id", "status"), ()),
-        (("user_id", "status", "created_at DESC"), ("id",))]
+        (("user_id", "status", "created_at DESC", "id"), ())]
+    wide = candidates_of("SELECT id, lead_id, direction FROM message_events WHERE user_id = $1 AND status = $2"
+                         " ORDER BY created_at DESC", columns)
+    assert (("user_id", "status", "created_at DESC"), ("direction", "id", "lead_id")) in [
+        (c.columns, c.include) for c in wide]
     nested = candidates_of("SELECT e.id FROM (SELECT DISTINCT ON (lead_id) id FROM message_events WHERE user_id = $1"
                            " ORDER BY lead_id, created_at DESC) AS latest JOIN message_events e ON e.id = latest.id",
                            columns)
     assert ("user_id", "lead_id", "created_at DESC") in [c.columns for c in nested]
     assert Path(REPO / "sql" / "gates" / "no_invalid_indexes.sql").exists()
+
+
+def test_constant_filters_become_partial_candidates_and_group_by_columns_keys():
+    from pgconverge.advise import candidates_of
+
+    columns = {("public", "message_events"): {"user_id", "template_id", "status", "direction"},
+               ("public", "leads"): {"id", "user_id", "p_score", "status"}}
+    grouped = candidates_of("SELECT template_id, count(*) FILTER (WHERE status = 'replied') FROM message_events"
+                            " WHERE user_id = $1"
+                            " AND template_id IS NOT NULL GROUP BY template_id", columns)
+    # the one other column read goes into the key (deduplicated), not INCLUDE
+    assert [(c.columns, c.include, c.where) for c in grouped] == [
+        (("user_id", "template_id"), (), ""), (("user_id",), (), ""), (("user_id", "template_id", "status"), (), ""),
+        (("user_id", "template_id"), (), '"template_id" IS NOT NULL'),
+        (("user_id",), (), '"template_id" IS NOT NULL'),
+        (("user_id", "template_id", "status"), (), '"template_id" IS NOT NULL')]
+    assert grouped[3].create_sql().endswith('("user_id", "template_id") WHERE "template_id" IS NOT NULL')
+    mixed = candidates_of("SELECT l.id FROM leads l WHERE l.user_id = $1 AND l.p_score >= 70 AND l.status"
+                          " IN ('new', 'open') AND l.p_score < $2 ORDER BY l.p_score DESC", columns)
+    # parameters are no predicate (a generic plan could not use the index); constants and IN lists are
+    assert {c.where for c in mixed} == {"", "\"p_score\" >= 70 AND \"status\" IN ('new', 'open')"}
+
+
+def test_the_declared_workload_gives_advise_the_constants_pg_stat_statements_replaced():
+    from pgconverge import spec
+    from pgconverge.advise import declared_statements, fingerprint
+
+    declared = declared_statements(spec.load(REPO / "phases.yml"))
+    normalized = ("SELECT id, name, status, p_score, last_activity_at FROM leads WHERE user_id = $1 AND p_score >= $2"
+                  " AND last_activity_at >= now() - interval $3 ORDER BY p_score DESC LIMIT $4")
+    text = declared[fingerprint(normalized) or ""]
+    assert "p_score >= 70" in text and "user_id = $1" in text

@@ -323,12 +323,11 @@ def advise_comparison(spec: Spec, scale: str, runs: int, out_dir: Path, repo: Pa
         started = time.monotonic()
         advice = advise.advise(conn, spec)
         advise_s = time.monotonic() - started
-    project = Path(tempfile.mkdtemp(prefix="pgconverge-advised-"))
-    (project / "sql").symlink_to(Path(spec.sql_dir).resolve())
-    (project / "phases.yml").write_text("version: 1\nphases:\n" + advise.to_yaml(advice))
-    advised_spec = load(project / "phases.yml")
+    # the proposal as a user gets it from `advise --output-dir`
+    advised_spec = load(advise.write_proposal(advice, Path(tempfile.mkdtemp(prefix="pgconverge-advised-"))))
     report: dict[str, Any] = {"scale": scale, "advise_s": round(advise_s, 2), "indexes": [
-        {"name": c.name, "table": f"{c.schema}.{c.table}", "columns": list(c.columns)} for c, *_ in advice.chosen]}
+        {"name": c.name, "table": f"{c.schema}.{c.table}", "columns": list(c.columns), "include": list(c.include),
+         "where": c.where} for c, *_ in advice.chosen]}
     converge(url, advised_spec, "advised", log)
     with connect(url) as conn:
         conn.execute("VACUUM ANALYZE")
@@ -352,7 +351,9 @@ def advise_comparison(spec: Spec, scale: str, runs: int, out_dir: Path, repo: Pa
 def advise_markdown(report: dict[str, Any]) -> str:
     lines = [f"### Advised vs shipped phase-1 indexes at scale {report['scale']} (KPI p95, ms)", "",
              f"advise took {report['advise_s']} s and chose {len(report['indexes'])} indexes: "
-             + "; ".join(f"{i['table']} ({', '.join(i['columns'])})" for i in report["indexes"]), "",
+             + "; ".join(f"{i['table']} ({', '.join(i['columns'])})"
+                         + (f" INCLUDE ({', '.join(i['include'])})" if i.get("include") else "")
+                         + (f" WHERE {i['where']}" if i.get("where") else "") for i in report["indexes"]), "",
              "| KPI class | before (replay) | advised | shipped phase 1 | advised / shipped |", "|---|---:|---:|---:|---:|"]
     for kpi, shipped in report["shipped"].items():
         advised = report["advised"].get(kpi, {}).get("p95_ms")
