@@ -74,6 +74,7 @@ class Advice:
     # schema, index, bytes, table, columns, why
     redundant: list[tuple[str, str, int, str, str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    declared: dict[int, str] = field(default_factory=dict)  # statement → the declared workload query it is
 
 
 def require_hypopg(conn: psycopg.Connection) -> None:
@@ -119,15 +120,15 @@ def fingerprint(query: str) -> str | None:
         return None
 
 
-def declared_statements(spec: Spec | None) -> dict[str, str]:
-    """fingerprint → the declared workload query's SQL: pg_stat_statements has replaced the constants a partial
-    index needs (`p_score >= $2`); the declared text still has them (`p_score >= 70`)."""
-    found: dict[str, str] = {}
+def declared_statements(spec: Spec | None) -> dict[str, tuple[str, str]]:
+    """fingerprint → (name, SQL) of the declared workload query: pg_stat_statements has replaced the constants a
+    partial index needs (`p_score >= $2`); the declared text still has them (`p_score >= 70`)."""
+    found: dict[str, tuple[str, str]] = {}
     for query in spec.workload if spec else ():
         text = positional(query.sql)
         key = fingerprint(text)
         if key and is_select(text):
-            found.setdefault(key, text)
+            found.setdefault(key, (query.name, text))
     return found
 
 
@@ -390,8 +391,12 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
     require_hypopg(conn)
     advice = Advice()
     declared = declared_statements(spec)
-    statements = [replace(s, query=declared.get(fingerprint(s.query) or "", s.query))
-                  for s in top_statements(conn, min_calls, min_mean_ms, top)]
+    statements = []
+    for statement in top_statements(conn, min_calls, min_mean_ms, top):
+        name, text = declared.get(fingerprint(statement.query) or "", ("", statement.query))
+        statements.append(replace(statement, query=text))
+        if name:
+            advice.declared[statement.queryid] = name
     columns: dict[tuple[str, str], set[str]] = {}
     for schema, table, column in conn.execute(
             "SELECT n.nspname, c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"

@@ -19,9 +19,28 @@ def _lab_dir() -> Path:
     return Path(os.environ.get("PGCONVERGE_LAB_DIR", ".lab"))
 
 
+def _inventory_url(inventory: str, wanted: str | None) -> str:
+    """The database URL of one database host of a pyinfra inventory (from the variable its data names)."""
+    from .report import database_hosts
+    from .secrets import url_from_env
+
+    hosts = dict(database_hosts(Path(inventory)))
+    if not hosts:
+        raise LookupError(f"{inventory}: no host names a database_url_env — nothing to connect to")
+    if wanted is None and len(hosts) > 1:
+        raise LookupError(f"{inventory} has {len(hosts)} database hosts ({', '.join(hosts)}) — pick one with --host")
+    name = wanted or next(iter(hosts))
+    if name not in hosts:
+        raise LookupError(f"{inventory}: no database host {name!r} — there are {', '.join(hosts)}")
+    return url_from_env(hosts[name]["database_url_env"], f"host {name}")
+
+
 def _database_url(args: argparse.Namespace) -> str:
-    """--database-url, else $DATABASE_URL, else the lab's database; remembered so that it is masked."""
-    url = args.database_url or os.environ.get("DATABASE_URL")
+    """--database-url, else --inventory's host, else $DATABASE_URL, else the lab's database; remembered so that
+    it is masked."""
+    inventory = getattr(args, "inventory_file", None)
+    url = args.database_url or (_inventory_url(inventory, args.db_host) if inventory else None) or os.environ.get(
+        "DATABASE_URL")
     if not url:
         lab = lab_module.Lab(_lab_dir())
         if not lab.state_file.exists():
@@ -218,8 +237,12 @@ def _load_spec(args: argparse.Namespace, announce: bool = True) -> spec_module.S
     return loaded
 
 
-def _add_database_url(parser: argparse.ArgumentParser) -> None:
+def _add_database_url(parser: argparse.ArgumentParser, inventory: bool = False) -> None:
     parser.add_argument("--database-url", help="default: $DATABASE_URL, else the lab's database")
+    if inventory:
+        parser.add_argument("--inventory", dest="inventory_file",
+                            help="a pyinfra inventory: connect to its database host (URL from the variable it names)")
+        parser.add_argument("--host", dest="db_host", help="with --inventory: which database host (default: the only one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(func=cmd_plan)
 
     adv = commands.add_parser("advise", help="index proposal from pg_stat_statements + HypoPG (read-only)")
-    _add_database_url(adv)
+    _add_database_url(adv, inventory=True)
     adv.add_argument("--min-calls", type=int, default=5)
     adv.add_argument("--min-mean-ms", type=float, default=0.0)
     adv.add_argument("--top", type=int, default=20, help="statements by total time")
@@ -301,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
 
     kpi = commands.add_parser("kpi", help="p50/p95 of every KPI query class on a database (read-only)")
-    _add_database_url(kpi)
+    _add_database_url(kpi, inventory=True)
     kpi.add_argument("--runs", type=int, default=50)
     _add_phases(kpi)
     kpi.set_defaults(func=cmd_kpi)

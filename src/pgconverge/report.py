@@ -25,7 +25,7 @@ class HostPlan:
 def database_hosts(inventory: Path) -> list[tuple[str, dict[str, Any]]]:
     """Hosts of a pyinfra inventory file that name a database URL variable, with their merged data."""
     namespace = runpy.run_path(str(inventory))
-    hosts: list[tuple[str, dict[str, Any]]] = []
+    hosts: dict[str, dict[str, Any]] = {}  # a host in several groups (the lab's @local) is one database
     for group, value in namespace.items():
         if group.startswith("_") or not isinstance(value, list | tuple):
             continue
@@ -33,10 +33,10 @@ def database_hosts(inventory: Path) -> list[tuple[str, dict[str, Any]]]:
             value[1], dict) else (value, {})
         for entry in entries:
             name, data = (entry, {}) if isinstance(entry, str) else (entry[0], entry[1])
-            merged = {**group_data, **data}
+            merged = {**hosts.get(name, {}), **group_data, **data}
             if merged.get("database_url_env"):
-                hosts.append((name, merged))
-    return hosts
+                hosts[name] = merged
+    return list(hosts.items())
 
 
 def deploy_phases(spec: Spec, deploy: str, rollback_phase: str | None) -> tuple[str, list[str]]:

@@ -41,7 +41,8 @@ def measure_workload(conn: psycopg.Connection, spec: Spec, runs: int) -> dict[st
 
 def present(conn: psycopg.Connection, name: str) -> bool:
     """A relation or function of that (optionally schema-qualified) name exists."""
-    row = conn.execute("SELECT coalesce(to_regclass(%s)::text, to_regproc(%s)::text) IS NOT NULL",
+    # the comment keeps this catalog check out of what advise reads from pg_stat_statements
+    row = conn.execute("/* pgconverge */ SELECT coalesce(to_regclass(%s)::text, to_regproc(%s)::text) IS NOT NULL",
                        [name, name]).fetchone()
     return bool(row and row[0])
 

@@ -48,7 +48,8 @@ def test_advise_proposes_indexes_that_validate_and_converge_and_writes_nothing(s
     assert state(fresh_db) == before  # plans and hypothetical indexes only
     proposal = proposal_dir / "phases.yml"
     text = proposal.read_text()
-    assert "table: public.message_events" in text and "columns: [lead_id, created_at]" in text
+    assert "table: public.message_events" in text and "columns: [lead_id, created_at" in text
+    assert "to_regclass" not in text  # kpi's own catalog check is no application statement
     assert "workload cost" in text and "writes/s" in text
     assert "workload:" in text and "kind: latency" in text and "max_ratio_to_before: 1.5" in text
     assert cli.main(["validate", str(proposal)]) == 0
@@ -64,8 +65,9 @@ def test_advise_without_hypopg_says_so_in_one_line(servers, fresh_db, capsys):
     with psycopg.connect(servers.superuser_url(fresh_db.rsplit("/", 1)[1]), autocommit=True) as conn:
         conn.execute("DROP EXTENSION hypopg")
     assert cli.main(["advise", "--database-url", fresh_db]) == 1
-    err = capsys.readouterr().err.strip()
-    assert "HypoPG is not installed in this database" in err and "\n" not in err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("phases: ") and len(err) == 2  # which phases.yml, then one line
+    assert "HypoPG is not installed in this database" in err[1]
 
 
 def test_statements_as_pg_stat_statements_prints_them_become_plannable():
@@ -118,5 +120,21 @@ def test_the_declared_workload_gives_advise_the_constants_pg_stat_statements_rep
     declared = declared_statements(spec.load(REPO / "phases.yml"))
     normalized = ("SELECT id, name, status, p_score, last_activity_at FROM leads WHERE user_id = $1 AND p_score >= $2"
                   " AND last_activity_at >= now() - interval $3 ORDER BY p_score DESC LIMIT $4")
-    text = declared[fingerprint(normalized) or ""]
+    name, text = declared[fingerprint(normalized) or ""]
+    assert name == "hot_leads"
     assert "p_score >= 70" in text and "user_id = $1" in text
+
+
+def test_advise_and_kpi_reach_a_database_host_of_an_inventory(fresh_db, tmp_path, capsys, monkeypatch):
+    inventory = tmp_path / "fleet.py"
+    inventory.write_text("db = ([('@db/eu', {'database_url_env': 'T_EU_URL'}), ('@db/us', {'database_url_env':"
+                         " 'T_US_URL'})], {'environment': 'prod'})\ncache = ['redis-1.internal']\n")
+    monkeypatch.setenv("T_EU_URL", fresh_db)
+    monkeypatch.delenv("T_US_URL", raising=False)
+    assert cli.main(["kpi", "--inventory", str(inventory), "--runs", "1"]) == 1
+    assert "has 2 database hosts (@db/eu, @db/us) — pick one with --host" in capsys.readouterr().err
+    assert cli.main(["kpi", "--inventory", str(inventory), "--host", "@db/us", "--runs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "T_US_URL" in err and "\n" not in err.strip()
+    assert cli.main(["kpi", "--inventory", str(inventory), "--host", "@db/eu", "--runs", "1"]) == 0
+    assert "hot_leads" in capsys.readouterr().out

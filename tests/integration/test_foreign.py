@@ -186,10 +186,13 @@ def test_advise_cycle_on_the_foreign_database(servers, foreign_db, tmp_path, cap
                      " WHERE datname = current_database()), 0)")
     phases = str(FOREIGN / "phases.yml")
     assert cli.main(["kpi", "--database-url", foreign_db, "--phases", phases, "--runs", "10"]) == 0
-    assert cli.main(["advise", "--database-url", foreign_db, "--output-dir", str(tmp_path / "proposal")]) == 0
+    assert cli.main(["advise", "--database-url", foreign_db, "--phases", phases,
+                     "--output-dir", str(tmp_path / "proposal")]) == 0
     proposal = tmp_path / "proposal" / "phases.yml"
     text = proposal.read_text()
     assert "table: app.Tickets" in text or "table: app.members" in text, text
+    # the declared workload's text, with the constant pg_stat_statements replaced by $2
+    assert any("status = 'open'" in f.read_text() for f in (proposal.parent / "sql" / "workload").glob("*.sql"))
     assert cli.main(["validate", str(proposal)]) == 0
     env = {**os.environ, "DATABASE_URL": foreign_db, "PGCONVERGE_PHASES": str(proposal),
            "PGCONVERGE_BACKUP_DIR": str(tmp_path / "b"), "PGCONVERGE_REPORTS_DIR": str(tmp_path / "r")}

@@ -339,8 +339,9 @@ def advise_comparison(spec: Spec, scale: str, runs: int, out_dir: Path, repo: Pa
         report["shipped"] = measure(conn, spec, "phase1", runs, 20, log)
     rollback_all(url, spec)
     report["before"] = before
-    report["estimates"] = [{"query": advise.one_line(s.query)[:80], "calls": s.calls, "cost_before": round(b, 1),
-                            "cost_after": round(a, 1)} for s, b, a in advice.statements]
+    report["estimates"] = [{"query": advise.one_line(s.query)[:80], "workload": advice.declared.get(s.queryid),
+                            "calls": s.calls, "cost_before": round(b, 1), "cost_after": round(a, 1)}
+                           for s, b, a in advice.statements]
     lab.down()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "advise.json").write_text(json.dumps(report, indent=2, default=str))
@@ -360,7 +361,15 @@ def advise_markdown(report: dict[str, Any]) -> str:
         before = report["before"].get(kpi, {}).get("p95_ms")
         ratio = f"{advised / shipped['p95_ms']:.2f}×" if advised is not None and shipped["p95_ms"] else "—"
         lines.append(f"| {kpi} | {before if before is not None else '—'} | {advised} | {shipped['p95_ms']} | {ratio} |")
-    lines += ["", "| statement | calls | est. cost before | est. cost after |", "|---|---:|---:|---:|"]
-    lines += [f"| {e['query']} | {e['calls']} | {e['cost_before']:,} | {e['cost_after']:,} |"
-              for e in report["estimates"]]
+    # estimated (planner cost) next to measured (p95) improvement, per statement that is a declared KPI query
+    measured = {m["query"]: (m["p95_ms"], report["advised"].get(kpi, {}).get("p95_ms"))
+                for kpi, m in report["before"].items()}
+    lines += ["", "| statement | workload query | calls | est. cost before → after | estimated | measured p95"
+              " before → advised |", "|---|---|---:|---:|---:|---:|"]
+    for e in report["estimates"]:
+        estimated = f"{e['cost_before'] / max(e['cost_after'], 0.01):,.0f}× cheaper"
+        before, after = measured.get(e.get("workload"), (None, None))
+        seen = f"{before} → {after} ms ({before / after:,.0f}× faster)" if before and after else "—"
+        lines.append(f"| {e['query']} | {e.get('workload') or '—'} | {e['calls']} | {e['cost_before']:,} →"
+                     f" {e['cost_after']:,} | {estimated} | {seen} |")
     return "\n".join(lines) + "\n"
