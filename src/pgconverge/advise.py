@@ -43,14 +43,20 @@ class Candidate:
     columns: tuple[str, ...]  # each "column" or "column DESC"
     include: tuple[str, ...] = ()
     where: str = ""  # a partial index's predicate: the statement's filters on constants
+    declared: str = ""  # the name phases.yml gives it, when it is one of its indexes
+    definition: str = ""  # then its own CREATE INDEX (elements as written: expressions, operator classes)
 
     @property
     def name(self) -> str:
+        if self.declared:
+            return self.declared
         parts = ([c.split()[0] for c in self.columns] + (["incl"] if self.include else [])
                  + (["part"] if self.where else []))
         return ("idx_" + "_".join([self.table.lower(), *parts]))[:63]
 
     def create_sql(self) -> str:
+        if self.definition:
+            return self.definition
         columns = sql.SQL(", ").join(
             sql.SQL("{}{}").format(sql.Identifier(c.split()[0]), sql.SQL(" DESC" if c.endswith(" DESC") else ""))
             for c in self.columns)
@@ -129,6 +135,29 @@ def declared_statements(spec: Spec | None) -> dict[str, tuple[str, str]]:
         key = fingerprint(text)
         if key and is_select(text):
             found.setdefault(key, (query.name, text))
+    return found
+
+
+
+
+def declared_candidates(spec: Spec | None, existing: set[str]) -> list[Candidate]:
+    """The indexes phases.yml declares and the database lacks, as candidates beside advise's own: the proposal
+    then says which of them the workload needs."""
+    from .kinds.index import create_index_sql
+
+    found = []
+    for phase in spec.phases if spec else ():
+        for index in phase.indexes:
+            # plain btree (what HypoPG simulates and the proposal can restate); unique ones are constraints
+            if index.state != "present" or index.method != "btree" or index.unique or index.storage:
+                continue
+            if f"{index.schema}.{index.name}" in existing:
+                continue
+            elements = tuple(c.element or " ".join(filter(None, [c.column, c.order, c.nulls and f"NULLS {c.nulls}"]))
+                             for c in index.columns)
+            found.append(Candidate(index.schema, index.table_name, elements, index.include, index.where or "",
+                                   declared=index.name,
+                                   definition=create_index_sql(index, index.name).replace(" CONCURRENTLY", "", 1)))
     return found
 
 
@@ -387,7 +416,9 @@ def _workload_cost(conn: psycopg.Connection, statements: list[Statement], hypoth
 
 
 def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_mean_ms: float = 0.0,
-           top: int = 20) -> Advice:
+           top: int = 20, offer_declared: bool = True) -> Advice:
+    """`offer_declared`: phases.yml's own indexes compete with advise's candidates (the bench turns it off to
+    compare advise's choice with them)."""
     require_hypopg(conn)
     advice = Advice()
     declared = declared_statements(spec)
@@ -404,6 +435,10 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
             " AND NOT a.attisdropped AND n.nspname NOT IN ('pg_catalog', 'information_schema')").fetchall():
         columns.setdefault((schema, table), set()).add(column)
     pool = list(dict.fromkeys(c for s in statements for c in candidates_of(s.query, columns)))
+    if offer_declared:
+        existing = {f"{r[0]}.{r[1]}" for r in conn.execute(
+            "SELECT schemaname, indexname FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")}
+        pool += declared_candidates(spec, existing)
     base = _workload_cost(conn, statements, [])
     statements = [s for s in statements if s.queryid in base]
     calls = {s.queryid: s.calls for s in statements}
@@ -510,11 +545,12 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
               "    indexes:"]
     for candidate, before, after, helped in advice.chosen:
         writes = advice.write_rates.get(f"{candidate.schema}.{candidate.table}", 0.0)
+        origin = f"declared in phases.yml as {candidate.declared}; " if candidate.declared else ""
         lines += [f"      - name: {candidate.name}", f"        table: {candidate.schema}.{candidate.table}",
-                  f"        columns: [{', '.join(candidate.columns)}]",
+                  f"        columns: [{', '.join(json.dumps(c) if candidate.declared else c for c in candidate.columns)}]",
                   *([f"        include: [{', '.join(candidate.include)}]"] if candidate.include else []),
                   *([f"        where: {json.dumps(candidate.where)}"] if candidate.where else []),
-                  f'        serves: "workload cost {before:,.0f} → {after:,.0f} (calls × est. cost); '
+                  f'        serves: "{origin}workload cost {before:,.0f} → {after:,.0f} (calls × est. cost); '
                   f'cheaper for {helped} statements; the table takes {writes:.1f} writes/s"']
     lines += ["    gates:", f"      - name: {phase_id}_no_invalid_indexes", "        kind: sql",
               "        sql: gates/no_invalid_indexes.sql", "        expect: no_rows"]

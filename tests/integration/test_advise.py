@@ -50,6 +50,8 @@ def test_advise_proposes_indexes_that_validate_and_converge_and_writes_nothing(s
     text = proposal.read_text()
     assert "table: public.message_events" in text and "columns: [lead_id, created_at" in text
     assert "to_regclass" not in text  # kpi's own catalog check is no application statement
+    # ./phases.yml's own indexes compete (none is built here yet): the proposal says which of them it needs
+    assert "declared in phases.yml as idx_" in text, text
     assert "workload cost" in text and "writes/s" in text
     assert "workload:" in text and "kind: latency" in text and "max_ratio_to_before: 1.5" in text
     assert cli.main(["validate", str(proposal)]) == 0
