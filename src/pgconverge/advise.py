@@ -34,6 +34,7 @@ class Statement:
     calls: int
     mean_ms: float
     total_ms: float
+    calls_per_s: float = 0.0  # since pg_stat_statements was last reset
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ class Candidate:
 
 @dataclass
 class Advice:
-    # candidate, workload cost before and after it, how many statements it made cheaper
-    chosen: list[tuple[Candidate, float, float, int]] = field(default_factory=list)
+    # candidate, workload cost before and after it, the statements it made cheaper (queryid, cost before, after)
+    chosen: list[tuple[Candidate, float, float, tuple[tuple[int, float, float], ...]]] = field(default_factory=list)
     statements: list[tuple[Statement, float, float]] = field(default_factory=list)  # statement, before, after
     # statement → (workload query, parameter query) for those whose parameters can be sampled from the data
     workload: dict[int, tuple[str, str]] = field(default_factory=dict)
@@ -98,12 +99,16 @@ def top_statements(conn: psycopg.Connection, min_calls: int, min_mean_ms: float,
                        " ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'").fetchone()
     if not row:
         raise LookupError("pg_stat_statements is not installed here — it is the baseline advise reads (phase 1)")
+    # one row per statement (pg_stat_statements keeps one per role and nesting level)
     rows = conn.execute(sql.SQL(
-        "SELECT queryid, query, calls, mean_exec_time, total_exec_time FROM {}.pg_stat_statements"
+        "SELECT queryid, min(query), sum(calls)::bigint, sum(total_exec_time) / sum(calls), sum(total_exec_time),"
+        " sum(calls) / greatest(extract(epoch FROM now() - (SELECT stats_reset FROM {}.pg_stat_statements_info)), 1)"
+        " FROM {}.pg_stat_statements"
         " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND calls >= %s AND mean_exec_time >= %s ORDER BY total_exec_time DESC LIMIT 200").format(
-        sql.SQL(row[0])), [min_calls, min_mean_ms]).fetchall()
-    statements = [Statement(r[0], plannable(r[1]), *r[2:]) for r in rows
+        " GROUP BY queryid HAVING sum(calls) >= %s AND sum(total_exec_time) / sum(calls) >= %s"
+        " ORDER BY sum(total_exec_time) DESC LIMIT 200").format(sql.SQL(row[0]), sql.SQL(row[0])),
+        [min_calls, min_mean_ms]).fetchall()
+    statements = [Statement(r[0], plannable(r[1]), int(r[2]), float(r[3]), float(r[4]), float(r[5])) for r in rows
                   if is_select(plannable(r[1])) and not SKIP.search(r[1])]
     return statements[:top]
 
@@ -453,7 +458,7 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
         best_total, best, best_costs = min(trials, key=lambda t: t[0])
         if total(current) - best_total < MIN_SAVING * total(current):
             break
-        helped = sum(1 for q, c in best_costs.items() if c < current.get(q, c))
+        helped = tuple((q, current[q], c) for q, c in best_costs.items() if c < current.get(q, c))
         advice.chosen.append((best, total(current), best_total, helped))
         chosen.append(best)
         pool.remove(best)
@@ -543,15 +548,22 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
             lines += [f'    description: "pg_stat_statements queryid {queryid}"']
     lines += ["phases:", f"  - id: {phase_id}", '    title: "Indexes advised from the real workload (HypoPG estimates)"',
               "    indexes:"]
+    by_id = {s.queryid: (s, b) for s, b, _ in advice.statements}
+    names = {q: advice.declared.get(q) or (f"{phase_id}_{n}" if q in advice.workload else f"queryid {q}")
+             for n, q in enumerate(sorted(advice.workload), 1)} | {
+        q: advice.declared.get(q) or f"queryid {q}" for q in by_id if q not in advice.workload}
     for candidate, before, after, helped in advice.chosen:
         writes = advice.write_rates.get(f"{candidate.schema}.{candidate.table}", 0.0)
+        # each statement it made cheaper: its name, its estimated cost per call before → after, how often it runs
+        served = "; ".join(f"{names.get(q, q)} {b:,.1f} → {a:,.1f} per call, {by_id[q][0].calls_per_s:.2f} calls/s"
+                           for q, b, a in helped if q in by_id)
         origin = f"declared in phases.yml as {candidate.declared}; " if candidate.declared else ""
         lines += [f"      - name: {candidate.name}", f"        table: {candidate.schema}.{candidate.table}",
                   f"        columns: [{', '.join(json.dumps(c) if candidate.declared else c for c in candidate.columns)}]",
                   *([f"        include: [{', '.join(candidate.include)}]"] if candidate.include else []),
                   *([f"        where: {json.dumps(candidate.where)}"] if candidate.where else []),
-                  f'        serves: "{origin}workload cost {before:,.0f} → {after:,.0f} (calls × est. cost); '
-                  f'cheaper for {helped} statements; the table takes {writes:.1f} writes/s"']
+                  f'        serves: "{origin}{served}; workload cost {before:,.0f} → {after:,.0f} (calls × est. cost);'
+                  f' the table takes {writes:.1f} writes/s"']
     lines += ["    gates:", f"      - name: {phase_id}_no_invalid_indexes", "        kind: sql",
               "        sql: gates/no_invalid_indexes.sql", "        expect: no_rows"]
     for number, queryid in enumerate(sorted(advice.workload), 1):

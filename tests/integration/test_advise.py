@@ -53,6 +53,9 @@ def test_advise_proposes_indexes_that_validate_and_converge_and_writes_nothing(s
     # ./phases.yml's own indexes compete (none is built here yet): the proposal says which of them it needs
     assert "declared in phases.yml as idx_" in text, text
     assert "workload cost" in text and "writes/s" in text
+    # serves names each statement it makes cheaper, with the estimated cost per call and how often it runs
+    assert re.search(r'serves: "(declared in phases.yml as \w+; )?(\w+|queryid -?\d+) [\d,.]+ → [\d,.]+ per call,'
+                     r' [\d.]+ calls/s', text), text
     assert "workload:" in text and "kind: latency" in text and "max_ratio_to_before: 1.5" in text
     assert cli.main(["validate", str(proposal)]) == 0
     out = ok(run_pyinfra(fresh_db, "deploys/phase.py", "-y", "--data", "phase=advised", phases=proposal))
