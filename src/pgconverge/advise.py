@@ -80,7 +80,8 @@ class Advice:
     unused: list[tuple[str, int, str]] = field(default_factory=list)
     # schema, index, bytes, table, columns, why
     redundant: list[tuple[str, str, int, str, str, str]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    # statements made cheaper that get no workload query and gate, and why
+    ungated: dict[int, str] = field(default_factory=dict)
     declared: dict[int, str] = field(default_factory=dict)  # statement → the declared workload query it is
 
 
@@ -471,6 +472,10 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
         files = workload_files(statement, columns, sizes) if after < before else None
         if files:
             advice.workload[statement.queryid] = files
+        elif after < before:
+            # pg_stat_statements keeps no parameter values: only those compared with a column can be sampled
+            advice.ungated[statement.queryid] = ("a parameter is compared with no column (LIMIT, interval, an"
+                                                 " expression): declare the query under workload: with its values")
     for schema, table, rate in conn.execute(
             "SELECT s.schemaname, s.relname, (s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::float8"
             " / greatest(extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time())), 1)"
@@ -572,8 +577,10 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
                   f"        p95_ms: {max(50.0, round(5 * means[queryid], 1))}", "        max_ratio_to_before: 1.5",
                   "        runs: 20"]
     lines += ["", "# Statements (queryid, calls, mean ms, estimated cost before → after):"]
-    lines += [f"#   {s.queryid}: {s.calls} calls, {s.mean_ms:.2f} ms, {b:,.1f} → {a:,.1f}  {one_line(s.query)[:90]}"
-              for s, b, a in advice.statements]
+    for s, b, a in advice.statements:
+        lines.append(f"#   {s.queryid}: {s.calls} calls, {s.mean_ms:.2f} ms, {b:,.1f} → {a:,.1f}  {one_line(s.query)[:90]}")
+        if s.queryid in advice.ungated:
+            lines.append(f"#     no gate: {advice.ungated[s.queryid]}")
     if advice.redundant:
         lines += ["", "# Redundant indexes, for review. pgconverge drops only what it manages: declare one as it is (it is",
                   "# adopted, no build), converge, then set state: absent and converge again."]

@@ -143,3 +143,17 @@ def test_advise_and_kpi_reach_a_database_host_of_an_inventory(fresh_db, tmp_path
     assert "T_US_URL" in err and "\n" not in err.strip()
     assert cli.main(["kpi", "--inventory", str(inventory), "--host", "@db/eu", "--runs", "1"]) == 0
     assert "hot_leads" in capsys.readouterr().out
+
+
+def test_without_a_declared_workload_statements_with_unsampleable_parameters_say_why_they_get_no_gate(
+        servers, fresh_db, capsys):
+    from pgconverge import advise
+
+    replay(servers, fresh_db, capsys)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        advice = advise.advise(conn, None)  # pg_stat_statements only: `LIMIT $4`, `interval $3`
+    text = advise.to_yaml(advice)
+    hot = next(s for s, _, _ in advice.statements if "p_score >= $" in s.query)
+    assert hot.queryid in advice.ungated and hot.queryid not in advice.workload
+    assert "#     no gate: a parameter is compared with no column (LIMIT, interval" in text
+    assert not advice.declared and '"p_score" >=' not in text  # its constant became $2: no partial index of it
