@@ -5,7 +5,7 @@
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 SCALE=${SCALE:-M}
-KPI_RUNS=${KPI_RUNS:-10}
+KPI_RUNS=${KPI_RUNS:-20}
 OUT=reports/lab/demo
 set -a; source .lab/env; set +a
 mkdir -p "$OUT"
@@ -18,7 +18,7 @@ step "validate phases.yml"
 step "seed the reference data (scale $SCALE)"
 "$BIN/pgconverge" lab seed --scale "$SCALE"
 
-step "baseline: replay the declared workload ($KPI_RUNS timed calls per query) and snapshot it"
+step "baseline: replay the declared workload (up to $KPI_RUNS timed calls per query, fewer — at least 3 — for one slower than 10 s in all) and snapshot it"
 before=$("$BIN/pgconverge" snapshot --label before --kpi-runs "$KPI_RUNS" --redis-url-env CACHE_REDIS_URL \
          --reports "$OUT")
 echo "$before"

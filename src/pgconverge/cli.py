@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--host", default="local")
     snap.add_argument("--reports", default="reports")
     snap.add_argument("--kpi-runs", type=int, default=0,
-                      help="also time every declared workload query this many times (p50/p95/p99 in the snapshot)")
+                      help="also time every declared workload query this many times, fewer (at least 3) when that takes over"
+                           " 10 s (p50/p95/p99 in the snapshot)")
     snap.add_argument("--redis-url-env", default="REDIS_URL", help="the variable holding the Redis URL to read")
     _add_phases(snap)
     snap.set_defaults(func=cmd_snapshot)
