@@ -19,8 +19,7 @@ local = {
     "environment": "lab",
     # database
     "database_url_env": "DATABASE_URL",
-    "backup_dir": "backups",
-    "backup_retention": 3,
+    "backup_retention": 3,  # pre-change backups under ./backups/lab/local/ ($PGCONVERGE_BACKUP_DIR moves them)
     # cache: kept inside the lab's folder, run as a process (no systemd unit on a developer's machine)
     "redis_instance": "cache",
     "redis_port": int(os.environ.get("CACHE_REDIS_PORT") or 6390),

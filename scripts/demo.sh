@@ -6,8 +6,9 @@ set -euo pipefail
 BIN=${BIN:-.venv/bin}
 SCALE=${SCALE:-M}
 KPI_RUNS=${KPI_RUNS:-20}
-OUT=reports/lab/demo
-set -a; source .lab/env; set +a
+LAB_DIR=${PGCONVERGE_LAB_DIR:-.lab}
+OUT=${DEMO_OUT:-reports/lab/demo}
+set -a; source "$LAB_DIR/env"; set +a
 mkdir -p "$OUT"
 
 step() { printf '\n=== %s\n' "$*"; }
@@ -51,12 +52,12 @@ Done. Where each result is:
                                 $after
   advise's proposal             $OUT/advise.yml
   before/after report + chart   $OUT/comparison.md, $OUT/comparison.png
-  snapshots around each phase   reports/lab/local/
-  pre-change backups            backups/lab/local/
-  nightly backups               backups/lab/nightly/ (script .lab/backup/pgconverge-backup-lab, cron 02:30)
-  provisioned Redis             .lab/cache/ (port \$CACHE_REDIS_PORT), backend settings .lab/backend.env
-  connection URLs               .lab/env (mode 0600)
-Re-check any time:  set -a; source .lab/env; set +a;
+  snapshots around each phase   ${PGCONVERGE_REPORTS_DIR:-reports}/lab/local/
+  pre-change backups            ${PGCONVERGE_BACKUP_DIR:-backups}/lab/local/
+  nightly backups               $(dirname "$LAB_DIR")/backups/lab/nightly/ (script $LAB_DIR/backup/pgconverge-backup-lab, cron 02:30)
+  provisioned Redis             $LAB_DIR/cache/ (port $CACHE_REDIS_PORT), backend settings $LAB_DIR/backend.env
+  connection URLs               $LAB_DIR/env (mode 0600)
+Re-check any time:  set -a; source $LAB_DIR/env; set +a;
   $BIN/pyinfra inventory/lab.py deploys/verify.py -y     # drift + every gate, changes nothing
   $BIN/pyinfra inventory/lab.py deploys/all.py --dry     # the SQL a run would execute
 DONE
