@@ -32,10 +32,11 @@ local = {
     # app: the backend reaches the provisioned cache
     "backend_env_file": str(LAB / "backend.env"),
     "redis_url_env": "CACHE_REDIS_URL",
-    # backup host: nightly script and its env file in the lab, the dumps beside the deploys' backups
-    "nightly_backup_dir": str(LAB.parent / "backups" / "lab" / "nightly"),
-    "backup_env_file": str(LAB / "backup" / "backup-lab.env"),
-    "backup_script": str(LAB / "backup" / "pgconverge-backup-lab"),
+    # backup host: a nightly script per database host (here: itself) and its env file in the lab, the dumps in
+    # ./backups/nightly/lab/local/
+    "nightly_backup_dir": str(LAB.parent / "backups" / "nightly"),
+    "backup_config_dir": str(LAB / "backup"),
+    "backup_bin_dir": str(LAB / "backup"),
     "backup_run_now": True,
 }
 

@@ -54,7 +54,7 @@ Done. Where each result is:
   before/after report + chart   $OUT/comparison.md, $OUT/comparison.png
   snapshots around each phase   ${PGCONVERGE_REPORTS_DIR:-reports}/lab/local/
   pre-change backups            ${PGCONVERGE_BACKUP_DIR:-backups}/lab/local/
-  nightly backups               $(dirname "$LAB_DIR")/backups/lab/nightly/ (script $LAB_DIR/backup/pgconverge-backup-lab, cron 02:30)
+  nightly backups               $(dirname "$LAB_DIR")/backups/nightly/lab/local/ (script $LAB_DIR/backup/pgconverge-backup-lab-local, cron 02:30)
   provisioned Redis             $LAB_DIR/cache/ (port $CACHE_REDIS_PORT), backend settings $LAB_DIR/backend.env
   connection URLs               $LAB_DIR/env (mode 0600)
 Re-check any time:  set -a; source $LAB_DIR/env; set +a;

@@ -275,42 +275,66 @@ def backend_cache(enable: bool = True) -> None:
              fixed={"ENABLE_CACHE": "true" if enable else "false"})
 
 
-def nightly_backups(present: bool = True) -> None:
-    """A backup script and a cron entry on the backup host: pg_dump -Fc, verified, kept under retention.
+def backup_targets(environment: str) -> list[tuple[str, str]]:
+    """(label, URL variable) of every database host of this inventory in `environment`: a fleet's databases are
+    all called `postgres`, so each gets its own script, cron entry, folder and file names."""
+    from pyinfra import inventory
 
-    `present=False` removes the cron entry and the script (the dumps stay).
+    found: dict[str, str] = {}
+    for target in inventory:
+        if target.data.get("database_url_env") and SAFE_NAME.sub("_", target.data.get("environment") or "env") == environment:
+            found[SAFE_NAME.sub("_", target.name.strip("@"))] = target.data.get("database_url_env")
+    return sorted(found.items())
+
+
+def nightly_backups(present: bool = True) -> None:
+    """A backup script and a cron entry on the backup host for each database host of its environment: pg_dump -Fc,
+    verified, kept under retention, in <nightly_backup_dir>/<environment>/<database host>/.
+
+    `present=False` removes the cron entries and the scripts (the dumps stay).
     """
     backup_dir = host.data.get("nightly_backup_dir") or host.data.get("backup_dir") or "/var/backups/pgconverge"
     retention = int(host.data.get("backup_retention") or 7)
     environment = SAFE_NAME.sub("_", host.data.get("environment") or "env")
-    env_path = host.data.get("backup_env_file") or f"/etc/pgconverge/backup-{environment}.env"
-    script = host.data.get("backup_script") or f"/usr/local/bin/pgconverge-backup-{environment}"
-    cron_name = f"pgconverge-backup-{environment}"
-    if not present:
-        crontab.crontab(name="No nightly backup entry", command=script, present=False, cron_name=cron_name)
-        files.file(name=f"No backup script {script}", path=script, present=False)
-        return
-    apt.packages(name="Install PostgreSQL client and cron", packages=["postgresql-client", "cron"])
-    files.directory(name=f"Backup directory {backup_dir}", path=backup_dir, mode="700")
-    files.directory(name="Config directory", path=os.path.dirname(env_path), mode="700")
-    env_file(name=f"Backup connection in {env_path}", path=env_path,
-             values_env={"DATABASE_URL": host.data.get("database_url_env") or "DATABASE_URL"})
-    written = files.put(name=f"Backup script {script}", src=StringIO(render_backup_script(
-        backup_dir, retention, environment, env_path)), dest=script, mode="755")
-    crontab.crontab(name="Nightly backup at 02:30", command=script, minute="30", hour="2", cron_name=cron_name)
-    if host.data.get("backup_run_now"):
-        # a backup host proves a new or changed script at once instead of at 02:30
-        if written.will_change or not host.get_fact(NewestBackup, backup_dir=backup_dir, environment=environment):
-            server.shell(name="Backup now (backup_run_now: new script or no backup yet)", commands=[shlex.quote(script)])
-        backup_gate(name="Newest nightly backup verified", backup_dir=backup_dir, environment=environment)
+    config_dir = host.data.get("backup_config_dir") or "/etc/pgconverge"
+    bin_dir = host.data.get("backup_bin_dir") or "/usr/local/bin"
+    targets = backup_targets(environment)
+    if not targets:
+        raise SystemExit(f"{host.name}: no database host of environment {environment} in this inventory names a"
+                         " database_url_env — add the databases this host should back up")
+    if present:
+        apt.packages(name="Install PostgreSQL client and cron", packages=["postgresql-client", "cron"])
+        files.directory(name="Config directory", path=config_dir, mode="700")
+    for label, url_env in targets:
+        script = f"{bin_dir}/pgconverge-backup-{environment}-{label}"
+        cron_name = f"pgconverge-backup-{environment}-{label}"
+        if not present:
+            crontab.crontab(name=f"No nightly backup entry for {label}", command=script, present=False,
+                            cron_name=cron_name)
+            files.file(name=f"No backup script {script}", path=script, present=False)
+            continue
+        dump_dir, prefix = f"{backup_dir}/{environment}/{label}", f"{environment}-{label}-"
+        env_path = f"{config_dir}/backup-{environment}-{label}.env"
+        files.directory(name=f"Backup directory {dump_dir}", path=dump_dir, mode="700")
+        env_file(name=f"Backup connection in {env_path}", path=env_path, values_env={"DATABASE_URL": url_env})
+        written = files.put(name=f"Backup script {script}", src=StringIO(render_backup_script(
+            dump_dir, prefix, retention, env_path)), dest=script, mode="755")
+        crontab.crontab(name=f"Nightly backup of {label} at 02:30", command=script, minute="30", hour="2",
+                        cron_name=cron_name)
+        if host.data.get("backup_run_now"):
+            # a backup host proves a new or changed script at once instead of at 02:30
+            if written.will_change or not host.get_fact(NewestBackup, backup_dir=dump_dir, prefix=prefix):
+                server.shell(name=f"Backup of {label} now (backup_run_now: new script or no backup yet)",
+                             commands=[shlex.quote(script)])
+            backup_gate(name=f"Newest nightly backup of {label} verified", backup_dir=dump_dir, prefix=prefix)
 
 
 class NewestBackup(FactBase):
     """The newest nightly dump in a folder and whether its .sha256 matches."""
 
-    def command(self, backup_dir: str, environment: str) -> str:
+    def command(self, backup_dir: str, prefix: str) -> str:
         d = shlex.quote(backup_dir)
-        return (f"f=$(ls -1t {d}/{environment}-*-nightly.dump 2>/dev/null | head -n 1); "
+        return (f"f=$(ls -1t {d}/{shlex.quote(prefix)}*-nightly.dump 2>/dev/null | head -n 1); "
                 f"if [ -z \"$f\" ]; then echo none; else echo \"$f\"; stat -c %s \"$f\"; "
                 f"(cd {d} && sha256sum --quiet -c \"$(basename \"$f\").sha256\" >/dev/null 2>&1"
                 f" && echo ok || echo mismatch); fi")
@@ -322,25 +346,25 @@ class NewestBackup(FactBase):
 
 
 @operation(is_idempotent=False)
-def backup_gate(backup_dir: str, environment: str):
+def backup_gate(backup_dir: str, prefix: str):
     """
     Fail the host unless the newest nightly dump exists and matches its .sha256 (checked when executing).
 
-    + backup_dir: the folder of the nightly dumps
-    + environment: the environment in the dumps' names
+    + backup_dir: the folder of one database's nightly dumps
+    + prefix: the start of their file names
     """
     from pyinfra import state
 
     if not state.is_executing:
         host.log(f"backup gate will check the newest dump in {backup_dir}")
         return
-    yield FunctionCommand(_check_newest_backup, (backup_dir, environment), {})
+    yield FunctionCommand(_check_newest_backup, (backup_dir, prefix), {})
 
 
-def _check_newest_backup(state, host, backup_dir: str, environment: str) -> bool:
-    newest = host.get_fact(NewestBackup, backup_dir=backup_dir, environment=environment)
+def _check_newest_backup(state, host, backup_dir: str, prefix: str) -> bool:
+    newest = host.get_fact(NewestBackup, backup_dir=backup_dir, prefix=prefix)
     if not newest:
-        host.log_styled(f"backup gate failed: no {environment}-*-nightly.dump in {backup_dir}", fg="red",
+        host.log_styled(f"backup gate failed: no {prefix}*-nightly.dump in {backup_dir}", fg="red",
                         log_func=logger.error)
         return False
     if newest["checksum"] != "ok":
@@ -352,19 +376,24 @@ def _check_newest_backup(state, host, backup_dir: str, environment: str) -> bool
     return True
 
 
-def render_backup_script(backup_dir: str, retention: int, environment: str, env_path: str) -> str:
+def render_backup_script(dump_dir: str, prefix: str, retention: int, env_path: str) -> str:
+    d = shlex.quote(dump_dir)
     return f"""#!/bin/sh
 # Managed by pgconverge (deploys/backups.py): nightly pg_dump -Fc, verified with pg_restore --list, checksummed.
 set -eu
 set -a; . {shlex.quote(env_path)}; set +a
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
+# one run at a time per database; then a partial file is a dead run's and can go
+exec 9>{d}/.lock
+flock -n 9 || {{ echo "another backup of this database is running" >&2; exit 1; }}
+rm -f {d}/*.dump.partial
+stamp=$(date -u +%Y%m%dT%H%M%S%6NZ)
 db=$(psql "$DATABASE_URL" -Atc 'SELECT current_database()')
-file={shlex.quote(backup_dir)}/{environment}-$db-$stamp-nightly.dump
+file={d}/{prefix}$db-$stamp-nightly.dump
 pg_dump -Fc --exclude-table-data="cron.*" -f "$file.partial" "$DATABASE_URL"
 pg_restore --list "$file.partial" > /dev/null
 mv "$file.partial" "$file"
 sha256sum "$file" > "$file.sha256"
-ls -1t {shlex.quote(backup_dir)}/{environment}-$db-*.dump | tail -n +{retention + 1} | while read -r old; do
+ls -1t {d}/{prefix}*-nightly.dump | tail -n +{retention + 1} | while read -r old; do
   rm -f "$old" "$old.sha256"
 done
 """

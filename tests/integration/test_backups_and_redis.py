@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -100,31 +100,45 @@ def test_redis_deploy_installs_starts_requires_password_and_is_idempotent(redis_
     assert len(rows) == 9 and all(line.split()[-2:] == ["-", "-"] for line in rows), table
 
 
-def test_nightly_backup_deploy_installs_a_working_script_and_cron_entry(cron_db, tmp_path):
+def test_nightly_backups_cover_every_database_of_a_fleet_each_in_its_own_folder(cron_db, fresh_db):
+    """A backup host used to dump only $DATABASE_URL as `<env>-<database>-…`: one database of a fleet whose
+    databases are all called `postgres`. Now one script, cron entry and folder per database host."""
     base = Path(tempfile.mkdtemp(prefix="pgconverge-backup-"))
     name = f"t{free_port()}"
-    data = {"environment": name, "database_url_env": "T_BACKUP_URL", "backup_dir": f"{base}/dumps",
-            "backup_retention": 2, "backup_env_file": f"{base}/etc/backup.env"}
+    backup = {"backup_dir": f"{base}/dumps", "backup_retention": 2, "backup_config_dir": f"{base}/etc",
+              "backup_bin_dir": f"{base}/bin"}
     inventory = base / "inventory.py"
-    inventory.write_text(f"backup = ([('@local', {data!r})], {{'role': 'backup'}})\n")
-    env = {**os.environ, "T_BACKUP_URL": cron_db}
-    password = cron_db.split(":")[2].split("@")[0]
+    inventory.write_text(
+        f"db = ([('@db/eu', {{'database_url_env': 'T_EU_URL'}}), ('@db/us', {{'database_url_env': 'T_US_URL'}})],"
+        f" {{'environment': {name!r}}})\n"
+        f"backup = ([('@local', {backup!r})], {{'role': 'backup', 'environment': {name!r}}})\n")
+    env = {**os.environ, "T_EU_URL": cron_db, "T_US_URL": fresh_db}
+    passwords = {url.split(":")[2].split("@")[0] for url in (cron_db, fresh_db)}
+    scripts = {label: base / "bin" / f"pgconverge-backup-{name}-{label}" for label in ("db_eu", "db_us")}
     try:
         first = subprocess.run([PYINFRA, "-y", str(inventory), "deploys/backups.py"], cwd=REPO, env=env,
                                capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
-        assert password not in first.stdout + first.stderr
-        script = Path(f"/usr/local/bin/pgconverge-backup-{name}")
+        output = first.stdout + first.stderr
+        assert first.returncode == 0, output[-3000:]
+        assert not any(p in output for p in passwords)
         crontab = subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout
-        assert f"30 2 * * * {script}" in crontab
-        assert oct((base / "etc" / "backup.env").stat().st_mode & 0o777) == "0o600"
-        for _ in range(3):
-            subprocess.run([str(script)], check=True, capture_output=True, env={"PATH": os.environ["PATH"]})
-            time.sleep(1.1)  # names carry the second
-        dumps = sorted((base / "dumps").glob(f"{name}-salesflow-*-nightly.dump"))
-        assert len(dumps) == 2  # retention
-        for dump in dumps:
-            assert hashlib.sha256(dump.read_bytes()).hexdigest() in (dump.parent / (dump.name + ".sha256")).read_text()
+        for label, script in scripts.items():
+            assert f"30 2 * * * {script}" in crontab
+            assert oct((base / "etc" / f"backup-{name}-{label}.env").stat().st_mode & 0o777) == "0o600"
+            for _ in range(3):
+                subprocess.run([str(script)], check=True, capture_output=True, env={"PATH": os.environ["PATH"]})
+        for label, url in (("db_eu", cron_db), ("db_us", fresh_db)):
+            database = url.rsplit("/", 1)[1]
+            dumps = sorted((base / "dumps" / name / label).glob(f"{name}-{label}-{database}-*-nightly.dump"))
+            assert len(dumps) == 2  # retention, per database
+            for dump in dumps:
+                assert hashlib.sha256(dump.read_bytes()).hexdigest() in Path(f"{dump}.sha256").read_text()
+        # a second run while one holds the database's lock stops at once and leaves the other's file alone
+        with open(base / "dumps" / name / "db_eu" / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            busy = subprocess.run([str(scripts["db_eu"])], capture_output=True, text=True,
+                                  env={"PATH": os.environ["PATH"]})
+        assert busy.returncode == 1 and "another backup of this database is running" in busy.stderr
         second = subprocess.run([PYINFRA, str(inventory), "deploys/backups.py", "--dry"], cwd=REPO, env=env,
                                 capture_output=True, text=True, stdin=subprocess.DEVNULL)
         table = (second.stdout + second.stderr).split("Detected changes:")[1].split("Detected changes may")[0]
@@ -132,7 +146,6 @@ def test_nightly_backup_deploy_installs_a_working_script_and_cron_entry(cron_db,
         assert rows and all(line.split()[-2:] == ["-", "-"] for line in rows), table
     finally:
         subprocess.run(["sh", "-c", f"crontab -l | grep -v pgconverge-backup-{name} | crontab -"], check=False)
-        Path(f"/usr/local/bin/pgconverge-backup-{name}").unlink(missing_ok=True)
 
 
 def test_lab_inventory_provisions_the_cache_the_backend_env_and_nightly_backups_on_local(cron_db):
@@ -163,19 +176,20 @@ def test_lab_inventory_provisions_the_cache_the_backend_env_and_nightly_backups_
 
         output = deploy("deploys/backups.py")
         assert "backup gate passed" in output
-        dumps = list((base / "backups" / "lab" / "nightly").glob("lab-salesflow-*-nightly.dump"))
+        nightly = base / "backups" / "nightly" / "lab" / "local"
+        dumps = list(nightly.glob("lab-local-salesflow-*-nightly.dump"))
         assert len(dumps) == 1
-        assert f"30 2 * * * {lab_dir / 'backup' / 'pgconverge-backup-lab'}" in subprocess.run(
+        assert f"30 2 * * * {lab_dir / 'backup' / 'pgconverge-backup-lab-local'}" in subprocess.run(
             ["crontab", "-l"], capture_output=True, text=True).stdout
         again = deploy("deploys/backups.py")
-        assert "Backup now" not in again and "backup gate passed" in again  # a proven script is not rerun
-        assert len(list((base / "backups" / "lab" / "nightly").glob("*.dump"))) == 1
+        assert "Backup of local now" not in again and "backup gate passed" in again  # a proven script is not rerun
+        assert len(list(nightly.glob("*.dump"))) == 1
 
         deploy("deploys/backups.py", "--data", "backups=absent")
         entries = [line for line in subprocess.run(["crontab", "-l"], capture_output=True, text=True).stdout.splitlines()
                    if not line.startswith("#")]  # pyinfra leaves its name comment behind
         assert not any(str(lab_dir) in line for line in entries), entries
-        assert not (lab_dir / "backup" / "pgconverge-backup-lab").exists()
+        assert not (lab_dir / "backup" / "pgconverge-backup-lab-local").exists()
         assert dumps[0].exists()  # the dumps stay
     finally:
         subprocess.run(["crontab", "-"], input=saved_crontab, text=True, check=False)

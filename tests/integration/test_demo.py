@@ -50,7 +50,7 @@ def test_demo_runs_the_runbook_loop_and_a_second_run_changes_nothing():
         assert "| hot_leads_mv | — |" in comparison  # phase 2's view did not exist at the baseline
         assert (base / "out" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
         assert "ENABLE_CACHE=true" in (lab_dir / "backend.env").read_text()
-        assert list((base / "backups" / "lab" / "nightly").glob("lab-salesflow-*-nightly.dump"))
+        assert list((base / "backups" / "nightly" / "lab" / "local").glob("lab-local-salesflow-*-nightly.dump"))
         second = demo()
         assert "summary: 0 statements applied, 17/17 gates passed" in second
     finally:
