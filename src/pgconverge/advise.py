@@ -282,7 +282,7 @@ def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], se
             if found:
                 read.setdefault(found[0], set()).add(found[1])
     result = []
-    for key in set(equal) | set(ranged) | set(ordered):
+    for key in sorted(set(equal) | set(ranged) | set(ordered) | set(grouped)):  # sorted: the same pool every run
         eq = list(dict.fromkeys(equal.get(key, [])))
         # then one range column, or the ORDER BY, or the GROUP BY (rows arrive grouped: no sort, no hash)
         tail = ([c for c in ranged.get(key, []) if c not in eq][:1]

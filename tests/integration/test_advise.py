@@ -114,6 +114,8 @@ def test_constant_filters_become_partial_candidates_and_group_by_columns_keys():
     assert grouped[3].create_sql().endswith('("user_id", "template_id") WHERE "template_id" IS NOT NULL')
     mixed = candidates_of("SELECT l.id FROM leads l WHERE l.user_id = $1 AND l.p_score >= 70 AND l.status"
                           " IN ('new', 'open') AND l.p_score < $2 ORDER BY l.p_score DESC", columns)
+    only_grouped = candidates_of("SELECT status, count(*) FROM leads GROUP BY status", columns)
+    assert [c.columns for c in only_grouped] == [("status",)]
     # parameters are no predicate (a generic plan could not use the index); constants and IN lists are
     assert {c.where for c in mixed} == {"", "\"p_score\" >= 70 AND \"status\" IN ('new', 'open')"}
 
