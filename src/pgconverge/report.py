@@ -24,7 +24,15 @@ class HostPlan:
 
 def database_hosts(inventory: Path) -> list[tuple[str, dict[str, Any]]]:
     """Hosts of a pyinfra inventory file that name a database URL variable, with their merged data."""
-    namespace = runpy.run_path(str(inventory))
+    if not inventory.is_file():
+        raise LookupError(f"{inventory}: no such inventory file — pass the path to e.g. inventory/staging.py")
+    try:
+        namespace = runpy.run_path(str(inventory))
+    except SyntaxError as exc:
+        raise LookupError(f"{inventory}:{exc.lineno}: {exc.msg} — fix the inventory, then run again") from None
+    except Exception as exc:  # an inventory is Python: whatever it raises is the user's to fix, in one line
+        raise LookupError(f"{inventory}: loading it raised {exc.__class__.__name__}: {exc} — fix the inventory,"
+                          " then run again") from None
     hosts: dict[str, dict[str, Any]] = {}  # a host in several groups (the lab's @local) is one database
     for group, value in namespace.items():
         if group.startswith("_") or not isinstance(value, list | tuple):

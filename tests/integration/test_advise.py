@@ -159,3 +159,17 @@ def test_without_a_declared_workload_statements_with_unsampleable_parameters_say
     assert hot.queryid in advice.ungated and hot.queryid not in advice.workload
     assert "#     no gate: a parameter is compared with no column (LIMIT, interval" in text
     assert not advice.declared and '"p_score" >=' not in text  # its constant became $2: no partial index of it
+
+
+def test_a_broken_inventory_is_one_line_for_plan_kpi_and_advise(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text('db = [("@local", {"database_url_env": "X"}\n')
+    raising = tmp_path / "raising.py"
+    raising.write_text('import os\ndb = [("@local", {"database_url_env": os.environ["T_NOT_SET_ANYWHERE"]})]\n')
+    cases = [(["plan", str(broken), "deploys/all.py"], f"{broken}:1: '(' was never closed"),
+             (["kpi", "--inventory", str(raising)], "loading it raised KeyError: 'T_NOT_SET_ANYWHERE'"),
+             (["advise", "--inventory", str(tmp_path / "missing.py")], "no such inventory file")]
+    for argv, message in cases:
+        assert cli.main(argv) == 1
+        err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("phases: ")]
+        assert len(err) == 1 and message in err[0], err
