@@ -209,11 +209,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import json
-
     from . import snapshot
 
-    a, b = (json.loads(Path(p).read_text()) for p in (args.before, args.after))
+    a, b = (_snapshot_file(Path(p)) for p in (args.before, args.after))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(snapshot.compare(a, b))
@@ -221,6 +219,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(snapshot.compare(a, b))
     print(f"written: {out}/comparison.md, {out}/comparison.png")
     return 0
+
+
+def _snapshot_file(path: Path) -> dict:
+    """A snapshot written by `pgconverge snapshot` or a deploy, or one line saying what the file is not."""
+    import json
+
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc.msg}, line {exc.lineno}) — pass two files written by"
+                         " pgconverge snapshot") from None
+    if not isinstance(document, dict) or not {"taken_at", "tables", "cache_hit_percent"} <= document.keys():
+        raise ValueError(f"{path}: not a pgconverge snapshot — pass two files written by pgconverge snapshot")
+    return document
 
 
 def _add_phases(parser: argparse.ArgumentParser) -> None:

@@ -33,3 +33,17 @@ def test_comparison_has_the_runbook_table_its_targets_and_new_queries():
     assert "| slow queries (> 1 s) share of calls | 50.00% | 0.00% (calls in between) | < 5 % |" in text
     assert "| cache hit rate (Redis) | no traffic yet | 81.5 % | > 70 % |" in text
     assert "| app.tickets |" in text
+
+
+def test_report_of_files_that_are_no_snapshots_is_one_line(tmp_path, capsys):
+    from pgconverge import cli
+
+    empty, text = tmp_path / "empty.json", tmp_path / "text.json"
+    empty.write_text("{}")
+    text.write_text("nope")
+    for argv, message in ((["report", str(empty), str(text)], f"{empty}: not a pgconverge snapshot"),
+                          (["report", str(text), str(empty)], f"{text}: not JSON (Expecting value, line 1)")):
+        assert cli.main([*argv, "--output-dir", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+    assert not (tmp_path / "out").exists()  # nothing written
