@@ -201,6 +201,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     if redis_url:
         remember_url(redis_url)
     spec = _load_spec(args) if args.kpi_runs else None
+    if spec is not None and not spec.workload:
+        print(f"note: {spec.path} declares no workload: — the snapshot has no query timings", file=sys.stderr)
     with psycopg.connect(url, autocommit=True, application_name="pgconverge-snapshot") as conn:
         taken = snapshot.take(conn, redis_url, spec, args.kpi_runs)
     path = snapshot.write(taken, Path(args.reports), args.environment, args.host, args.label)
