@@ -121,6 +121,19 @@ def percentile(samples: list[float], pct: int) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[pct - 1] if len(samples) > 1 else samples[0]
 
 
+def time_within(conn: psycopg.Connection, query: WorkloadQuery, params: ParamSampler, runs: int,
+                budget_s: float) -> list[float]:
+    """`runs` timed calls, fewer (at least 3) when they would take longer than `budget_s`: a warmed-up probe call
+    sets the count (the old way of a batch takes seconds per call before the indexes)."""
+    probe = time_query(conn, query, params, 1, warmup=1)[0]
+    count = max(3, min(runs, int(budget_s * 1000 / max(probe, 0.01))))
+    return time_query(conn, query, params, count, warmup=0)
+
+
+def percentiles(samples: list[float], digits: int) -> dict[str, float]:
+    return {f"p{p}_ms": round(percentile(samples, p), digits) for p in (50, 95, 99)}
+
+
 def time_query(conn: psycopg.Connection, query: WorkloadQuery, params: ParamSampler, runs: int,
                warmup: int = 3) -> list[float]:
     """Wall-clock milliseconds of `runs` calls, each of `per_call` executions with fresh parameters, after warm-up

@@ -25,8 +25,7 @@ def _rows(conn: psycopg.Connection, query: str, params: list[Any] | None = None)
 def measure_workload(conn: psycopg.Connection, spec: Spec, runs: int,
                      budget_s: float = 10.0) -> dict[str, dict[str, Any]]:
     """p50/p95/p99 of every declared workload query that can run here (its `needs:` exist); this is also the
-    replay that gives pg_stat_statements its baseline. A query slower than `budget_s` for `runs` calls gets fewer
-    (at least 3): the old way of a batch takes seconds per call before the indexes."""
+    replay that gives pg_stat_statements its baseline; fewer calls for one slower than `budget_s` in all."""
     from . import gates
 
     params = gates.ParamSampler(conn, spec)
@@ -34,12 +33,8 @@ def measure_workload(conn: psycopg.Connection, spec: Spec, runs: int,
     for query in spec.workload:
         if query.needs and not present(conn, query.needs):
             continue
-        probe = gates.time_query(conn, query, params, 1, warmup=1)[0]
-        count = max(3, min(runs, int(budget_s * 1000 / max(probe, 0.01))))
-        samples = gates.time_query(conn, query, params, count, warmup=2)
-        measured[query.name] = {"p50_ms": round(gates.percentile(samples, 50), 2),
-                                "p95_ms": round(gates.percentile(samples, 95), 2),
-                                "p99_ms": round(gates.percentile(samples, 99), 2), "runs": len(samples)}
+        samples = gates.time_within(conn, query, params, runs, budget_s)
+        measured[query.name] = {**gates.percentiles(samples, 2), "runs": len(samples)}
     return measured
 
 

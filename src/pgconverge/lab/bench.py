@@ -101,12 +101,9 @@ def measure(conn: psycopg.Connection, spec: Spec, stage: str, runs: int, budget_
         if name is None:
             continue
         query = spec.query(name)
-        probe = gates.time_query(conn, query, params, 1, warmup=1)[0]
-        count = max(3, min(runs, int(budget_s * 1000 / max(probe, 0.01))))
-        samples = gates.time_query(conn, query, params, count, warmup=0)
-        result[kpi] = {"query": name, "runs": count, **{f"p{p}_ms": round(gates.percentile(samples, p), 3)
-                                                         for p in (50, 95, 99)}}
-        log(f"  {stage:<7} {kpi:<45} p95 {result[kpi]['p95_ms']:>10.2f} ms ({count} runs, {name})")
+        samples = gates.time_within(conn, query, params, runs, budget_s)
+        result[kpi] = {"query": name, "runs": len(samples), **gates.percentiles(samples, 3)}
+        log(f"  {stage:<7} {kpi:<45} p95 {result[kpi]['p95_ms']:>10.2f} ms ({len(samples)} runs, {name})")
     return result
 
 
