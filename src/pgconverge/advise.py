@@ -163,7 +163,7 @@ def declared_candidates(spec: Spec | None, existing: set[str]) -> list[Candidate
                              for c in index.columns)
             found.append(Candidate(index.schema, index.table_name, elements, index.include, index.where or "",
                                    declared=index.name,
-                                   definition=create_index_sql(index, index.name).replace(" CONCURRENTLY", "", 1)))
+                                   definition=create_index_sql(index, index.name, concurrently=False)))
     return found
 
 

@@ -38,7 +38,8 @@ def read_indexes(conn: psycopg.Connection, schema: str) -> dict[str, IndexFact]:
     return {r[0]: IndexFact(r[0].split(".", 1)[1], r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
 
-def create_index_sql(index: IndexSpec, name: str) -> str:
+def create_index_sql(index: IndexSpec, name: str, concurrently: bool = True) -> str:
+    """Concurrently on live tables; plainly inside a transaction (probe copies) and for HypoPG."""
     columns: list[sql.Composable] = []
     for column in index.columns:
         if column.element:
@@ -51,8 +52,9 @@ def create_index_sql(index: IndexSpec, name: str) -> str:
         if column.nulls:
             part = sql.SQL("{} NULLS {}").format(part, sql.SQL(column.nulls))
         columns.append(part)
-    statement = sql.SQL("CREATE {unique}INDEX CONCURRENTLY {name} ON {table} USING {method} ({columns})").format(
+    statement = sql.SQL("CREATE {unique}INDEX {concurrently}{name} ON {table} USING {method} ({columns})").format(
         unique=sql.SQL("UNIQUE " if index.unique else ""),
+        concurrently=sql.SQL("CONCURRENTLY " if concurrently else ""),
         name=sql.Identifier(name),
         table=sql.Identifier(index.schema, index.table_name),
         method=sql.SQL(index.method),  # validated: [a-z_][a-z0-9_]*
@@ -192,6 +194,6 @@ def build_on_probe(conn: psycopg.Connection, index: IndexSpec, number: int) -> s
     probe = f"pgconverge_probe_{number}"
     conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(
         sql.Identifier(probe), sql.Identifier(index.schema, index.table_name)))
-    conn.execute(create_index_sql(replace(index, schema="pg_temp", table=probe), f"{probe}_i")
-                 .replace(" CONCURRENTLY ", " ", 1))  # type: ignore[arg-type]
+    conn.execute(create_index_sql(replace(index, schema="pg_temp", table=probe), f"{probe}_i",  # type: ignore[arg-type]
+                                  concurrently=False))
     return f"pg_temp.{probe}_i"
