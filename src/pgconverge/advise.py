@@ -320,18 +320,13 @@ def _constant(node: Any) -> bool:
 def _constant_filter(term: Any, owner) -> tuple[tuple[str, str], str] | None:
     """`column <op> constant`, `column IN (constants)` or `column IS [NOT] NULL` as an index predicate of the
     column's table (unqualified, quoted); None for anything else (parameters, expressions, other tables)."""
-    if isinstance(term, ast.NullTest):
-        found = owner(term.arg)
-        if found:
-            negation = "NOT " if term.nulltesttype == NullTestType.IS_NOT_NULL else ""
-            return found[0], f"{sql.Identifier(found[1]).as_string(None)} IS {negation}NULL"
-        return None
-    if not isinstance(term, ast.A_Expr):
-        return None
-    found = owner(term.lexpr)
+    subject = term.arg if isinstance(term, ast.NullTest) else term.lexpr if isinstance(term, ast.A_Expr) else None
+    found = owner(subject) if subject is not None else None
     if not found:
         return None
     column = sql.Identifier(found[1]).as_string(None)
+    if isinstance(term, ast.NullTest):
+        return found[0], f"{column} IS {'NOT ' if term.nulltesttype == NullTestType.IS_NOT_NULL else ''}NULL"
     operator = term.name[0].sval if term.name else ""
     right: Any = term.rexpr
     if term.kind == A_Expr_Kind.AEXPR_OP and operator in ("=", "<>", "<", ">", "<=", ">=") and _constant(right):
