@@ -3,10 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-hypopg redis-server cron python3-venv
+DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-hypopg redis-server pgbouncer cron python3-venv
 SCALE ?= M
 
-.PHONY: deps venv lab demo test lint lint-sql check bench bench-advise faults clean
+.PHONY: deps venv lab demo test lint lint-sql check bench bench-catalog bench-advise faults clean
 
 # Debian packages the lab and the tests need; installed only when missing (root on Debian).
 deps:
@@ -15,6 +15,7 @@ deps:
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  (command -v service >/dev/null && service redis-server stop >/dev/null 2>&1) || true; \
+	  (command -v service >/dev/null && service pgbouncer stop >/dev/null 2>&1) || true; \
 	fi
 
 $(BIN)/pgconverge: pyproject.toml
@@ -55,6 +56,11 @@ check: deps lint lint-sql test
 bench: deps venv
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/pgconverge bench --scale $(or $(BENCH_SCALE),L)
+	$(BIN)/pgconverge bench --catalog
+
+# No-op converge of every phase beside 3,000 other tables and 150 more declared indexes (reports/bench/catalog/)
+bench-catalog: deps venv
+	$(BIN)/pgconverge bench --catalog
 
 # Phase 1 removed, workload replayed: advise's indexes vs the shipped ones (reports/bench/<scale>/advise.md)
 bench-advise: deps venv

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from .connection import open_connection
 from .secrets import mask, remember_url
 
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -40,7 +41,10 @@ def libpq_env(url: str) -> dict[str, str]:
     params = conninfo_to_dict(url)
     names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE",
              "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT"}
-    return {**os.environ, **{names[k]: str(v) for k, v in params.items() if k in names and v is not None}}
+    env = {**os.environ, **{names[k]: str(v) for k, v in params.items() if k in names and v is not None}}
+    # a login's idle_in_transaction_session_timeout must not end the dump's long snapshot transaction
+    env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c idle_in_transaction_session_timeout=0").strip()
+    return env
 
 
 def _run(argv: list[str], env: dict[str, str], what: str) -> subprocess.CompletedProcess:
@@ -49,9 +53,15 @@ def _run(argv: list[str], env: dict[str, str], what: str) -> subprocess.Complete
     except FileNotFoundError:
         raise BackupFailed(f"{argv[0]} is not installed — install postgresql-client-15") from None
     if result.returncode != 0:
-        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
-        raise BackupFailed(mask(f"{what} failed: {reason}"))
+        raise BackupFailed(mask(f"{what} failed: {tool_reason(result.stderr) or f'exit {result.returncode}'}"))
     return result
+
+
+def tool_reason(stderr: str) -> str:
+    """pg_dump/pg_restore end with 'detail: Query was: …'; the reason is the error line before it."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    errors = [line.split("error: ", 1)[1] for line in lines if "error: " in line]
+    return "; ".join(dict.fromkeys(errors)) if errors else (lines[-1] if lines else "")
 
 
 def backup_name(environment: str, host: str, database: str, label: str, now: dt.datetime | None = None) -> str:
@@ -106,7 +116,9 @@ def take_backup(url: str, directory: Path, environment: str, label: str, retenti
         argv += [f'--schema="{schema.replace(chr(34), chr(34) * 2)}"' for schema in schemas]
     try:
         try:
-            with psycopg.connect(url, application_name="pgconverge-backup") as conn:
+            with open_connection(url, "pgconverge-backup", autocommit=False) as conn:
+                conn.execute("SET idle_in_transaction_session_timeout = 0")
+                conn.commit()
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
                 facts = _snapshot_facts(conn, with_counts=mode == "full", schemas=schemas if mode != "full" else ())
@@ -171,9 +183,24 @@ def table_counts(conn: psycopg.Connection, exact: bool = True, schemas: tuple[st
             for t in tables}
 
 
-def restore_drill(url: str, directory: Path, echo=print) -> bool:
-    """Restore the newest backup of this host into a scratch database and compare it with what the backup's own
-    snapshot held (tables, and row counts for a data backup): later writes to the live database don't matter."""
+def create_scratch(scratch_url: str, name: str) -> None:
+    """The drill's database; a login without CREATEDB gets one line saying what is needed."""
+    with open_connection(scratch_url, "pgconverge-drill", "the scratch server") as conn:
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege:
+            user = conn.execute("SELECT current_user").fetchone()[0]  # type: ignore[index]
+            raise BackupFailed(
+                f"restore drill: role {user} may not create databases — grant it CREATEDB (ALTER ROLE … CREATEDB), or"
+                " pass --scratch-url (or --scratch-url-env) naming a server where the drill may create its scratch"
+                " database; nothing was restored") from None
+
+
+def restore_drill(url: str, directory: Path, echo=print, scratch_url: str | None = None) -> bool:
+    """Restore the newest backup of this host into a scratch database (on `scratch_url`'s server, else the
+    database's own) and compare it with what the backup's own snapshot held (tables, and row counts for a data
+    backup): later writes to the live database don't matter."""
+    url = scratch_url or url
     env = libpq_env(url)
     candidates = backups_of(directory)
     if not candidates:
@@ -188,8 +215,7 @@ def restore_drill(url: str, directory: Path, echo=print) -> bool:
     full = sidecar.get("mode") == "full"
     schemas: dict[str, str] = sidecar.get("extensions", {})
     scratch = f"pgconverge_drill_{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S%f}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+    create_scratch(url, scratch)
     try:
         listing = _run(["pg_restore", "--list", str(newest)], env, "pg_restore --list").stdout
         # Extensions may need a superuser (pg_stat_statements) or one database (pg_cron): create what this role

@@ -7,8 +7,12 @@ import os
 import sys
 from pathlib import Path
 
+import psycopg
+
 from . import lab as lab_module
 from . import spec as spec_module
+from .connection import check_session, open_connection, server_reason
+from .errors import UserError
 from .lab import seed as seed_module
 from .secrets import mask, remember_url
 
@@ -86,7 +90,6 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def cmd_kpi(args: argparse.Namespace) -> int:
     """p50/p95/p99 of each query the workload declares, on a database (read-only)."""
-    import psycopg
 
     from . import gates
     from .snapshot import present
@@ -95,7 +98,7 @@ def cmd_kpi(args: argparse.Namespace) -> int:
     spec = _load_spec(args)
     if not spec.workload:
         raise LookupError(f"{spec.path} declares no workload: — add the application's queries there")
-    with psycopg.connect(url, autocommit=True, application_name="pgconverge-kpi") as conn:
+    with open_connection(url, "pgconverge-kpi") as conn:
         params = gates.ParamSampler(conn, spec)
         print(f"{'query':<30} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}  runs")
         for query in spec.workload:
@@ -113,6 +116,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
     url = _database_url(args)
     directory = backup.host_directory(Path(args.backup_dir), args.environment, args.host)
+    with open_connection(url, "pgconverge-check") as conn:
+        check_session(url, conn, writes=False)  # pg_dump through a transaction pooler changes other clients' sessions
     try:
         if args.action == "take":
             record = backup.take_backup(url, directory, args.environment, "manual", args.retention, host=args.host,
@@ -120,7 +125,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
             print(f"{record.path} ({record.mode}, {record.size:,} bytes, {record.entries} entries,"
                   f" sha256 {record.sha256})")
             return 0
-        return 0 if backup.restore_drill(url, directory) else 1
+        scratch = args.scratch_url or os.environ.get(args.scratch_url_env or "") or None
+        return 0 if backup.restore_drill(url, directory, scratch_url=scratch) else 1
     except backup.BackupFailed as exc:
         print(f"pgconverge backup: {exc}", file=sys.stderr)
         return 1
@@ -141,14 +147,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_advise(args: argparse.Namespace) -> int:
     """Read-only: an index proposal from the real workload, as a phases.yml fragment."""
-    import psycopg
 
     from . import advise
 
     url = _database_url(args)
     # a phases.yml, when there is one, gives the workload's SQL with its constants (partial-index predicates)
     spec = _load_spec(args) if args.phases or Path(spec_module.locate()[0]).exists() else None
-    with psycopg.connect(url, autocommit=True, application_name="pgconverge-advise") as conn:
+    with open_connection(url, "pgconverge-advise") as conn:
         advice = advise.advise(conn, spec, args.min_calls, args.min_mean_ms, args.top)
     if args.output_dir:
         path = advise.write_proposal(advice, Path(args.output_dir))
@@ -180,6 +185,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     spec = _load_spec(args)
     out_dir = Path(args.output) / args.scale
+    if args.catalog:
+        figures = bench.catalog_noop(Path(spec.path), Path.cwd(), Path(args.output) / "catalog", args.tables)
+        print(bench.catalog_markdown(figures))
+        print(f"written: {args.output}/catalog/catalog.json")
+        return 0
     if args.advise:
         compared = bench.advise_comparison(spec, args.scale, args.runs, out_dir, Path.cwd())
         print(bench.advise_markdown(compared))
@@ -192,10 +202,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    import psycopg
 
     from . import snapshot
 
+    if args.inventory_file and not args.db_host:
+        from .report import database_hosts
+
+        hosts = [name for name, _ in database_hosts(Path(args.inventory_file))]
+        args.db_host = hosts[0] if len(hosts) == 1 else None
     url = _database_url(args)
     redis_url = os.environ.get(args.redis_url_env)
     if redis_url:
@@ -203,9 +217,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     spec = _load_spec(args) if args.kpi_runs else None
     if spec is not None and not spec.workload:
         print(f"note: {spec.path} declares no workload: — the snapshot has no query timings", file=sys.stderr)
-    with psycopg.connect(url, autocommit=True, application_name="pgconverge-snapshot") as conn:
+    with open_connection(url, "pgconverge-snapshot") as conn:
         taken = snapshot.take(conn, redis_url, spec, args.kpi_runs)
-    path = snapshot.write(taken, Path(args.reports), args.environment, args.host, args.label)
+    path = snapshot.write(taken, Path(args.reports), args.environment, args.db_host or "local", args.label)
     print(path)
     return 0
 
@@ -284,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--host", default="cli", help="the inventory host the backups belong to (default: cli)")
     backup.add_argument("--mode", choices=["full", "schema"], default="full",
                         help="take: with table data (default) or schema only")
+    backup.add_argument("--scratch-url", help="restore-drill: a server where the drill may create its scratch database"
+                        " (default: the database's own server; needs CREATEDB there)")
+    backup.add_argument("--scratch-url-env", help="restore-drill: the variable holding --scratch-url (keeps it out of ps)")
     backup.set_defaults(func=cmd_backup)
 
     plan = commands.add_parser("plan", help="what a deploy would change on each database, as Markdown or JSON")
@@ -317,13 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", default="reports/bench")
     bench.add_argument("--advise", action="store_true",
                        help="instead: phase 1 removed, workload replayed, advise's indexes vs the shipped ones")
+    bench.add_argument("--catalog", action="store_true",
+                       help="instead: no-op converge time on a database with --tables other tables (scale S)")
+    bench.add_argument("--tables", type=int, default=3000)
     bench.set_defaults(func=cmd_bench)
 
     snap = commands.add_parser("snapshot", help="read-only health snapshot as JSON under reports/<env>/<host>/")
     _add_database_url(snap)
+    snap.add_argument("--inventory", dest="inventory_file",
+                      help="a pyinfra inventory: snapshot its database host (--host picks one when there are several)")
     snap.add_argument("--label", default="manual")
     snap.add_argument("--environment", default="lab")
-    snap.add_argument("--host", default="local")
+    snap.add_argument("--host", dest="db_host", help="the host the snapshot belongs to (with --inventory: which one)")
     snap.add_argument("--reports", default="reports")
     snap.add_argument("--kpi-runs", type=int, default=0,
                       help="also time every declared workload query this many times, fewer (at least 3) when that takes over"
@@ -353,8 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     except spec_module.SpecError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INPUT
-    except (lab_module.LabError, RuntimeError, LookupError, ValueError, OSError) as exc:
+    except (UserError, lab_module.LabError, RuntimeError, LookupError, ValueError, OSError) as exc:
         print(f"pgconverge: {mask(str(exc))}", file=sys.stderr)
+        return 1
+    except psycopg.Error as exc:  # the database refused a read: its reason, not a traceback
+        print(f"pgconverge: the database refused: {server_reason(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyinfra import host
 
-from . import operations
+from . import operations, preview
 from .operations import load_spec_or_exit, phase_or_exit
 
 
@@ -19,11 +19,13 @@ def converge(phase_id: str | None = None) -> None:
     if not _is_database_target():
         return
     phases = spec.phases if phase_id is None else spec.phases_through(phase_or_exit(spec, phase_id))
+    operations.connection_check(name="Connection check")
+    if preview.wanted():
+        preview.converge(spec, [p.id for p in phases])
     for phase in phases:
-        operations.health_snapshot(name=f"Snapshot before {phase.id}", label=f"before-{phase.id}")
         operations.phase(name=f"Converge {phase.id}: {phase.title}", phase_id=phase.id)
         operations.phase_gates(name=f"Gates of {phase.id}", phase_id=phase.id)
-        operations.health_snapshot(name=f"Snapshot after {phase.id}", label=f"after-{phase.id}")
+        operations.health_snapshot(name=f"Snapshot after {phase.id}", label=f"after-{phase.id}", after_phase=phase.id)
     operations.run_summary(name="Summary")
 
 
@@ -32,6 +34,7 @@ def verify() -> None:
     spec = load_spec_or_exit()
     if not _is_database_target():
         return
+    operations.connection_check(name="Connection check")
     for phase in spec.phases:
         operations.phase_drift(name=f"Drift of {phase.id}", phase_id=phase.id)
         operations.phase_gates(name=f"Gates of {phase.id}", phase_id=phase.id, keep_going=True)
@@ -45,5 +48,8 @@ def rollback(phase_id: str | None) -> bool:
     first = phase_id == spec.phases[0].id
     if not _is_database_target():
         return first
+    operations.connection_check(name="Connection check")
+    if preview.wanted():
+        preview.rollback(spec, phase_id)
     operations.rollback(name=f"Roll back {phase_id} and later phases", phase_id=phase_id)
     return first

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import errors, sql
 
+from .connection import open_connection
+from .errors import UserError
 from .plan import Step
-from .secrets import mask, remember_url
+from .secrets import mask
 from .spec import Settings, seconds
 
 APPLICATION_NAME = "pgconverge"
@@ -25,7 +27,7 @@ RUN_LOCK_KEY = 0x7067636F6E76
 Log = Callable[[str], None]
 
 
-class StepFailed(Exception):
+class StepFailed(UserError):
     """A step could not be applied; the message is one masked line for the operator."""
 
 
@@ -33,12 +35,8 @@ class RunLocked(StepFailed):
     pass
 
 
-def connect(url: str) -> psycopg.Connection:
-    remember_url(url)
-    try:
-        return psycopg.connect(url, autocommit=True, application_name=APPLICATION_NAME, connect_timeout=10)
-    except psycopg.Error as exc:
-        raise StepFailed(mask(f"cannot connect to the database: {_first_line(exc)}")) from None
+def connect(url: str, where: str = "the database") -> psycopg.Connection:
+    return open_connection(url, APPLICATION_NAME, where)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,6 +13,8 @@ from pyinfra.api import operation
 from pyinfra.api.command import PyinfraCommand
 
 from . import backup, facts, gates, plan
+from .connection import ConnectionFailed, check_session
+from .errors import UserError
 from .execute import Interruption, StepFailed, connect, run_step, take_run_lock
 from .secrets import mask, url_from_env
 from .spec import Settings, Spec, SpecError, load, locate
@@ -64,7 +66,12 @@ def database(target=None) -> tuple[psycopg.Connection, str]:
         return cached
     env_var = target.data.get("database_url_env") or "DATABASE_URL"
     url = url_from_env(env_var, f"host {target.name}")
-    conn = connect(url)
+    conn = connect(url, f"host {target.name}")
+    try:
+        check_session(url, conn)
+    except ConnectionFailed:
+        conn.close()
+        raise
     _connections[target.name] = (conn, url)
     _run_locked.discard(target.name)
     return conn, url
@@ -109,7 +116,7 @@ class SqlCommand(PyinfraCommand):
             # Fault-injection tests slow the run down so that a kill can land between any two steps.
             time.sleep(float(os.environ.get("PGCONVERGE_STEP_DELAY") or 0))
             return True
-        except (StepFailed, LookupError, ValueError) as exc:
+        except (UserError, LookupError, ValueError) as exc:
             return _fail(host, str(exc))
 
 
@@ -138,7 +145,7 @@ class GateCommand(PhaseCommand):
         try:
             Interruption.check()
             conn, _ = database(host)
-        except (StepFailed, LookupError, psycopg.Error) as exc:
+        except (UserError, LookupError, psycopg.Error) as exc:
             return _fail(host, f"gates of {phase.id}: {exc}")
         params = gates.ParamSampler(conn, self.spec)
         failed = []
@@ -176,7 +183,7 @@ class BaselineCommand(PhaseCommand):
                     samples = gates.time_query(conn, self.spec.query(gate.get("query")), params, gate.get("runs", 30))
                     gates.BEFORE[(host.name, gate.name)] = gates.percentile(samples, 95)
                     host.log(f"before {self.phase_id}: {gate.get('query')} {gates.summary(samples)}")
-        except (StepFailed, LookupError, psycopg.Error) as exc:
+        except (UserError, LookupError, psycopg.Error) as exc:
             return _fail(host, f"measuring before {self.phase_id}: {exc}")
         return True
 
@@ -204,12 +211,15 @@ class BackupCommand(LabelledCommand):
         try:
             Interruption.check()
             _, url = locked_database(host)
+        except UserError as exc:  # another run holds the database, or it cannot be reached: not a backup failure
+            return _fail(host, f"{exc}; nothing was changed")
+        try:
             directory, environment = backup_target(host)
             started = time.monotonic()
             record = backup.take_backup(url, directory, environment, self.label,
                                         int(host.data.get("backup_retention") or 5), host=host.name, mode=self.mode,
                                         schemas=self.schemas)
-        except (backup.BackupFailed, StepFailed, LookupError, OSError) as exc:
+        except (backup.BackupFailed, UserError, LookupError, OSError) as exc:
             return _fail(host, f"backup before {self.label} failed, nothing was changed: {exc}")
         line = (f"backup {record.path} ({record.mode}, {record.size:,} bytes, {record.entries} entries,"
                 f" sha256 {record.sha256[:12]}…, {time.monotonic() - started:.1f} s)")
@@ -246,7 +256,7 @@ def _with_backup(label: str, mode: str, steps: tuple[plan.Step, ...], spec: Spec
         yield SqlCommand(step, spec.settings)
 
 
-def _log_plan(result: plan.Plan, label: str) -> None:
+def log_plan(result: plan.Plan, label: str) -> None:
     for note in result.notes:
         host.log_styled(f"note: {note}", fg="yellow")
     if state.is_executing:
@@ -261,30 +271,74 @@ def _log_plan(result: plan.Plan, label: str) -> None:
 class FailedCommand(PyinfraCommand):
     """A host whose plan could not be made fails on its own; the other hosts of the inventory go on."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, logged: bool = False):
         super().__init__()
         self.message = message
+        # said once already while preparing: fail without a second copy of the line
+        self.logged = logged
 
     def __repr__(self) -> str:
         return "FailedCommand()"
 
     def execute(self, state, host, connector_arguments) -> bool:
-        return _fail(host, self.message)
+        return False if self.logged else _fail(host, self.message)
 
 
-def _plan_or_fail(spec: Spec, compute, phase_ids: tuple[str, ...] = ()) -> plan.Plan | FailedCommand:
+# host → the one line why its database cannot be used for a run (unreachable, pooler, standby, read-only)
+_refused: dict[str, str] = {}
+
+
+# what makes a host's database unusable for a run: one line each, never a traceback
+REFUSALS = (UserError, LookupError, ValueError)
+
+
+def refused(target=None) -> str | None:
+    return _refused.get((target or host).name)
+
+
+def refuse(message: str) -> None:
+    """Preparing: this host's database cannot be used; say so once, fail the host, prepare nothing else for it."""
+    _refused[host.name] = mask(message)
+    _refuse_while_preparing(_refused[host.name])
+
+
+def _refuse_while_preparing(message: str) -> None:
+    host.log_styled(message, fg="red", log_func=logger.error)
+    # --dry never executes FailedCommand: the failed host must still end the run with exit != 0.
+    state.failed_hosts.add(host)
+
+
+@operation()
+def connection_check():
+    """
+    Ensure the host's database can be used for a run before anything else: reachable, a session of its own (no
+    transaction-mode pooler), a primary that takes writes (no standby, no read-only default). Changes nothing.
+    """
+    if host.name not in _refused:
+        try:
+            database()
+            return
+        except REFUSALS as exc:
+            if not state.is_executing:
+                refuse(str(exc))
+                yield FailedCommand(_refused[host.name], logged=True)
+                return
+            _refused[host.name] = mask(str(exc))
+    yield FailedCommand(_refused[host.name], logged=not state.is_executing or state.should_check_for_changes())
+
+
+def plan_or_fail(spec: Spec, compute, phase_ids: tuple[str, ...] = ()) -> plan.Plan | FailedCommand:
     try:
         conn, _ = database()
         catalog = facts.read(conn, spec.settings.schema)
         desired = facts.desired_definitions(conn, spec, list(phase_ids), catalog) if phase_ids else None
         if desired and desired.problems:
             raise LookupError("; ".join(desired.problems) + " (nothing was changed)")
-    except (StepFailed, LookupError, ValueError, psycopg.Error) as exc:
-        message = mask(f"cannot plan: {exc}" if "fix it in phases.yml" in str(exc) else f"cannot read the catalog: {exc}")
+    except (UserError, LookupError, ValueError, psycopg.Error) as exc:
+        message = mask(str(exc) if isinstance(exc, ConnectionFailed) else f"cannot plan: {exc}"
+                       if "fix it in phases.yml" in str(exc) else f"cannot read the catalog: {exc}")
         if not state.is_executing:
-            host.log_styled(message, fg="red", log_func=logger.error)
-            # --dry never executes FailedCommand: the failed host must still end the run with exit != 0.
-            state.failed_hosts.add(host)
+            _refuse_while_preparing(message)
         return FailedCommand(message)
     result: plan.Plan = compute(catalog, desired)
     return result
@@ -305,14 +359,18 @@ def phase(phase_id: str):
         operations.phase(name="Converge phase 1", phase_id="phase1")
     """
     spec = load_spec_or_exit()
-    result = _plan_or_fail(spec, lambda catalog, desired: plan.plan(spec, catalog, [phase_id], desired), (phase_id,))
+    if refused():
+        return
+    result = plan_or_fail(spec, lambda catalog, desired: plan.plan(spec, catalog, [phase_id], desired), (phase_id,))
     if isinstance(result, FailedCommand):
         yield result
         return
-    _log_plan(result, phase_id)
+    log_plan(result, phase_id)
     if not result.steps:
         host.noop(f"{phase_id} already converged")
         return
+    # evidence for the before/after report, only for a phase that changes something
+    yield SnapshotCommand(f"before-{phase_id}")
     if any(g.get("max_ratio_to_before") is not None for g in spec.phase(phase_id).gates):
         yield BaselineCommand(spec, phase_id)
     yield from _with_backup(phase_id, spec.phase(phase_id).backup, result.steps, spec)
@@ -327,11 +385,13 @@ def rollback(phase_id: str):
     + phase_id: the first phase to undo
     """
     spec = load_spec_or_exit()
-    result = _plan_or_fail(spec, lambda catalog, _desired: plan.plan_rollback(spec, catalog, phase_id))
+    if refused():
+        return
+    result = plan_or_fail(spec, lambda catalog, _desired: plan.plan_rollback(spec, catalog, phase_id))
     if isinstance(result, FailedCommand):
         yield result
         return
-    _log_plan(result, f"rollback from {phase_id}")
+    log_plan(result, f"rollback from {phase_id}")
     if not result.steps:
         host.noop(f"nothing of {phase_id} or later is present")
         return
@@ -348,6 +408,8 @@ def phase_gates(phase_id: str, keep_going: bool = False):
     """
     spec = load_spec_or_exit()
     selected = spec.phase(phase_id)
+    if refused():
+        return
     if not selected.gates:
         host.noop(f"{phase_id} declares no gates")
         return
@@ -368,7 +430,7 @@ class DriftCommand(PhaseCommand):
             catalog = facts.read(conn, self.spec.settings.schema)
             facts_known = facts.desired_definitions(conn, self.spec, [self.phase_id], catalog)
             result = plan.plan(self.spec, catalog, [self.phase_id], facts_known)
-        except (StepFailed, LookupError, psycopg.Error) as exc:
+        except (UserError, LookupError, psycopg.Error) as exc:
             journal(host, f"drift [{self.phase_id}] cannot be read: {exc}")
             host.log_styled(mask(f"drift of {self.phase_id} cannot be read: {exc}"), fg="red", log_func=logger.error)
             return True
@@ -393,7 +455,7 @@ def phase_drift(phase_id: str):
     + phase_id: the phase to compare
     """
     load_spec_or_exit()
-    if state.is_executing:
+    if state.is_executing and not refused():
         yield DriftCommand(load_spec_or_exit(), phase_id)
 
 
@@ -431,7 +493,7 @@ def run_summary(strict: bool = False):
 
     + strict: fail the host when any gate failed or any object drifted (verify)
     """
-    if state.is_executing:
+    if state.is_executing and not refused():
         yield SummaryCommand(strict)
 
 
@@ -446,20 +508,24 @@ class SnapshotCommand(LabelledCommand):
             redis_var = host.data.get("redis_url_env")
             taken = snapshot.take(conn, os.environ.get(redis_var) if redis_var else None)
             reports = host.data.get("reports_dir") or os.environ.get("PGCONVERGE_REPORTS_DIR") or "reports"
-            path = snapshot.write(taken, Path(reports),
-                                  host.data.get("environment") or "default", host.name, self.label)
-        except (StepFailed, LookupError, OSError, psycopg.Error) as exc:
+            path = snapshot.write(taken, Path(reports), host.data.get("environment") or "default", host.name,
+                                  self.label, int(host.data.get("snapshot_retention") or snapshot.RETENTION))
+        except (UserError, LookupError, OSError, psycopg.Error) as exc:
             return _fail(host, f"snapshot {self.label} failed: {exc}")
         host.log(f"snapshot {path}")
         return True
 
 
 @operation()
-def health_snapshot(label: str):
+def health_snapshot(label: str, after_phase: str | None = None):
     """
     Record a read-only snapshot (pg_stat_statements, sizes, scans, cache hits, cron health, Redis) as JSON.
 
-    + label: e.g. before-phase1
+    + label: e.g. after-phase1
+    + after_phase: only when this run applied something of that phase (a no-op run writes no snapshot)
     """
-    if state.is_executing:
-        yield SnapshotCommand(label)
+    if not state.is_executing or refused():
+        return
+    if after_phase and not any(line.startswith(f"applied [{after_phase}]") for line in _journal.get(host.name, [])):
+        return
+    yield SnapshotCommand(label)

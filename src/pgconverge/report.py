@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from . import facts, plan
-from .execute import StepFailed, connect, session_statements
+from .connection import check_session
+from .errors import UserError
+from .execute import connect, session_statements
 from .secrets import mask, url_from_env
 from .spec import Spec
 
@@ -64,7 +66,8 @@ def deploy_phases(spec: Spec, deploy: str, rollback_phase: str | None) -> tuple[
 
 
 def risk(step: plan.Step, catalog: facts.Catalog, settings_lock_timeout: str) -> str:
-    rows = catalog.row_estimates.get((step.table or "").split(".")[-1], 0)
+    table = step.table or ""
+    rows = catalog.row_estimates.get(table if "." in table else f"{catalog.schema}.{table}", 0)
     if step.kind == "build" and "INDEX CONCURRENTLY" in step.statements[0]:
         return f"builds concurrently, reads and writes continue; table has ~{rows:,} rows"
     if step.kind == "build":
@@ -82,8 +85,10 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
     for name, data in database_hosts(inventory):
         host_plan = HostPlan(name)
         try:
-            conn = connect(url_from_env(data["database_url_env"], f"host {name}"))
-        except (StepFailed, LookupError, ValueError) as exc:
+            url = url_from_env(data["database_url_env"], f"host {name}")
+            conn = connect(url, f"host {name}")
+            check_session(url, conn)
+        except (UserError, LookupError, ValueError) as exc:
             host_plan.error = mask(str(exc))
             result.append(host_plan)
             continue
@@ -172,9 +177,11 @@ def every_statement(spec: Spec) -> str:
     applied = facts.Catalog(
         roles=api_roles,
         schema=spec.settings.schema,
-        indexes={i.name: facts.IndexFact(i.name, i.table, True, "", "pgconverge:x") for p in spec.phases for i in p.indexes},
-        matviews={v.name: facts.MatViewFact(v.name, "", "pgconverge:x") for p in spec.phases for v in p.materialized_views},
-        functions={f.name: facts.FunctionFact(f.name, "", "pgconverge:x") for p in spec.phases for f in p.functions},
+        # keyed as the live catalog is (schema.name), so that every rollback DROP is generated
+        indexes={i.key: facts.IndexFact(i.name, i.table_name, True, "", "pgconverge:x")
+                 for p in spec.phases for i in p.indexes},
+        matviews={v.key: facts.MatViewFact(v.name, "", "pgconverge:x") for p in spec.phases for v in p.materialized_views},
+        functions={f.key: facts.FunctionFact(f.name, "", "pgconverge:x") for p in spec.phases for f in p.functions},
         cron_jobs={j.name: facts.CronJobFact(j.name, j.schedule, j.command, "x") for p in spec.phases for j in p.cron_jobs},
     )
     rollback = plan.plan_rollback(spec, applied, spec.phases[0].id).steps

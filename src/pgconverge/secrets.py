@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 MASK = "****"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<tail>@)", re.I)
 _KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>'[^']*'|\S+)", re.I)
+# user:password@ up to the LAST @ before the host: how a person writes a password they did not percent-encode
+_RAW_URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/@\s]*:(?P<password>.*)@[^@]*$", re.I | re.S)
 _known: set[str] = set()
 
 
@@ -20,8 +22,16 @@ def remember(secret: str | None) -> None:
 
 
 def remember_url(url: str) -> None:
+    """The password as libpq reads it, as written (raw, encoded or not) and each piece libpq may echo of a raw one
+    (it splits at @ : /)."""
     with contextlib.suppress(ValueError):
-        remember(urlsplit(url).password)
+        password = urlsplit(url).password
+        remember(password)
+        remember(unquote(password or ""))
+    raw = _RAW_URL_PASSWORD.match(url)
+    if raw:
+        for secret in (raw["password"], unquote(raw["password"]), *re.split(r"[@:/]", raw["password"])):
+            remember(secret)
 
 
 def mask(text: str) -> str:

@@ -14,6 +14,10 @@ from .secrets import mask
 from .spec import Spec
 
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# a database with thousands of tables: the largest ones tell the story, the rest made each snapshot megabytes
+TOP_RELATIONS = 200
+# snapshots kept per host folder, like backups' retention
+RETENTION = 50
 
 
 def _rows(conn: psycopg.Connection, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -81,11 +85,12 @@ def take(conn: psycopg.Connection, redis_url: str | None = None, spec: Spec | No
                pg_indexes_size(s.relid) AS index_bytes, s.seq_scan, coalesce(s.idx_scan, 0) AS idx_scan,
                s.n_live_tup AS live_rows
         FROM pg_stat_user_tables s WHERE s.schemaname NOT IN ('cron', 'extensions')
-        ORDER BY total_bytes DESC""")
+        ORDER BY total_bytes DESC LIMIT %s""", [TOP_RELATIONS])
     snapshot["indexes"] = _rows(conn, """
         SELECT CASE schemaname WHEN 'public' THEN indexrelname ELSE schemaname || '.' || indexrelname END AS index,
                relname AS table, pg_relation_size(indexrelid) AS bytes, idx_scan
-        FROM pg_stat_user_indexes WHERE schemaname NOT IN ('cron', 'extensions') ORDER BY bytes DESC""")
+        FROM pg_stat_user_indexes WHERE schemaname NOT IN ('cron', 'extensions') ORDER BY bytes DESC LIMIT %s""",
+        [TOP_RELATIONS])
     hit = conn.execute("""
         SELECT round(100.0 * sum(heap_blks_hit) / nullif(sum(heap_blks_hit + heap_blks_read), 0), 2),
                round(100.0 * sum(idx_blks_hit) / nullif(sum(idx_blks_hit + idx_blks_read), 0), 2)
@@ -118,12 +123,16 @@ def redis_figures(url: str) -> dict[str, Any]:
             "hit_rate_percent": round(100 * hits / (hits + misses), 2) if hits + misses else None}
 
 
-def write(snapshot: dict[str, Any], reports: Path, environment: str, host: str, label: str) -> Path:
+def write(snapshot: dict[str, Any], reports: Path, environment: str, host: str, label: str,
+          retention: int = RETENTION) -> Path:
+    """reports/<environment>/<host>/<stamp>-<label>.json; the oldest beyond `retention` are removed."""
     directory = reports / SAFE.sub("_", environment) / SAFE.sub("_", host.strip("@"))
     directory.mkdir(parents=True, exist_ok=True)
     stamp = snapshot["taken_at"].replace(":", "").replace("-", "")[:15]
     path = directory / f"{stamp}-{SAFE.sub('_', label)}.json"
     path.write_text(json.dumps(snapshot, indent=2))
+    for old in sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)[max(retention, 1):]:
+        old.unlink(missing_ok=True)
     return path
 
 

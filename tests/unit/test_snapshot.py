@@ -47,3 +47,11 @@ def test_report_of_files_that_are_no_snapshots_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_snapshots_beyond_the_retention_are_removed_oldest_first(tmp_path):
+    for number in range(5):
+        snapshot.write({"taken_at": "2026-11-29T10:00:00+00:00"}, tmp_path, "lab", "@db/a", f"label-{number}",
+                       retention=3)
+    kept = sorted(p.name for p in (tmp_path / "lab" / "db_a").glob("*.json"))
+    assert kept == ["20261129T100000-label-2.json", "20261129T100000-label-3.json", "20261129T100000-label-4.json"]

@@ -370,3 +370,82 @@ def advise_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {e['query']} | {e.get('workload') or '—'} | {e['calls']} | {e['cost_before']:,} →"
                      f" {e['cost_after']:,} | {estimated} | {seen} |")
     return "\n".join(lines) + "\n"
+
+
+def catalog_noop(phases_path: Path, repo: Path, out_dir: Path, tables: int = 3000, declared: int = 150,
+                 runs: int = 10, log=print) -> dict[str, Any]:
+    """A database with `tables` tables besides the application's and `declared` more indexes declared on them:
+    wall time of the real pyinfra CLI for a no-op converge of every phase, and what the reports folder grows by."""
+    import shutil
+
+    import yaml
+
+    lab = Lab(repo / ".lab" / "bench-catalog")
+    url = lab.up(echo=log)["DATABASE_URL"]
+    seed.seed(url, "S", 42, echo=log)
+    with connect(url) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS bulk")
+        # one transaction may not hold locks on thousands of tables (max_locks_per_transaction): 100 at a time
+        for first in range(1, tables + 1, 100):
+            conn.execute(f"DO $$ BEGIN FOR i IN {first}..{min(first + 99, tables)} LOOP EXECUTE format("  # type: ignore[arg-type]
+                         "'CREATE TABLE IF NOT EXISTS bulk.t%s (id bigint PRIMARY KEY, a int, b text)',"
+                         " lpad(i::text, 4, '0')); END LOOP; END $$")
+    project = out_dir / "catalog-project"
+    shutil.rmtree(project, ignore_errors=True)
+    shutil.copytree(phases_path.parent / "sql", project / "sql")
+    # phases: is the file's last section: the new phase is appended to it as text, its indexes one flow mapping each
+    indexes = "".join(f"      - {{name: bulk_t{i:04d}_a, table: bulk.t{i:04d}, columns: [a]}}\n"
+                      for i in range(1, declared + 1))
+    (project / "phases.yml").write_text(phases_path.read_text().rstrip("\n") + "\n  - id: bulk\n"
+                                        "    title: indexes on another team's tables\n    backup: false\n"
+                                        "    indexes:\n" + indexes)
+    document = yaml.safe_load(phases_path.read_text())
+    reports = out_dir / "catalog-reports"
+    shutil.rmtree(reports, ignore_errors=True)
+    env = {**os.environ, "DATABASE_URL": url, "PGCONVERGE_PHASES": str(project / "phases.yml"),
+           "PGCONVERGE_REPORTS_DIR": str(reports), "PGCONVERGE_BACKUP_DIR": str(out_dir / "catalog-backups")}
+    pyinfra = [str(Path(sys.executable).parent / "pyinfra"), "inventory/lab.py", "deploys/all.py"]
+
+    def timed(argv: list[str]) -> float:
+        started = time.monotonic()
+        done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[1:])} failed: {(done.stdout + done.stderr)[-600:]}")
+        return time.monotonic() - started
+
+    log(f"converging {tables:,} extra tables with {declared} declared indexes once")
+    timed([*pyinfra, "-y"])
+
+    def folder() -> tuple[int, int]:
+        files = [p for p in reports.rglob("*") if p.is_file()] if reports.exists() else []
+        return len(files), sum(p.stat().st_size for p in files)
+
+    files_before, bytes_before = folder()
+    noop = [timed([*pyinfra, "-y"]) for _ in range(runs)]
+    files_after, bytes_after = folder()
+    plan_s = timed([str(Path(sys.executable).parent / "pgconverge"), "plan", "inventory/lab.py", "deploys/all.py",
+                    "--output", str(out_dir / "catalog-plan.md")])
+    dry_s = timed([*pyinfra, "--dry"])
+    lab.down()
+    figures = {"extra_tables": tables, "declared_indexes": declared + sum(
+        len(p.get("indexes") or []) for p in document["phases"]), "noop_runs": runs,
+        "noop_median_s": round(gates.percentile(noop, 50), 2), "noop_max_s": round(max(noop), 2),
+        "dry_s": round(dry_s, 2), "plan_s": round(plan_s, 2), "reports_files_before": files_before,
+        "reports_files_after": files_after, "reports_bytes_before": bytes_before, "reports_bytes_after": bytes_after}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "catalog.json").write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+def catalog_markdown(figures: dict[str, Any]) -> str:
+    return "\n".join([
+        f"### No-op converge with {figures['extra_tables']:,} other tables, {figures['declared_indexes']} declared"
+        " indexes", "",
+        "| figure | value | target |", "|---|---:|---:|",
+        f"| no-op `deploys/all.py -y`, median of {figures['noop_runs']} | {figures['noop_median_s']} s | ≤ 2 s |",
+        f"| no-op, slowest run | {figures['noop_max_s']} s | |",
+        f"| `deploys/all.py --dry` | {figures['dry_s']} s | |",
+        f"| `pgconverge plan` | {figures['plan_s']} s | |",
+        f"| reports folder before → after the no-op runs | {figures['reports_files_before']} files,"
+        f" {figures['reports_bytes_before']:,} B → {figures['reports_files_after']} files,"
+        f" {figures['reports_bytes_after']:,} B | no growth |", ""])
