@@ -220,7 +220,7 @@ def restore_drill(url: str, directory: Path, echo=print, scratch_url: str | None
         listing = _run(["pg_restore", "--list", str(newest)], env, "pg_restore --list").stdout
         # Extensions may need a superuser (pg_stat_statements) or one database (pg_cron): create what this role
         # may, leave the rest out; they hold no table data of the app.
-        extensions = re.findall(r"; \d+ \d+ \d+ EXTENSION - (\S+) ", listing)
+        extensions = re.findall(r"^\d+; \d+ \d+ EXTENSION - (\S+) ", listing, re.M)  # "4; 3079 16433 EXTENSION - pg_trgm"
         created_schemas = {"public"}  # a new database has it; a dump limited to schemas lists it
         with psycopg.connect(url, dbname=scratch, autocommit=True) as conn:
             for extension in extensions:

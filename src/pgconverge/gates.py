@@ -291,9 +291,11 @@ def gate_security(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateR
         for role in executors:
             if (name, role) not in granted and (name, "PUBLIC") not in granted:
                 problems.append(f"{role} can execute function {name}")
-    for (names,) in conn.execute(
+    notes: list[str] = []
+    for names, ours in conn.execute(
         """
-        SELECT string_agg(n.nspname || '.' || c.relname, ' = ' ORDER BY c.relname) FROM pg_index i
+        SELECT string_agg(n.nspname || '.' || c.relname, ' = ' ORDER BY c.relname),
+               bool_or(coalesce(obj_description(c.oid, 'pg_class') LIKE 'pgconverge:%%', false)) FROM pg_index i
         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = ANY(%s)
         GROUP BY i.indrelid, i.indkey::text, i.indclass::text, i.indoption::text, i.indcollation::text,
@@ -302,8 +304,9 @@ def gate_security(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateR
         """,
         [sorted({i.schema for p in spec.phases for i in p.indexes} | {spec.settings.schema})],
     ).fetchall():
-        problems.append(f"duplicate indexes {names}")
-    return GateResult(gate.name, "security", not problems, "; ".join(problems) or "no finding",
+        # the application's own duplicates are not ours to judge: a note (advise reports them), never a failure
+        (problems if ours else notes).append(f"duplicate indexes {names}" + ("" if ours else " (not managed: note)"))
+    return GateResult(gate.name, "security", not problems, "; ".join(problems + notes) or "no finding",
                       f"no managed MV readable or function executable by {', '.join(roles) or 'API roles (none here)'}"
                       " unless granted, pinned search_path, no duplicate index")
 

@@ -30,6 +30,20 @@ def journal(target, line: str) -> None:
 
 
 _announced: set[str] = set()
+# phases.yml loaded once per run, not once per operation and host (a file of 150 indexes took 0.3 s a load)
+_loaded: dict[str, tuple[tuple[int, int], Spec]] = {}
+
+
+def _load_once(path: str) -> Spec:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return load(path)  # names the missing or unreadable file, as a SpecError
+    signature = (stat.st_mtime_ns, stat.st_size)
+    cached = _loaded.get(path)
+    if cached is None or cached[0] != signature:
+        _loaded[path] = (signature, load(path))
+    return _loaded[path][1]
 
 
 def load_spec_or_exit() -> Spec:
@@ -38,7 +52,7 @@ def load_spec_or_exit() -> Spec:
     path, why = locate(host.data.get("phases"))
     Interruption.install()
     try:
-        loaded = load(path)
+        loaded = _load_once(path)
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         sys.exit(2)

@@ -338,3 +338,37 @@ def test_restore_drill_without_createdb_says_what_is_needed_and_scratch_url_work
                              text=True, env={**os.environ, "DRILL_URL": servers.superuser_url()})
     assert scratch.returncode == 0, scratch.stdout[-2000:] + scratch.stderr
     assert "all row counts equal" in scratch.stdout
+
+
+def test_restore_drill_of_a_trigram_index_on_an_extension_in_public(servers, fresh_db, tmp_path):
+    with psycopg.connect(servers.superuser_url(fresh_db.rsplit("/", 1)[1]), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public")
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE films (id bigint PRIMARY KEY, title text NOT NULL)")
+        conn.execute("INSERT INTO films SELECT g, 'film ' || g FROM generate_series(1, 5000) g")
+        conn.execute("CREATE INDEX film_title_trgm ON films USING gin (title public.gin_trgm_ops)")
+    for user_url in (fresh_db, servers.superuser_url(fresh_db.rsplit("/", 1)[1])):
+        take = subprocess.run([PGCONVERGE, "backup", "take", "--database-url", user_url, "--backup-dir",
+                               str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+        assert take.returncode == 0, take.stderr
+        drill = subprocess.run([PGCONVERGE, "backup", "restore-drill", "--database-url", user_url, "--backup-dir",
+                                str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+        assert drill.returncode == 0, drill.stdout[-1500:] + drill.stderr
+        assert "all row counts equal" in drill.stdout
+
+
+def test_snapshot_reaches_a_database_host_of_an_inventory(fresh_db, tmp_path):
+    inventory = tmp_path / "fleet.py"
+    inventory.write_text('db = ([("@db/one", {"database_url_env": "ONE_URL"}), ("@db/two", {"database_url_env":'
+                         ' "TWO_URL"})], {})\n')
+    env = {**os.environ, "ONE_URL": fresh_db, "TWO_URL": "postgresql://salesflow:pw@127.0.0.1:1/salesflow"}
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run([PGCONVERGE, "snapshot", "--inventory", str(inventory), "--host", "@db/one", "--reports",
+                             str(tmp_path / "reports")], cwd=REPO, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    written = list((tmp_path / "reports" / "lab" / "db_one").glob("*-manual.json"))
+    assert len(written) == 1 and str(written[0]) == result.stdout.strip()
+    ambiguous = subprocess.run([PGCONVERGE, "snapshot", "--inventory", str(inventory), "--reports",
+                                str(tmp_path / "reports")], cwd=REPO, capture_output=True, text=True, env=env)
+    assert ambiguous.returncode == 1 and "has 2 database hosts (@db/one, @db/two) — pick one with --host" in \
+        ambiguous.stderr

@@ -120,3 +120,41 @@ def test_owner_and_an_undeclared_grant_survive_an_mv_swap_run_by_a_superuser(ser
     execute(cron_db, "SELECT refresh_hot_leads_mv()")  # the app role may still refresh it (it owns it)
     execute(superuser, "REVOKE ALL ON mv_hot_leads FROM reporting")
     execute(servers.superuser_url(), "DROP ROLE reporting")
+
+
+LEADS_INDEXES = 3  # phase 1 declares three indexes on leads
+
+
+def test_a_table_swapped_blue_green_under_its_index_is_drift_and_repaired(fresh_db):
+    """ALTER TABLE leads RENAME TO leads_old and a new leads filled from it: the managed index stayed on leads_old."""
+    ok(run_pyinfra(fresh_db, "deploys/phase1.py", "-y"))
+    execute(fresh_db, "ALTER TABLE leads RENAME TO leads_old",
+            "CREATE TABLE leads (LIKE leads_old INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+            "INSERT INTO leads SELECT * FROM leads_old", "ANALYZE leads")
+    failed = run_pyinfra(fresh_db, "deploys/verify.py", "-y")
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "drift [phase1] index idx_leads_user_hot: sits on table leads_old, declared on leads" in output, \
+        output[-3000:]
+    out = ok(run_pyinfra(fresh_db, "deploys/phase1.py", "-y"))
+    assert "drop the one left on leads_old concurrently" in out
+    query = "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relname = '{}'" \
+            " AND obj_description(i.indexrelid, 'pg_class') LIKE 'pgconverge:%'"
+    assert scalar(fresh_db, query.format("leads_old")) == 0
+    assert scalar(fresh_db, query.format("leads")) == LEADS_INDEXES
+    assert "phase1: 0 steps to run (converged)" in ok(run_pyinfra(fresh_db, "deploys/phase1.py", "--dry"))
+
+
+def test_the_applications_duplicates_are_a_note_and_state_absent_drops_one_in_one_converge(cron_db, project):
+    execute(cron_db, "CREATE INDEX app_notes_lead_a ON crm_notes (lead_id)",
+            "CREATE INDEX app_notes_lead_b ON crm_notes (lead_id)")
+    out = ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    assert "duplicate indexes public.app_notes_lead_a = public.app_notes_lead_b (not managed: note)" in out
+    phases = project / "phases.yml"
+    phases.write_text(phases.read_text().replace(
+        "    indexes:\n", "    indexes:\n      - name: app_notes_lead_b\n        table: crm_notes\n"
+        "        columns: [lead_id]\n        state: absent\n", 1))
+    out = ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
+    assert "declared absent: not created by pgconverge, named in phases.yml" in out
+    assert scalar(cron_db, "SELECT to_regclass('app_notes_lead_b')") is None
+    assert scalar(cron_db, "SELECT to_regclass('app_notes_lead_a')") == "app_notes_lead_a"

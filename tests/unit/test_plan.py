@@ -39,8 +39,8 @@ def catalog(**kwargs) -> Catalog:
     return Catalog(**{**defaults, **kwargs})
 
 
-def index_fact(name="idx_ev", valid=True, comment=None) -> IndexFact:
-    return IndexFact(name, "message_events", valid, "CREATE INDEX …", comment, 1)
+def index_fact(name="idx_ev", valid=True, comment=None, table="message_events") -> IndexFact:
+    return IndexFact(name, table, valid, "CREATE INDEX …", comment, 1)
 
 
 CURRENT = marker("p1", INDEX.definition_hash)
@@ -103,11 +103,15 @@ def test_interrupted_rebuild_with_invalid_temp_drops_it_first():
     assert sqls(steps) == ['DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev_pgc_new"']
 
 
-def test_absent_index_dropped_only_when_ours():
+def test_absent_index_is_dropped_in_one_converge_ours_or_the_applications():
     absent = replace(INDEX, state="absent")
     assert sqls(plan.plan_index(absent, catalog(indexes={"public.idx_ev": index_fact(comment=CURRENT)}))) == [
         'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev"']
-    assert plan.plan_index(absent, catalog(indexes={"public.idx_ev": index_fact(comment="hand-made")})) == []
+    # naming the application's own index with state: absent is an explicit order (it took adopt, then absent)
+    hand_made = plan.plan_index(absent, catalog(indexes={"public.idx_ev": index_fact(comment="hand-made")}))
+    assert sqls(hand_made) == ['DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev"']
+    assert "not created by pgconverge, named in phases.yml" in hand_made[0].why
+    assert plan.plan_index(absent, catalog()) == []
 
 
 def test_index_name_with_quote_is_quoted_not_injected():
@@ -256,7 +260,7 @@ def test_index_elements_a_dba_writes_and_any_schema():
         'CREATE INDEX CONCURRENTLY "idx_title_trgm" ON "reporting"."Deals" USING gin'
         ' (lower(title) extensions.gin_trgm_ops) WITH ("fastupdate" = \'off\')',
         f'COMMENT ON INDEX "reporting"."idx_title_trgm" IS \'{marker("p1", index.definition_hash)}\'']
-    done = catalog(indexes={"reporting.idx_title_trgm": index_fact("idx_title_trgm",
+    done = catalog(indexes={"reporting.idx_title_trgm": index_fact("idx_title_trgm", table="Deals",
                                                                  comment=marker("p1", index.definition_hash))})
     assert plan.plan_index(index, done) == []
     assert plan.plan_index(index, catalog(indexes={"public.idx_title_trgm": index_fact(
@@ -385,3 +389,14 @@ def test_extension_compared_by_schema_and_moved_when_relocatable():
     assert sqls(plan.plan_extension(cron, catalog())) == [
         'CREATE EXTENSION IF NOT EXISTS "pg_cron" WITH SCHEMA "pg_catalog"',
         f'COMMENT ON EXTENSION "pg_cron" IS \'{marker("p2", "extension")}\'']
+
+
+def test_an_index_left_on_a_renamed_table_is_rebuilt_on_the_declared_one():
+    """Blue/green: ALTER TABLE message_events RENAME TO message_events_old, a new message_events in its place."""
+    swapped = catalog(indexes={"public.idx_ev": index_fact(comment=CURRENT, table="message_events_old")})
+    steps = plan.plan_index(INDEX, swapped)
+    assert [s.statements[0].split(" ON ")[0] for s in steps] == [
+        'CREATE INDEX CONCURRENTLY "idx_ev_pgc_new"', 'COMMENT', 'ALTER INDEX "public"."idx_ev" RENAME TO "idx_ev_pgc_old"',
+        'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev_pgc_old"']
+    assert "sits on table message_events_old, declared on message_events" in steps[0].why
+    assert steps[-1].why == "drop the one left on message_events_old concurrently"

@@ -109,6 +109,24 @@ def index_duplicates(index: IndexSpec, catalog: Catalog, wanted: str) -> tuple[l
     return same, redundant
 
 
+def _rebuild_steps(index: IndexSpec, why: str, why_drop: str) -> list[Step]:
+    """Build beside the live index under a temporary name, swap the names in one transaction, drop the old one."""
+    schema, tmp, retired = index.schema, temp_name(index.name), retired_name(index.name)
+    label = f"index {index.name}"
+    # Both renames commit together, so the name always resolves to a usable index.
+    swap = (
+        render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(schema, index.name),
+                                                             sql.Identifier(retired))),
+        render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(schema, tmp),
+                                                             sql.Identifier(index.name))),
+    )
+    return [*_build_index_steps(index, tmp, schema, why),
+            Step(swap, "swap the new index in under the name, one short transaction", label,
+                 "SHARE UPDATE EXCLUSIVE (indexes only)", index.phase, transactional=True, table=index.table),
+            Step((drop_index_sql(retired, schema),), why_drop, label, "SHARE UPDATE EXCLUSIVE", index.phase,
+                 table=index.table)]
+
+
 def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = None) -> list[Step]:
     schema = index.schema
     wanted = (desired or Desired()).indexes.get(index.key)
@@ -125,9 +143,12 @@ def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = Non
                           "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
 
     if index.state == "absent":
-        if fact and is_managed(fact.comment):
-            steps.append(Step((drop_index_sql(index.name, schema),), "declared absent", label,
-                              "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
+        if fact:
+            # naming an index the application made is an explicit order: no adopt-then-drop in two converges
+            why = "declared absent" if is_managed(fact.comment) else \
+                "declared absent: not created by pgconverge, named in phases.yml — dropped concurrently"
+            steps.append(Step((drop_index_sql(index.name, schema),), why, label, "SHARE UPDATE EXCLUSIVE",
+                              index.phase, table=index.table))
         return steps
 
     if tmp_fact is not None:
@@ -150,6 +171,11 @@ def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = Non
         steps.append(Step((drop_index_sql(index.name, schema),), "INVALID (a concurrent build failed): drop it",
                           label, "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
         steps += _build_index_steps(index, index.name, schema, f"rebuild the INVALID index (~{rows:,} rows)")
+    elif fact.table != index.table_name:
+        # blue/green: the declared table was renamed away and a new one took its name; our index stayed behind
+        steps += _rebuild_steps(index, f"sits on table {fact.table}, declared on {index.table_name} (the table was"
+                                f" renamed or swapped): build it on {index.table_name} (~{rows:,} rows)",
+                                f"drop the one left on {fact.table} concurrently")
     elif wanted and canonical_index(fact.definition) == wanted:
         if fact.comment != want:
             # The live index is exactly the declared one (made by hand from the runbook, or re-declared): mark it.
@@ -162,18 +188,8 @@ def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = Non
         reason = (f"definition differs: live {live} ≠ declared {wanted}" if wanted
                   else f"definition changed ({fact.comment} → {want})" if is_managed(fact.comment)
                   else "exists without our marker, so its definition is unknown")
-        steps += _build_index_steps(index, tmp, schema, f"{reason}: build the new one beside the old (~{rows:,} rows)")
-        # Both renames commit together, so the name always resolves to a usable index.
-        swap = (
-            render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(schema, index.name),
-                                                                 sql.Identifier(retired))),
-            render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(schema, tmp),
-                                                                 sql.Identifier(index.name))),
-        )
-        steps.append(Step(swap, "swap the new index in under the name, one short transaction", label,
-                          "SHARE UPDATE EXCLUSIVE (indexes only)", index.phase, transactional=True, table=index.table))
-        steps.append(Step((drop_index_sql(retired, schema),), "old definition replaced: drop it concurrently", label,
-                          "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
+        steps += _rebuild_steps(index, f"{reason}: build the new one beside the old (~{rows:,} rows)",
+                                "old definition replaced: drop it concurrently")
     return steps
 
 
