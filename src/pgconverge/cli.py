@@ -11,7 +11,7 @@ import psycopg
 
 from . import lab as lab_module
 from . import spec as spec_module
-from .connection import check_session, open_connection, server_reason
+from .connection import open_connection, open_session, server_reason
 from .errors import UserError
 from .lab import seed as seed_module
 from .secrets import mask, remember_url
@@ -90,7 +90,6 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def cmd_kpi(args: argparse.Namespace) -> int:
     """p50/p95/p99 of each query the workload declares, on a database (read-only)."""
-
     from . import gates
     from .snapshot import present
 
@@ -116,8 +115,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
     url = _database_url(args)
     directory = backup.host_directory(Path(args.backup_dir), args.environment, args.host)
-    with open_connection(url, "pgconverge-check") as conn:
-        check_session(url, conn, writes=False)  # pg_dump through a transaction pooler changes other clients' sessions
+    # pg_dump through a transaction pooler changes other clients' sessions; a dump may read a standby
+    open_session(url, "pgconverge-check", "the database", writes=False).close()
     try:
         if args.action == "take":
             record = backup.take_backup(url, directory, args.environment, "manual", args.retention, host=args.host,
@@ -147,7 +146,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_advise(args: argparse.Namespace) -> int:
     """Read-only: an index proposal from the real workload, as a phases.yml fragment."""
-
     from . import advise
 
     url = _database_url(args)
@@ -202,7 +200,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-
     from . import snapshot
 
     if args.inventory_file and not args.db_host:

@@ -124,3 +124,14 @@ def check_session(url: str, conn: psycopg.Connection, writes: bool = True) -> No
     # Our own session must not be ended by the login's settings while a build or dump waits; SET dies with it.
     with contextlib.suppress(psycopg.Error):
         conn.execute("SET idle_in_transaction_session_timeout = 0")
+
+
+def open_session(url: str, application_name: str, where: str, writes: bool = True) -> psycopg.Connection:
+    """A connection that passed check_session; closed again when it did not."""
+    conn = open_connection(url, application_name, where)
+    try:
+        check_session(url, conn, writes)
+    except ConnectionFailed:
+        conn.close()
+        raise
+    return conn

@@ -13,9 +13,9 @@ from pyinfra.api import operation
 from pyinfra.api.command import PyinfraCommand
 
 from . import backup, facts, gates, plan
-from .connection import ConnectionFailed, check_session
+from .connection import ConnectionFailed, open_session
 from .errors import UserError
-from .execute import Interruption, StepFailed, connect, run_step, take_run_lock
+from .execute import APPLICATION_NAME, Interruption, StepFailed, run_step, take_run_lock
 from .secrets import mask, url_from_env
 from .spec import Settings, Spec, SpecError, load, locate
 
@@ -80,12 +80,7 @@ def database(target=None) -> tuple[psycopg.Connection, str]:
         return cached
     env_var = target.data.get("database_url_env") or "DATABASE_URL"
     url = url_from_env(env_var, f"host {target.name}")
-    conn = connect(url, f"host {target.name}")
-    try:
-        check_session(url, conn)
-    except ConnectionFailed:
-        conn.close()
-        raise
+    conn = open_session(url, APPLICATION_NAME, f"host {target.name}")
     _connections[target.name] = (conn, url)
     _run_locked.discard(target.name)
     return conn, url

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from . import facts, plan
-from .connection import check_session
+from .connection import open_session
 from .errors import UserError
-from .execute import connect, session_statements
+from .execute import APPLICATION_NAME, session_statements
 from .secrets import mask, url_from_env
 from .spec import Spec
 
@@ -86,8 +86,7 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
         host_plan = HostPlan(name)
         try:
             url = url_from_env(data["database_url_env"], f"host {name}")
-            conn = connect(url, f"host {name}")
-            check_session(url, conn)
+            conn = open_session(url, APPLICATION_NAME, f"host {name}")
         except (UserError, LookupError, ValueError) as exc:
             host_plan.error = mask(str(exc))
             result.append(host_plan)
