@@ -79,12 +79,12 @@ def blockers(conn: psycopg.Connection, table: str | None) -> str:
 
 def is_concurrent_index_step(step: Step) -> bool:
     """CREATE/DROP INDEX CONCURRENTLY: never blocks the application, waits politely for old transactions."""
-    return "INDEX CONCURRENTLY" in step.statements[0]
+    return step.concurrent
 
 
 def is_exclusive_step(step: Step) -> bool:
-    """Steps whose queued ACCESS EXCLUSIVE request would stall every later query on the object."""
-    return step.lock.startswith("ACCESS EXCLUSIVE") and step.kind != "build"
+    """Steps whose queued lock request would stall every later writer (or query) on the object."""
+    return step.lock.queues_writers and step.kind != "build"
 
 
 def lock_timeout_for(settings: Settings, step: Step) -> str:
@@ -255,15 +255,9 @@ def _run_statements(conn: psycopg.Connection, step: Step) -> None:
                 conn.execute(statement)  # type: ignore[arg-type]
 
 
-def _built_index(step: Step) -> str | None:
-    """The schema-qualified name a CREATE INDEX CONCURRENTLY step builds, None for any other step."""
-    match = re.match(r'CREATE (?:UNIQUE )?INDEX CONCURRENTLY (\S+) ON ', step.statements[0])
-    return match.group(1) if match else None
-
-
 def drop_failed_build(conn: psycopg.Connection, step: Step, settings: Settings) -> str:
     """A failed or cancelled CREATE INDEX CONCURRENTLY leaves an INVALID index: drop it, bounded; say what is left."""
-    name = _built_index(step)
+    name = step.builds
     if name is None or conn.closed or conn.broken:
         return ""
     try:
@@ -289,7 +283,7 @@ def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings,
     Interruption.check()
     attempts = settings.lock_retries + 1
     delay = settings.retry_backoff_seconds
-    if _built_index(step):
+    if step.builds:
         waiting_for = old_snapshot_holders(conn)
         if waiting_for:
             log(f"  note: this build will wait for sessions holding old snapshots: {waiting_for}")
@@ -310,6 +304,7 @@ def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings,
             left = drop_failed_build(conn, step, settings)
             timeout = lock_timeout_for(settings, step)
             if attempt == attempts or Interruption.received:
+                left += clean_up_after(conn, step)
                 raise StepFailed(mask(
                     f"{step.object}: lock not available after {attempt} tries of lock_timeout {timeout}"
                     f" ({_first_line(exc)})" + (f"; blocked by {held_by}" if held_by else "") + left
@@ -323,13 +318,13 @@ def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings,
             delay *= 2
         except errors.InsufficientPrivilege as exc:
             hint = (" — enable it in the Supabase dashboard (Database → Extensions) or have a superuser run it"
-                    if "EXTENSION" in step.statements[0] else " — grant the privilege or run as the object's owner")
+                    if step.object.startswith("extension ") else " — grant the privilege or run as the object's owner")
             raise StepFailed(mask(f"{step.object}: {_first_line(exc)}{hint}")) from None
         except psycopg.Error as exc:
             stop.set()
             if watcher is not None:
                 watcher.join(timeout=5)
-            left = drop_failed_build(conn, step, settings)
+            left = drop_failed_build(conn, step, settings) + clean_up_after(conn, step)
             if Interruption.received:
                 raise StepFailed(mask(f"{step.object}: interrupted by {Interruption.received}, statement cancelled"
                                       f" on the server{left}; no further step runs — run again to finish")) from None
@@ -350,3 +345,15 @@ def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings,
             stop.set()
             if watcher is not None:
                 watcher.join(timeout=5)
+
+
+def clean_up_after(conn: psycopg.Connection, step: Step) -> str:
+    """What a step that failed for good leaves for nobody (a new view built for a swap that did not happen)."""
+    if not step.on_failure or conn.closed or conn.broken:
+        return ""
+    try:
+        for statement in step.on_failure:
+            conn.execute(statement)  # type: ignore[arg-type]
+        return "; what was built for it was removed"
+    except psycopg.Error as exc:
+        return f"; cleaning up failed ({_first_line(exc)}) — the next run removes it"

@@ -11,8 +11,8 @@ from psycopg import sql
 from .kinds.cron_job import read_cron_jobs
 from .kinds.extension import read_extensions
 from .kinds.function import FUNCTION_SHAPES, read_functions
-from .kinds.index import build_on_probe, read_indexes
-from .kinds.matview import read_matviews
+from .kinds.index import build_on_probe, read_indexes, read_partitions
+from .kinds.matview import read_dependents, read_matviews
 from .kinds.privileges import read_acls
 from .model import (
     USER_SCHEMAS,
@@ -63,6 +63,7 @@ def _read(conn: psycopg.Connection, schema: str) -> Catalog:
     database, user = conn.execute("SELECT current_database(), current_user").fetchone()  # type: ignore[misc]
     cron_available, cron_jobs = read_cron_jobs(conn)
     relations = read_relations(conn, schema)
+    partitions, partition_keys = read_partitions(conn)
     return Catalog(
         database=database,
         current_user=user,
@@ -77,6 +78,9 @@ def _read(conn: psycopg.Connection, schema: str) -> Catalog:
         roles=frozenset(r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()),
         relations=frozenset(relations),
         row_estimates=relations,
+        partitions=partitions,
+        partition_keys=partition_keys,
+        dependents=read_dependents(conn),
         schema_owners=dict(conn.execute(
             "SELECT n.nspname, CASE WHEN n.nspowner = 'pg_database_owner'::regrole"
             " THEN pg_get_userbyid(d.datdba) ELSE pg_get_userbyid(n.nspowner) END"
@@ -113,7 +117,7 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
             for number, index in enumerate(i for p in phases for i in p.indexes if i.state == "present"):
                 try:
                     with conn.transaction():
-                        probe = build_on_probe(conn, index, number)
+                        probe = build_on_probe(conn, index, number, catalog.partition_keys.get(index.table_key))
                         row = conn.execute("SELECT pg_get_indexdef(to_regclass(%s))", [probe]).fetchone()
                         canonical = canonical_index(row[0]) if row and row[0] else None
                         if canonical:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from psycopg import sql
 
@@ -22,6 +23,34 @@ TEMP_SUFFIX = "_pgc_new"
 RETIRED_SUFFIX = "_pgc_old"
 
 
+class Lock(StrEnum):
+    """The strongest table-level lock a step takes on objects the application uses."""
+
+    NONE = "none"
+    SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
+    SHARE = "SHARE"
+    ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
+
+    @property
+    def queues_writers(self) -> bool:
+        """A waiting request for this lock stalls every later writer (and for ACCESS EXCLUSIVE, reader) behind it."""
+        return self in (Lock.SHARE, Lock.ACCESS_EXCLUSIVE)
+
+
+class Action(StrEnum):
+    BUILD_CONCURRENTLY = "build concurrently"
+    BUILD = "build"  # a new object, in one transaction nobody else sees until it commits
+    CREATE = "create"
+    MARK = "mark"
+    SWAP = "swap"
+    ATTACH = "attach"
+    DROP_CONCURRENTLY = "drop concurrently"
+    DROP = "drop"
+    ALTER = "alter"
+    GRANT = "grant"
+    SCHEDULE = "schedule"
+
+
 @dataclass(frozen=True)
 class Step:
     """One unit of execution: a single statement, or several that must commit together."""
@@ -29,7 +58,7 @@ class Step:
     statements: tuple[str, ...]
     why: str
     object: str
-    lock: str
+    lock: Lock
     phase: str
     transactional: bool = False
     # build: long-running (statement_timeout 0, progress logged); ddl: short lock, retried on lock timeout
@@ -37,6 +66,19 @@ class Step:
     table: str | None = None
     # the role the step runs as (SET ROLE), so new objects belong to their schema's owner whoever connects
     run_as: str | None = None
+    action: Action = Action.ALTER
+    lock_scope: str = ""  # what the lock is taken on when that is not the application's objects
+    builds: str | None = None  # the qualified index a concurrent build creates: dropped if the build fails
+    # run when the step fails for good: remove what an earlier step of the same change left for it
+    on_failure: tuple[str, ...] = ()
+
+    @property
+    def lock_text(self) -> str:
+        return f"{self.lock} ({self.lock_scope})" if self.lock_scope else str(self.lock)
+
+    @property
+    def concurrent(self) -> bool:
+        return self.action in (Action.BUILD_CONCURRENTLY, Action.DROP_CONCURRENTLY)
 
     @property
     def sql(self) -> str:
@@ -49,6 +91,8 @@ class Step:
 class Plan:
     steps: tuple[Step, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # why this plan must not run at all: found before anything changes, each one line naming the objects
+    refusals: tuple[str, ...] = field(default_factory=tuple)
 
 
 def render(composable: sql.Composable) -> str:
@@ -79,6 +123,9 @@ class IndexFact:
     definition: str
     comment: str | None = None
     oid: int = 0
+    table_key: str = ""  # schema.table
+    parent: str | None = None  # the partitioned index this one is attached to (schema.name)
+    partitioned: bool = False  # on a partitioned table: no storage, one attached index per partition
 
 
 @dataclass(frozen=True)
@@ -91,6 +138,17 @@ class MatViewFact:
 
 
 @dataclass(frozen=True)
+class DependentFact:
+    """An object that depends on a materialized view directly: a view is re-pointed at the new one in the swap
+    transaction; anything else stops the swap before it starts."""
+
+    key: str
+    kind: str  # "view", "materialized view", "function"
+    definition: str = ""  # pg_get_viewdef with every name schema-qualified
+    options: tuple[str, ...] = ()  # reloptions: security_invoker=true, security_barrier=true, check_option=…
+
+
+@dataclass(frozen=True)
 class FunctionFact:
     name: str
     arguments: str
@@ -100,6 +158,7 @@ class FunctionFact:
     oid: int = 0
     overloads: int = 1
     owner: str = ""
+    managed_arguments: tuple[str, ...] = ()  # identity arguments of every overload that carries our marker
 
 
 @dataclass(frozen=True)
@@ -120,6 +179,8 @@ class ExtensionFact:
     schema: str
     comment: str | None = None
     relocatable: bool = True
+    movable: bool = True  # this login owns it (or acts for its owner): ALTER EXTENSION is allowed
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,6 +199,10 @@ class Catalog:
     roles: frozenset[str] = frozenset()
     relations: frozenset[str] = frozenset()
     row_estimates: dict[str, int] = field(default_factory=dict)
+    # partitioned table → its direct partitions (schema.name, in bound order); a leaf is absent from the keys
+    partitions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    partition_keys: dict[str, str] = field(default_factory=dict)  # partitioned table → pg_get_partkeydef
+    dependents: dict[str, tuple[DependentFact, ...]] = field(default_factory=dict)  # matview → direct dependents
     # schema → the role that owns it (pg_database_owner resolved to the database's owner)
     schema_owners: dict[str, str] = field(default_factory=dict)
 

@@ -272,7 +272,7 @@ def log_plan(result: plan.Plan, label: str) -> None:
         return
     host.log(f"{label}: {len(result.steps)} steps to run" + (" (converged)" if not result.steps else ""))
     for step in result.steps:
-        host.log(f"-- [{step.phase}] {step.object}: {step.why} (lock: {step.lock})")
+        host.log(f"-- [{step.phase}] {step.object}: {step.why} (lock: {step.lock_text})")
         for line in step.sql.splitlines():
             host.log(f"   {line}")
 
@@ -350,6 +350,11 @@ def plan_or_fail(spec: Spec, compute, phase_ids: tuple[str, ...] = ()) -> plan.P
             _refuse_while_preparing(message)
         return FailedCommand(message)
     result: plan.Plan = compute(catalog, desired)
+    if result.refusals:
+        message = mask("; ".join(result.refusals))
+        if not state.is_executing:
+            _refuse_while_preparing(message)
+        return FailedCommand(message)
     return result
 
 

@@ -11,15 +11,24 @@ from psycopg import sql
 from .kinds.cron_job import plan_cron_job, rollback_cron_job
 from .kinds.extension import plan_extension, rollback_extension
 from .kinds.function import plan_function, rollback_function
-from .kinds.index import create_index_sql, drop_index_sql, index_duplicates, plan_index, rollback_index
-from .kinds.matview import plan_matview, rollback_matview
+from .kinds.index import (
+    create_index_sql,
+    drop_index_sql,
+    index_duplicates,
+    partition_note,
+    plan_index,
+    rollback_index,
+)
+from .kinds.matview import plan_matview, rollback_matview, swap_refusal
 from .kinds.privileges import function_privileges, grant_notes, plan_grant
 from .model import (
     RETIRED_SUFFIX,
     TEMP_SUFFIX,
+    Action,
     Catalog,
     Desired,
     FunctionShape,
+    Lock,
     Plan,
     Step,
     is_managed,
@@ -42,7 +51,7 @@ def ownership_steps(phase: Phase, catalog: Catalog, owner: str | None) -> list[S
         if fact and fact.owner and fact.owner != want:
             steps.append(Step((render(sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(
                 sql.Identifier(view.schema, view.name), sql.Identifier(want))),),
-                f"owned by {fact.owner}, belongs to {want}", f"materialized view {view.name}", "ACCESS EXCLUSIVE",
+                f"owned by {fact.owner}, belongs to {want}", f"materialized view {view.name}", Lock.ACCESS_EXCLUSIVE,
                 view.phase, table=view.key))
     for function in (f for f in phase.functions if f.state == "present"):
         function_fact = catalog.functions.get(function.key)
@@ -50,7 +59,7 @@ def ownership_steps(phase: Phase, catalog: Catalog, owner: str | None) -> list[S
         if function_fact and function_fact.owner and function_fact.owner != want and function_fact.overloads == 1:
             steps.append(Step((render(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(
                 sql.Identifier(function.schema, function.name), sql.Identifier(want))),),
-                f"owned by {function_fact.owner}, belongs to {want}", f"function {function.name}", "none",
+                f"owned by {function_fact.owner}, belongs to {want}", f"function {function.name}", Lock.NONE,
                 function.phase))
     return steps
 
@@ -82,8 +91,16 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
         if fact and extension.schema and fact.schema != extension.schema and not fact.relocatable:
             notes.append(f"extension {extension.name} is in schema {fact.schema}, declared in {extension.schema}, and"
                          " cannot be moved (not relocatable): drop and re-create it there when nothing depends on it")
+        elif fact and extension.schema and fact.schema != extension.schema and not fact.movable:
+            # it works where it is; moving it is the owner's (a superuser's) job, not a reason to stop the phase
+            notes.append(f"extension {extension.name} is in schema {fact.schema}, declared in {extension.schema};"
+                         f" it belongs to {fact.owner} and {catalog.current_user} may not move it — left where it is;"
+                         f" a superuser runs: ALTER EXTENSION {extension.name} SET SCHEMA {extension.schema}")
     for index in (i for i in phase.indexes if i.state == "present"):
-        steps += plan_index(index, catalog, desired)
+        index_steps = plan_index(index, catalog, desired)
+        steps += index_steps
+        note = partition_note(index, catalog) if index_steps else None
+        notes += [note] if note else []
         wanted = desired.indexes.get(index.key)
         if wanted and index.key not in catalog.indexes and not index.allow_duplicate:
             same, _ = index_duplicates(index, catalog, wanted)
@@ -92,9 +109,12 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
                              f" ({wanted}) — drop that one, or set allow_duplicate: true")
     steps += ownership_steps(phase, catalog, owner)
     handled: set[str] = set()
+    refusals: list[str] = []
     for view in (v for v in phase.materialized_views if v.state == "present"):
         view_steps = _as_owner(plan_matview(view, catalog, [g for g in phase.grants if g.key == view.key], desired),
                                catalog, view.schema, owner)
+        refusal = swap_refusal(view, catalog) if any(s.action == Action.SWAP for s in view_steps) else None
+        refusals += [refusal] if refusal else []
         if any(s.kind == "build" for s in view_steps):
             handled.add(view.key)  # its privileges were set in the transaction that built it
         steps += view_steps
@@ -118,17 +138,19 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
         # scheduled as the login (pg_cron shows each role only its own jobs): it runs as the login, which owns
         # or acts for the owner of what the job refreshes
         steps += plan_cron_job(job, catalog)
-    return Plan(tuple(steps), tuple(notes))
+    return Plan(tuple(steps), tuple(notes), tuple(refusals))
 
 
 def plan(spec: Spec, catalog: Catalog, phase_ids: Iterable[str], desired: Desired | None = None) -> Plan:
     steps: list[Step] = []
     notes: list[str] = []
+    refusals: list[str] = []
     for phase_id in phase_ids:
         phase_plan = plan_phase(spec.phase(phase_id), catalog, spec.settings.api_roles, desired, spec.settings.owner)
         steps += phase_plan.steps
         notes += phase_plan.notes
-    return Plan(tuple(steps), tuple(notes) + tuple(undeclared_notes(spec, catalog)))
+        refusals += phase_plan.refusals
+    return Plan(tuple(steps), tuple(notes) + tuple(undeclared_notes(spec, catalog)), tuple(refusals))
 
 
 def undeclared_notes(spec: Spec, catalog: Catalog) -> list[str]:
@@ -149,15 +171,22 @@ def undeclared_notes(spec: Spec, catalog: Catalog) -> list[str]:
 def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
     """Undo a phase and every later one, latest first; only objects that carry our marker are touched."""
     steps: list[Step] = []
+    refusals: list[str] = []
     for phase in reversed(spec.phases_from(from_phase)):
         for job in phase.cron_jobs:
             steps += rollback_cron_job(job, catalog, phase.id)
         for function in reversed(phase.functions):
             steps += rollback_function(function, catalog, phase.id)
         for view in reversed(phase.materialized_views):
-            steps += rollback_matview(view, catalog, phase.id)
+            view_steps = rollback_matview(view, catalog, phase.id)
+            views_on_it = [d.key for d in catalog.dependents.get(view.key, ())]
+            if view_steps and views_on_it:
+                refusals.append(f"rollback would drop materialized view {view.key}, and {', '.join(views_on_it)}"
+                                " depend(s) on it — drop those first (they are not pgconverge's), then run again;"
+                                " nothing was changed")
+            steps += view_steps
         for index in reversed(phase.indexes):
             steps += rollback_index(index, catalog, phase.id)
         for extension in phase.extensions:
             steps += rollback_extension(extension, catalog, phase.id)
-    return Plan(tuple(steps))
+    return Plan(tuple(steps), refusals=tuple(refusals))

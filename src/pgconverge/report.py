@@ -12,6 +12,7 @@ from . import facts, plan
 from .connection import open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, session_statements
+from .model import Action
 from .secrets import mask, url_from_env
 from .spec import Spec
 
@@ -68,13 +69,13 @@ def deploy_phases(spec: Spec, deploy: str, rollback_phase: str | None) -> tuple[
 def risk(step: plan.Step, catalog: facts.Catalog, settings_lock_timeout: str) -> str:
     table = step.table or ""
     rows = catalog.row_estimates.get(table if "." in table else f"{catalog.schema}.{table}", 0)
-    if step.kind == "build" and "INDEX CONCURRENTLY" in step.statements[0]:
+    if step.action == Action.BUILD_CONCURRENTLY:
         return f"builds concurrently, reads and writes continue; table has ~{rows:,} rows"
-    if step.kind == "build":
+    if step.action == Action.BUILD:
         return "builds a new view beside anything in use; the app sees it only when committed"
-    if step.lock.startswith("ACCESS EXCLUSIVE"):
-        return f"brief exclusive lock, gives up after exclusive_lock_timeout {settings_lock_timeout} and retries"
-    if "DROP INDEX CONCURRENTLY" in step.statements[0]:
+    if step.lock.queues_writers:
+        return f"brief {step.lock} lock, gives up after exclusive_lock_timeout {settings_lock_timeout} and retries"
+    if step.action == Action.DROP_CONCURRENTLY:
         return "dropped concurrently, queries are not blocked"
     return "catalog-only change"
 
@@ -108,6 +109,9 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
             host_plan.phases.append((f"rollback from {phase_ids[0]}", plan.plan_rollback(spec, catalog, phase_ids[0])))
         elif mode == "converge":
             host_plan.phases += [(pid, plan.plan(spec, catalog, [pid], desired)) for pid in phase_ids]
+        refusals = [r for _, p in host_plan.phases for r in p.refusals]
+        if refusals:
+            host_plan.error = mask("cannot apply: " + "; ".join(refusals))
         if mode != "rollback":
             host_plan.gates = [(pid, g.name, g.kind) for pid in phase_ids for g in spec.phase(pid).gates]
         host_plan.phases = [(label, _with_risks(p, catalog, spec.settings.exclusive_lock_timeout))
@@ -141,7 +145,7 @@ def to_markdown(plans: list[HostPlan], deploy: str) -> str:
             if p.steps:
                 lines += ["| # | object | reason | lock | risk |", "|---|---|---|---|---|"]
                 for i, (step, note) in enumerate(zip(p.steps, risks, strict=True), 1):
-                    cells = [str(i), step.object, step.why, step.lock, note]
+                    cells = [str(i), step.object, step.why, step.lock_text, note]
                     lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
                 lines += ["", "```sql", *[s.sql for s in p.steps], "```"]
             lines += [f"> note: {n}" for n in notes]
@@ -158,7 +162,7 @@ def to_json(plans: list[HostPlan], deploy: str) -> str:
         "error": hp.error,
         "phases": [{
             "phase": label,
-            "steps": [{"object": s.object, "why": s.why, "lock": s.lock, "risk": r, "sql": s.sql, "phase": s.phase}
+            "steps": [{"object": s.object, "why": s.why, "lock": s.lock_text, "risk": r, "sql": s.sql, "phase": s.phase}
                       for s, r in zip(p.steps, _risks(p)[0], strict=True)],
             "notes": _risks(p)[1],
         } for label, p in hp.phases],

@@ -134,10 +134,14 @@ def test_changed_view_is_built_beside_and_swapped_in_one_short_transaction():
     steps = plan.plan_matview(VIEW, catalog(matviews={"public.mv_hot": fact}), [])
     assert steps[0].statements[0].startswith('CREATE MATERIALIZED VIEW "public"."mv_hot_pgc_new"')
     assert steps[1].transactional and steps[1].statements == (
-        'DROP MATERIALIZED VIEW "public"."mv_hot"',
+        'ALTER MATERIALIZED VIEW "public"."mv_hot" RENAME TO "mv_hot_pgc_old"',
+        'ALTER INDEX IF EXISTS "public"."mv_hot_key" RENAME TO "mv_hot_pgc_old_key"',
         'ALTER MATERIALIZED VIEW "public"."mv_hot_pgc_new" RENAME TO "mv_hot"',
         'ALTER INDEX "public"."mv_hot_pgc_new_key" RENAME TO "mv_hot_key"',
+        'DROP MATERIALIZED VIEW "public"."mv_hot_pgc_old"',
     )
+    # a swap that fails for good removes the view built for it
+    assert steps[1].on_failure == ('DROP MATERIALIZED VIEW IF EXISTS "public"."mv_hot_pgc_new"',)
 
 
 def test_current_view_needs_nothing_and_interrupted_swap_is_finished():
@@ -215,7 +219,7 @@ def test_rollback_latest_phase_first_and_only_marked_objects():
     marked = catalog(
         indexes={"public.idx_ev": index_fact(comment=CURRENT), "public.idx_hand": index_fact("idx_hand", comment=None)},
         matviews={"public.mv_hot": MatViewFact("mv_hot", "", "pgconverge:p2:x")},
-        functions={"public.stats": FunctionFact("stats", "", "pgconverge:p3:x")},
+        functions={"public.stats": FunctionFact("stats", "", "pgconverge:p3:x", managed_arguments=("",))},
         cron_jobs={"refresh-hot": CronJobFact("refresh-hot", "*/15 * * * *", "SELECT 1;", "salesflow")},
         extensions={"pg_stat_statements": ExtensionFact("pg_stat_statements", "1.10", "public", "someone else's")},
     )
@@ -346,7 +350,7 @@ def test_matview_compared_by_its_live_query():
     assert {s.run_as for s in owned.steps[1:]} == {"salesflow"}
     assert 'GRANT SELECT ON TABLE "public"."mv_hot_pgc_new" TO "reporting"' in swap
     assert swap.index('REVOKE ALL ON TABLE "public"."mv_hot_pgc_new" FROM "anon"') < swap.index(
-        'DROP MATERIALIZED VIEW "public"."mv_hot"')
+        'ALTER MATERIALIZED VIEW "public"."mv_hot" RENAME TO "mv_hot_pgc_old"')
 
 
 SHAPE = plan.FunctionShape("", "integer", "SELECT 1", "v", False, ("search_path=public",), True)
@@ -399,4 +403,4 @@ def test_an_index_left_on_a_renamed_table_is_rebuilt_on_the_declared_one():
         'CREATE INDEX CONCURRENTLY "idx_ev_pgc_new"', 'COMMENT', 'ALTER INDEX "public"."idx_ev" RENAME TO "idx_ev_pgc_old"',
         'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev_pgc_old"']
     assert "sits on table message_events_old, declared on message_events" in steps[0].why
-    assert steps[-1].why == "drop the one left on message_events_old concurrently"
+    assert steps[-1].why == "drop the one left on message_events_old" and steps[-1].concurrent

@@ -7,9 +7,11 @@ import psycopg
 from psycopg import sql
 
 from ..model import (
+    Action,
     Catalog,
     CatalogUnreadable,
     CronJobFact,
+    Lock,
     Step,
     render,
 )
@@ -43,7 +45,7 @@ def plan_cron_job(job: CronJobSpec, catalog: Catalog) -> list[Step]:
         if fact is None:
             return []
         return [Step((render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(job.name))),),
-                     "declared absent", label, "none", job.phase)]
+                     "declared absent", label, Lock.NONE, job.phase, action=Action.SCHEDULE)]
     if fact and (fact.schedule, fact.command.strip(), fact.database, fact.active) == (
             job.schedule, job.command, database, True):
         return []
@@ -67,12 +69,12 @@ def plan_cron_job(job: CronJobSpec, catalog: Catalog) -> list[Step]:
     statements = [render(call)]
     if fact is not None and not fact.active:
         statements.insert(0, render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(fact.jobid))))
-    return [Step(tuple(statements), f"{reason}: schedule '{job.schedule}'", label, "none", job.phase,
-                 transactional=len(statements) > 1)]
+    return [Step(tuple(statements), f"{reason}: schedule '{job.schedule}'", label, Lock.NONE, job.phase,
+                 transactional=len(statements) > 1, action=Action.SCHEDULE)]
 
 
 def rollback_cron_job(job: CronJobSpec, catalog: Catalog, phase_id: str) -> list[Step]:
     if job.name not in catalog.cron_jobs:
         return []
     return [Step((render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(job.name))),),
-                 "rollback", f"cron job {job.name}", "none", phase_id)]
+                 "rollback", f"cron job {job.name}", Lock.NONE, phase_id, action=Action.SCHEDULE)]

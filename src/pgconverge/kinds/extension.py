@@ -6,8 +6,10 @@ import psycopg
 from psycopg import sql
 
 from ..model import (
+    Action,
     Catalog,
     ExtensionFact,
+    Lock,
     Step,
     comment_sql,
     is_managed,
@@ -19,11 +21,12 @@ from ..spec import ExtensionSpec, marker
 def read_extensions(conn: psycopg.Connection) -> dict[str, ExtensionFact]:
     rows = conn.execute(
         """
-        SELECT e.extname, e.extversion, n.nspname, obj_description(e.oid, 'pg_extension'), e.extrelocatable
+        SELECT e.extname, e.extversion, n.nspname, obj_description(e.oid, 'pg_extension'), e.extrelocatable,
+               pg_has_role(e.extowner, 'USAGE'), pg_get_userbyid(e.extowner)
         FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
         """
     ).fetchall()
-    return {r[0]: ExtensionFact(r[0], r[1], r[2], r[3], r[4]) for r in rows}
+    return {r[0]: ExtensionFact(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
 
 
 def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
@@ -33,7 +36,7 @@ def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
     if extension.state == "absent":
         if fact and is_managed(fact.comment):
             return [Step((render(sql.SQL("DROP EXTENSION IF EXISTS {}").format(ident)),), "declared absent", label,
-                         "ACCESS EXCLUSIVE", extension.phase)]
+                         Lock.ACCESS_EXCLUSIVE, extension.phase, action=Action.DROP)]
         return []
     if fact is None:
         statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(ident)
@@ -47,20 +50,20 @@ def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
         if extension.version:
             statement += sql.SQL(" VERSION {}").format(sql.Literal(extension.version))
         want = marker(extension.phase, "extension")
-        return [Step((*before, render(statement), comment_sql("EXTENSION", ident, want)), "missing", label, "none",
-                     extension.phase, transactional=True)]
+        return [Step((*before, render(statement), comment_sql("EXTENSION", ident, want)), "missing", label, Lock.NONE,
+                     extension.phase, transactional=True, action=Action.CREATE)]
     steps = []
-    if extension.schema and fact.schema != extension.schema and fact.relocatable:
+    if extension.schema and fact.schema != extension.schema and fact.relocatable and fact.movable:
         create = () if extension.schema in ("pg_catalog", "public") else (render(sql.SQL(
             "CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(extension.schema))),)
         steps.append(Step((*create, render(sql.SQL("ALTER EXTENSION {} SET SCHEMA {}").format(
                                ident, sql.Identifier(extension.schema)))),
-                          f"in schema {fact.schema}, declared in {extension.schema}", label, "ACCESS EXCLUSIVE",
-                          extension.phase, transactional=True))
+                          f"in schema {fact.schema}, declared in {extension.schema}", label, Lock.ACCESS_EXCLUSIVE,
+                          extension.phase, transactional=True, action=Action.ALTER))
     if extension.version and fact.version != extension.version:
         steps.append(Step((render(sql.SQL("ALTER EXTENSION {} UPDATE TO {}").format(
-            ident, sql.Literal(extension.version))),), f"version {fact.version} → {extension.version}", label, "none",
-            extension.phase))
+            ident, sql.Literal(extension.version))),), f"version {fact.version} → {extension.version}", label, Lock.NONE,
+            extension.phase, action=Action.ALTER))
     return steps
 
 
@@ -69,4 +72,4 @@ def rollback_extension(extension: ExtensionSpec, catalog: Catalog, phase_id: str
     if not (extension_fact and is_managed(extension_fact.comment)):
         return []
     return [Step((render(sql.SQL("DROP EXTENSION IF EXISTS {}").format(sql.Identifier(extension.name))),),
-                 "rollback", f"extension {extension.name}", "ACCESS EXCLUSIVE", phase_id)]
+                 "rollback", f"extension {extension.name}", Lock.ACCESS_EXCLUSIVE, phase_id, action=Action.DROP)]

@@ -10,10 +10,12 @@ from psycopg import sql
 
 from ..model import (
     USER_SCHEMAS,
+    Action,
     Catalog,
     Desired,
     FunctionFact,
     FunctionShape,
+    Lock,
     Step,
     comment_sql,
     is_managed,
@@ -35,7 +37,13 @@ def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, FunctionF
                           AND d.deptype = 'e')
         """,
     ).fetchall()
-    return {r[0]: FunctionFact(r[0].split(".", 1)[1], r[1], r[2], r[3], tuple(r[4]), r[5], r[6], r[7]) for r in rows}
+    facts: dict[str, FunctionFact] = {}
+    # overloads share the key: the one carrying our marker is the fact; every marked signature is remembered
+    for r in sorted(rows, key=lambda r: is_managed(r[2])):
+        marked = facts[r[0]].managed_arguments if r[0] in facts else ()
+        facts[r[0]] = FunctionFact(r[0].split(".", 1)[1], r[1], r[2], r[3], tuple(r[4]), r[5], r[6], r[7],
+                                   marked + ((r[1],) if is_managed(r[2]) else ()))
+    return facts
 
 
 FUNCTION_SHAPES = """
@@ -70,10 +78,7 @@ def plan_function(function: FunctionSpec, catalog: Catalog, privileges: Iterable
     if wanted:
         target = sql.SQL("{}({})").format(target, sql.SQL(wanted.arguments))
     if function.state == "absent":
-        if fact and is_managed(fact.comment):
-            return [Step((render(sql.SQL("DROP FUNCTION IF EXISTS {}").format(target)),), "declared absent", label,
-                         "ACCESS EXCLUSIVE (function only)", function.phase)]
-        return []
+        return _drop_marked(function, fact, "declared absent", function.phase)
     if wanted:
         match = next((shape for shape in live if _same_shape(shape, wanted)), None)
         if match is not None:
@@ -81,7 +86,8 @@ def plan_function(function: FunctionSpec, catalog: Catalog, privileges: Iterable
                 return []
             why = ("adopt: the live function equals the declared one" if not match.managed
                    else f"re-mark: the live function equals the declared one ({want})")
-            return [Step((comment_sql("FUNCTION", target, want),), why, label, "none", function.phase)]
+            return [Step((comment_sql("FUNCTION", target, want),), why, label, Lock.NONE, function.phase,
+                         action=Action.MARK)]
         same_arguments = next((shape for shape in live if shape.arguments == wanted.arguments), None)
         reason = ("missing" if not live else
                   f"live {', '.join(_shape_differences(same_arguments, wanted))} differ from the declared"
@@ -111,13 +117,16 @@ def plan_function(function: FunctionSpec, catalog: Catalog, privileges: Iterable
                    for s in grant_statements(g, function.name, function.schema, None, True, catalog.roles,
                                               wanted.arguments if wanted else None)]
     return [Step(tuple(statements), f"{reason}: CREATE OR REPLACE from sql/{function.sql_file}", label,
-                 "none (replaced atomically)", function.phase, transactional=True)]
+                 Lock.NONE, function.phase, transactional=True, action=Action.CREATE, lock_scope="replaced atomically")]
+
+
+def _drop_marked(function: FunctionSpec, fact: FunctionFact | None, why: str, phase_id: str) -> list[Step]:
+    """Every overload carrying our marker, each by its signature: a hand-made overload of the name stays."""
+    return [Step((render(sql.SQL("DROP FUNCTION IF EXISTS {}({})").format(
+        sql.Identifier(function.schema, function.name), sql.SQL(arguments))),),  # the server's own print of them
+        why, f"function {function.name}({arguments})", Lock.ACCESS_EXCLUSIVE, phase_id, action=Action.DROP,
+        lock_scope="function only") for arguments in (fact.managed_arguments if fact else ())]
 
 
 def rollback_function(function: FunctionSpec, catalog: Catalog, phase_id: str) -> list[Step]:
-    function_fact = catalog.functions.get(function.key)
-    if not (function_fact and is_managed(function_fact.comment)):
-        return []
-    return [Step((render(sql.SQL("DROP FUNCTION IF EXISTS {}").format(
-        sql.Identifier(function.schema, function.name))),), "rollback", f"function {function.name}",
-        "ACCESS EXCLUSIVE (function only)", phase_id)]
+    return _drop_marked(function, catalog.functions.get(function.key), "rollback", phase_id)

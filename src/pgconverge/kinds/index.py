@@ -10,9 +10,11 @@ from psycopg import sql
 
 from ..model import (
     USER_SCHEMAS,
+    Action,
     Catalog,
     Desired,
     IndexFact,
+    Lock,
     Step,
     canonical_index,
     comment_sql,
@@ -28,18 +30,65 @@ def read_indexes(conn: psycopg.Connection, schema: str) -> dict[str, IndexFact]:
     rows = conn.execute(
         """
         SELECT n.nspname || '.' || ic.relname, tc.relname, i.indisvalid, pg_get_indexdef(i.indexrelid),
-               obj_description(i.indexrelid, 'pg_class'), i.indexrelid::bigint
+               obj_description(i.indexrelid, 'pg_class'), i.indexrelid::bigint, tn.nspname || '.' || tc.relname,
+               (SELECT pn.nspname || '.' || pc.relname FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhparent
+                JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE h.inhrelid = i.indexrelid),
+               ic.relkind = 'I'
         FROM pg_index i
         JOIN pg_class ic ON ic.oid = i.indexrelid
         JOIN pg_class tc ON tc.oid = i.indrelid
         JOIN pg_namespace n ON n.oid = ic.relnamespace
+        JOIN pg_namespace tn ON tn.oid = tc.relnamespace
         WHERE """ + USER_SCHEMAS,
     ).fetchall()
-    return {r[0]: IndexFact(r[0].split(".", 1)[1], r[1], r[2], r[3], r[4], r[5]) for r in rows}
+    return {r[0]: IndexFact(r[0].split(".", 1)[1], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows}
 
 
-def create_index_sql(index: IndexSpec, name: str, concurrently: bool = True) -> str:
-    """Concurrently on live tables; plainly inside a transaction (probe copies) and for HypoPG."""
+def read_partitions(conn: psycopg.Connection) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Every partitioned table's direct partitions and its partition key (pg_get_partkeydef)."""
+    keys: dict[str, str] = dict(conn.execute(
+        "SELECT n.nspname || '.' || c.relname, pg_get_partkeydef(c.oid) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p' AND " + USER_SCHEMAS).fetchall())
+    children: dict[str, list[str]] = {key: [] for key in keys}
+    for parent, child in conn.execute(
+            "SELECT pn.nspname || '.' || p.relname, n.nspname || '.' || c.relname FROM pg_inherits h"
+            " JOIN pg_class p ON p.oid = h.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace"
+            " JOIN pg_class c ON c.oid = h.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE p.relkind = 'p' AND c.relkind IN ('r', 'p') ORDER BY 1, 2").fetchall():
+        children.setdefault(parent, []).append(child)
+    return {key: tuple(value) for key, value in children.items()}, keys
+
+
+def partition_tree(catalog: Catalog, table_key: str) -> list[tuple[str, str]]:
+    """(partition, its parent) for every partition below the table, parents before their partitions."""
+    tree = []
+    for child in catalog.partitions.get(table_key, ()):
+        tree.append((child, table_key))
+        tree += partition_tree(catalog, child)
+    return tree
+
+
+def leaf_rows(catalog: Catalog, table_key: str) -> int:
+    """A partitioned table has no rows of its own (reltuples -1): the sum over its leaf partitions."""
+    if table_key not in catalog.partitions:
+        return catalog.row_estimates.get(table_key, 0)
+    return sum(leaf_rows(catalog, child) for child in catalog.partitions[table_key])
+
+
+def partition_index_name(index: IndexSpec, partition: str) -> str:
+    """Deterministic per partition; the definition's hash keeps a rebuild's names apart from the ones it replaces."""
+    suffix = "_" + index.definition_hash[:8]
+    return f"{partition.rpartition('.')[2]}_{index.name}"[: 63 - len(suffix)] + suffix
+
+
+def identifier(key: str) -> sql.Identifier:
+    return sql.Identifier(*key.split(".", 1))
+
+
+def create_index_sql(index: IndexSpec, name: str, concurrently: bool = True, on: str | None = None,
+                     only: bool = False) -> str:
+    """Concurrently on live tables; plainly inside a transaction (probe copies) and for HypoPG; `on` another table
+    (a partition, schema.name) and ONLY (a partitioned table's own index, without its partitions')."""
     columns: list[sql.Composable] = []
     for column in index.columns:
         if column.element:
@@ -52,11 +101,12 @@ def create_index_sql(index: IndexSpec, name: str, concurrently: bool = True) -> 
         if column.nulls:
             part = sql.SQL("{} NULLS {}").format(part, sql.SQL(column.nulls))
         columns.append(part)
-    statement = sql.SQL("CREATE {unique}INDEX {concurrently}{name} ON {table} USING {method} ({columns})").format(
+    statement = sql.SQL("CREATE {unique}INDEX {concurrently}{name} ON {only}{table} USING {method} ({columns})").format(
         unique=sql.SQL("UNIQUE " if index.unique else ""),
         concurrently=sql.SQL("CONCURRENTLY " if concurrently else ""),
         name=sql.Identifier(name),
-        table=sql.Identifier(index.schema, index.table_name),
+        only=sql.SQL("ONLY " if only else ""),
+        table=identifier(on) if on else sql.Identifier(index.schema, index.table_name),
         method=sql.SQL(index.method),  # validated: [a-z_][a-z0-9_]*
         columns=sql.SQL(", ").join(columns),
     )
@@ -77,14 +127,101 @@ def drop_index_sql(name: str, schema: str) -> str:
     return render(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(schema, name)))
 
 
-def _build_index_steps(index: IndexSpec, name: str, schema: str, why: str) -> list[Step]:
-    want = marker(index.phase, index.definition_hash)
+def _drop_step(catalog: Catalog, name: str, index: IndexSpec, why: str, phase: str | None = None) -> Step:
+    """Concurrently where PostgreSQL can; a partitioned index only with short exclusive-lock tries (it has no
+    concurrent drop: the lock covers the table and every partition, for a catalog change)."""
+    fact = catalog.indexes.get(f"{index.schema}.{name}")
+    if fact is not None and fact.partitioned:
+        return Step((render(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index.schema, name))),), why,
+                    f"index {index.name}", Lock.ACCESS_EXCLUSIVE, phase or index.phase, table=index.table,
+                    action=Action.DROP, lock_scope="the table and its partitions, catalog only, short tries")
+    return Step((drop_index_sql(name, index.schema),), why, f"index {index.name}", Lock.SHARE_UPDATE_EXCLUSIVE,
+                phase or index.phase, table=index.table, action=Action.DROP_CONCURRENTLY)
+
+
+def _mark_step(index: IndexSpec, name: str, why: str) -> Step:
+    return Step((comment_sql("INDEX", sql.Identifier(index.schema, name), marker(index.phase, index.definition_hash)),),
+                why, f"index {index.name}", Lock.SHARE_UPDATE_EXCLUSIVE, index.phase, table=index.table,
+                action=Action.MARK)
+
+
+def _build_index_steps(index: IndexSpec, name: str, schema: str, why: str, catalog: Catalog | None = None,
+                       wanted: str | None = None) -> list[Step]:
+    if catalog is not None and index.table_key in catalog.partitions:
+        return _partitioned_build_steps(index, name, why, catalog, wanted)
     return [
-        Step((create_index_sql(index, name),), why, f"index {index.name}", "SHARE UPDATE EXCLUSIVE",
-             index.phase, kind="build", table=index.table),
-        Step((comment_sql("INDEX", sql.Identifier(schema, name), want),), f"mark {name} as managed ({want})",
-             f"index {index.name}", "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table),
+        Step((create_index_sql(index, name),), why, f"index {index.name}", Lock.SHARE_UPDATE_EXCLUSIVE,
+             index.phase, kind="build", table=index.table, action=Action.BUILD_CONCURRENTLY,
+             builds=render(sql.Identifier(schema, name))),
+        _mark_step(index, name, f"mark {name} as managed ({marker(index.phase, index.definition_hash)})"),
     ]
+
+
+def attach_sql(parent_index: str, child_index: str) -> str:
+    return render(sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(identifier(parent_index),
+                                                                       identifier(child_index)))
+
+
+def _partitioned_build_steps(index: IndexSpec, name: str, why: str, catalog: Catalog,
+                             wanted: str | None) -> list[Step]:
+    """A partitioned table's index without blocking writes: its own index ON ONLY the table (catalog only), one
+    built concurrently on each leaf partition and attached; partitioned partitions get an ON ONLY index of their own,
+    attached to their parent's. Whatever is already there and matches is kept or attached, not built again."""
+    label, schema = f"index {index.name}", index.schema
+    top = f"{schema}.{name}"
+    steps: list[Step] = []
+    if top not in catalog.indexes:
+        steps.append(Step((create_index_sql(index, name, concurrently=False, only=True),), why, label, Lock.SHARE,
+                          index.phase, table=index.table, action=Action.CREATE,
+                          lock_scope=f"{index.table_name} only, no rows read; INVALID until every partition has it"))
+    attached = {(f.parent, f.table_key): key for key, f in catalog.indexes.items() if f.parent}
+    loose: dict[str, list[str]] = {}  # partition → its indexes attached to nothing
+    for key, fact in catalog.indexes.items():
+        if fact.parent is None and key != top:
+            loose.setdefault(fact.table_key, []).append(key)
+    level = {index.table_key: top}  # each partitioned table → its index at that level
+    for partition, parent in partition_tree(catalog, index.table_key):
+        parent_index = level[parent]
+        partitioned = partition in catalog.partitions
+        mine = attached.get((parent_index, partition))
+        if mine:
+            level[partition] = mine
+            continue
+        adoptable = next((key for key in loose.get(partition, ()) if wanted
+                          and canonical_index(catalog.indexes[key].definition) == wanted
+                          and catalog.indexes[key].partitioned == partitioned
+                          and (catalog.indexes[key].valid or partitioned)), None)
+        if adoptable:
+            level[partition] = adoptable
+            steps.append(Step((attach_sql(parent_index, adoptable),),
+                              f"{adoptable} on partition {partition} already has the definition: attach it", label,
+                              Lock.ACCESS_EXCLUSIVE, index.phase, table=partition, action=Action.ATTACH,
+                              lock_scope="the partition's index and the parent index, not the tables"))
+            continue
+        child = partition_index_name(index, partition)
+        child_key = f"{partition.split('.', 1)[0]}.{child}"
+        level[partition] = child_key
+        attach = attach_sql(parent_index, child_key)
+        if child_key in catalog.indexes:  # ours, left INVALID or unattached by an interrupted run
+            steps.append(Step((render(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(identifier(child_key))),),
+                              f"remove {child_key} left by an interrupted build", label, Lock.SHARE_UPDATE_EXCLUSIVE,
+                              index.phase, table=partition, action=Action.DROP_CONCURRENTLY))
+        if partitioned:
+            steps.append(Step((create_index_sql(index, child, concurrently=False, on=partition, only=True), attach),
+                              f"partition {partition} is partitioned itself: its own index, attached", label,
+                              Lock.SHARE, index.phase, transactional=True, table=partition, action=Action.CREATE,
+                              lock_scope=f"{partition} only, no rows read"))
+            continue
+        rows = catalog.row_estimates.get(partition, 0)
+        steps.append(Step((create_index_sql(index, child, on=partition),),
+                          f"partition {partition} (~{rows:,} rows), built concurrently", label,
+                          Lock.SHARE_UPDATE_EXCLUSIVE, index.phase, kind="build", table=partition,
+                          action=Action.BUILD_CONCURRENTLY, builds=render(identifier(child_key))))
+        steps.append(Step((attach,), f"attach {child} to {parent_index}", label, Lock.ACCESS_EXCLUSIVE, index.phase,
+                          table=partition, action=Action.ATTACH,
+                          lock_scope="the partition's new index and the parent index, not the tables"))
+    steps.append(_mark_step(index, name, f"mark {name} as managed ({marker(index.phase, index.definition_hash)})"))
+    return steps
 
 
 def index_duplicates(index: IndexSpec, catalog: Catalog, wanted: str) -> tuple[list[str], list[str]]:
@@ -109,7 +246,8 @@ def index_duplicates(index: IndexSpec, catalog: Catalog, wanted: str) -> tuple[l
     return same, redundant
 
 
-def _rebuild_steps(index: IndexSpec, why: str, why_drop: str) -> list[Step]:
+def _rebuild_steps(index: IndexSpec, why: str, why_drop: str, catalog: Catalog,
+                   wanted: str | None) -> list[Step]:
     """Build beside the live index under a temporary name, swap the names in one transaction, drop the old one."""
     schema, tmp, retired = index.schema, temp_name(index.name), retired_name(index.name)
     label = f"index {index.name}"
@@ -120,11 +258,13 @@ def _rebuild_steps(index: IndexSpec, why: str, why_drop: str) -> list[Step]:
         render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(schema, tmp),
                                                              sql.Identifier(index.name))),
     )
-    return [*_build_index_steps(index, tmp, schema, why),
+    retire = IndexFact(retired, index.table_name, True, "", partitioned=index.table_key in catalog.partitions)
+    after_swap = replace(catalog, indexes={**catalog.indexes, f"{schema}.{retired}": retire})
+    return [*_build_index_steps(index, tmp, schema, why, catalog, wanted),
             Step(swap, "swap the new index in under the name, one short transaction", label,
-                 "SHARE UPDATE EXCLUSIVE (indexes only)", index.phase, transactional=True, table=index.table),
-            Step((drop_index_sql(retired, schema),), why_drop, label, "SHARE UPDATE EXCLUSIVE", index.phase,
-                 table=index.table)]
+                 Lock.SHARE_UPDATE_EXCLUSIVE, index.phase, transactional=True, table=index.table, action=Action.SWAP,
+                 lock_scope="indexes only"),
+            _drop_step(after_swap, retired, index, why_drop)]
 
 
 def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = None) -> list[Step]:
@@ -134,82 +274,110 @@ def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = Non
     tmp = temp_name(index.name)
     tmp_fact = catalog.indexes.get(f"{schema}.{tmp}")
     retired = retired_name(index.name)
-    want = marker(index.phase, index.definition_hash)
-    rows = catalog.row_estimates.get(index.table_key, 0)
+    rows = leaf_rows(catalog, index.table_key)
     label = f"index {index.name}"
     steps: list[Step] = []
     if f"{schema}.{retired}" in catalog.indexes:
-        steps.append(Step((drop_index_sql(retired, schema),), f"remove {retired} left by an interrupted swap", label,
-                          "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
+        steps.append(_drop_step(catalog, retired, index, f"remove {retired} left by an interrupted swap"))
 
     if index.state == "absent":
         if fact:
             # naming an index the application made is an explicit order: no adopt-then-drop in two converges
             why = "declared absent" if is_managed(fact.comment) else \
                 "declared absent: not created by pgconverge, named in phases.yml — dropped concurrently"
-            steps.append(Step((drop_index_sql(index.name, schema),), why, label, "SHARE UPDATE EXCLUSIVE",
-                              index.phase, table=index.table))
+            steps.append(_drop_step(catalog, index.name, index, why))
         return steps
 
     if tmp_fact is not None:
-        if fact is None and tmp_fact.valid and tmp_fact.comment == want:
+        if fact is None and tmp_fact.valid and tmp_fact.comment == marker(index.phase, index.definition_hash):
             rename = render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
                 sql.Identifier(schema, tmp), sql.Identifier(index.name)))
             return steps + [Step((rename,), f"finish an interrupted rebuild: {tmp} is built and current", label,
-                                 "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table)]
-        steps.append(Step((drop_index_sql(tmp, schema),), f"remove {tmp} left by an interrupted rebuild", label,
-                          "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
+                                 Lock.SHARE_UPDATE_EXCLUSIVE, index.phase, table=index.table, action=Action.SWAP)]
+        steps.append(_drop_step(catalog, tmp, index, f"remove {tmp} left by an interrupted rebuild"))
 
+    want = marker(index.phase, index.definition_hash)
+    partitioned = index.table_key in catalog.partitions
     if fact is None:
         same, redundant = index_duplicates(index, catalog, wanted) if wanted else ([], [])
         if same and not index.allow_duplicate:
             return steps  # plan_phase says why in a note
         also = f"; makes {', '.join(redundant)} redundant (a leading prefix of it)" if redundant else ""
+        how = "one index per partition, each built concurrently" if partitioned else "built concurrently"
         steps += _build_index_steps(index, index.name, schema, f"missing; serves {index.serves or 'declared use'}"
-                                    f" (~{rows:,} rows, built concurrently){also}")
-    elif not fact.valid:
-        steps.append(Step((drop_index_sql(index.name, schema),), "INVALID (a concurrent build failed): drop it",
-                          label, "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
-        steps += _build_index_steps(index, index.name, schema, f"rebuild the INVALID index (~{rows:,} rows)")
+                                    f" (~{rows:,} rows, {how}){also}", catalog, wanted)
     elif fact.table != index.table_name:
         # blue/green: the declared table was renamed away and a new one took its name; our index stayed behind
         steps += _rebuild_steps(index, f"sits on table {fact.table}, declared on {index.table_name} (the table was"
                                 f" renamed or swapped): build it on {index.table_name} (~{rows:,} rows)",
-                                f"drop the one left on {fact.table} concurrently")
+                                f"drop the one left on {fact.table}", catalog, wanted)
+    elif fact.partitioned and (canonical_index(fact.definition) == wanted or (not wanted and fact.comment == want)):
+        # the same definition: finish what is missing (a partition without the index leaves the parent INVALID)
+        missing = _partitioned_build_steps(index, index.name, "", catalog, wanted)[:-1]
+        if missing:
+            steps += [replace(s, why=f"INVALID until every partition has it: {s.why}") for s in missing]
+        if missing or fact.comment != want:
+            steps.append(_mark_step(index, index.name, "adopt: the live definition equals the declared one"
+                                    if not is_managed(fact.comment) else f"mark {index.name} as managed ({want})"))
+    elif not fact.valid:
+        steps.append(_drop_step(catalog, index.name, index, "INVALID (a concurrent build failed): drop it"))
+        steps += _build_index_steps(index, index.name, schema, f"rebuild the INVALID index (~{rows:,} rows)",
+                                    catalog, wanted)
     elif wanted and canonical_index(fact.definition) == wanted:
         if fact.comment != want:
             # The live index is exactly the declared one (made by hand from the runbook, or re-declared): mark it.
-            why = ("adopt: the live definition equals the declared one, no build" if not is_managed(fact.comment)
-                   else f"re-mark: the live definition equals the declared one ({fact.comment} → {want})")
-            steps.append(Step((comment_sql("INDEX", sql.Identifier(schema, index.name), want),), why, label,
-                              "SHARE UPDATE EXCLUSIVE", index.phase, table=index.table))
+            steps.append(_mark_step(index, index.name, "adopt: the live definition equals the declared one, no build"
+                                    if not is_managed(fact.comment) else
+                                    f"re-mark: the live definition equals the declared one ({fact.comment} → {want})"))
     elif fact.comment != want or (wanted and canonical_index(fact.definition) != wanted):
         live = canonical_index(fact.definition)
         reason = (f"definition differs: live {live} ≠ declared {wanted}" if wanted
                   else f"definition changed ({fact.comment} → {want})" if is_managed(fact.comment)
                   else "exists without our marker, so its definition is unknown")
         steps += _rebuild_steps(index, f"{reason}: build the new one beside the old (~{rows:,} rows)",
-                                "old definition replaced: drop it concurrently")
+                                "old definition replaced: drop it", catalog, wanted)
     return steps
 
 
+def partition_note(index: IndexSpec, catalog: Catalog) -> str | None:
+    """What a partition attached later costs: PostgreSQL builds the index on it under the ATTACH's locks."""
+    if index.state != "present" or index.table_key not in catalog.partitions:
+        return None
+    return (f"index {index.name} on partitioned {index.table_key}: partitions created later get it from PostgreSQL"
+            " itself; ATTACH PARTITION of a big existing table builds it while holding ACCESS EXCLUSIVE on that"
+            f" table — build a matching index on the table concurrently first ({index.name}'s definition), then the"
+            " attach only links it")
+
+
 def rollback_index(index: IndexSpec, catalog: Catalog, phase_id: str) -> list[Step]:
-    """The index and what an interrupted rebuild left, where ours (or INVALID leftovers of our names)."""
+    """The index and what an interrupted rebuild left, where ours (or INVALID leftovers of our names); per-partition
+    indexes an interrupted build left unattached."""
     steps = []
     for name in (index.name, temp_name(index.name), retired_name(index.name)):
         index_fact = catalog.indexes.get(f"{index.schema}.{name}")
         if index_fact and (is_managed(index_fact.comment) or (name != index.name and not index_fact.valid)):
-            steps.append(Step((drop_index_sql(name, index.schema),), "rollback", f"index {index.name}",
-                              "SHARE UPDATE EXCLUSIVE", phase_id, table=index.table))
+            steps.append(_drop_step(catalog, name, index, "rollback", phase_id))
+    for partition, _ in partition_tree(catalog, index.table_key):
+        key = f"{partition.split('.', 1)[0]}.{partition_index_name(index, partition)}"
+        fact = catalog.indexes.get(key)
+        if fact is not None and fact.parent is None:
+            steps.append(Step((render(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(identifier(key))),),
+                              f"rollback: {key} left unattached by an interrupted build", f"index {index.name}",
+                              Lock.SHARE_UPDATE_EXCLUSIVE, phase_id, table=partition, action=Action.DROP_CONCURRENTLY))
     return steps
 
 
-def build_on_probe(conn: psycopg.Connection, index: IndexSpec, number: int) -> str:
+def build_on_probe(conn: psycopg.Connection, index: IndexSpec, number: int, partition_key: str | None = None) -> str:
     """Build the declared index on an empty temporary copy of its table (inside the caller's transaction, which
-    rolls back): the server's own check of the definition, and its own print of it. Returns the probe index."""
+    rolls back): the server's own check of the definition, and its own print of it. A partitioned table's copy is
+    partitioned the same way, so what the server refuses there (a unique index without the partition key) is
+    refused here. Returns the probe index."""
     probe = f"pgconverge_probe_{number}"
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(
-        sql.Identifier(probe), sql.Identifier(index.schema, index.table_name)))
+    statement = sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(
+        sql.Identifier(probe), sql.Identifier(index.schema, index.table_name))
+    if partition_key:
+        statement += sql.SQL(" PARTITION BY {}").format(sql.SQL(partition_key))  # the server's own print
+    conn.execute(statement)
     conn.execute(create_index_sql(replace(index, schema="pg_temp", table=probe), f"{probe}_i",  # type: ignore[arg-type]
                                   concurrently=False))
     return f"pg_temp.{probe}_i"

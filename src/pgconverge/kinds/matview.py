@@ -11,14 +11,18 @@ from psycopg import sql
 from ..model import (
     TABLE_PRIVILEGES,
     USER_SCHEMAS,
+    Action,
     Catalog,
+    DependentFact,
     Desired,
+    Lock,
     MatViewFact,
     Step,
     comment_sql,
     is_managed,
     key_index_name,
     render,
+    retired_name,
     temp_name,
 )
 from ..spec import GrantSpec, MatViewSpec, marker
@@ -34,6 +38,64 @@ def read_matviews(conn: psycopg.Connection, schema: str) -> dict[str, MatViewFac
         WHERE c.relkind = 'm' AND """ + USER_SCHEMAS,
     ).fetchall()
     return {r[0]: MatViewFact(r[0].split(".", 1)[1], r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def read_dependents(conn: psycopg.Connection) -> dict[str, tuple[DependentFact, ...]]:
+    """Direct dependents of every materialized view: views and materialized views (through their rewrite rule) and
+    functions with a SQL-standard body. Definitions are printed with an empty search path, so every name is
+    qualified and means the same object when the view is re-created inside the swap."""
+    before = conn.execute("SELECT current_setting('search_path')").fetchone()[0]  # type: ignore[index]
+    conn.execute("SET search_path = pg_catalog")
+    try:
+        rows = conn.execute(
+            """
+            SELECT DISTINCT mn.nspname || '.' || m.relname, vn.nspname || '.' || v.relname,
+                   CASE v.relkind WHEN 'v' THEN 'view' ELSE 'materialized view' END,
+                   CASE v.relkind WHEN 'v' THEN pg_get_viewdef(v.oid) ELSE '' END, coalesce(v.reloptions, '{}')
+            FROM pg_class m JOIN pg_namespace mn ON mn.oid = m.relnamespace
+            JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = m.oid
+                            AND d.classid = 'pg_rewrite'::regclass
+            JOIN pg_rewrite r ON r.oid = d.objid
+            JOIN pg_class v ON v.oid = r.ev_class AND v.oid <> m.oid
+            JOIN pg_namespace vn ON vn.oid = v.relnamespace
+            WHERE m.relkind = 'm'
+            UNION
+            SELECT DISTINCT mn.nspname || '.' || m.relname, pn.nspname || '.' || p.proname
+                            || '(' || pg_get_function_identity_arguments(p.oid) || ')', 'function', '', '{}'
+            FROM pg_class m JOIN pg_namespace mn ON mn.oid = m.relnamespace
+            JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = m.oid
+                            AND d.classid = 'pg_proc'::regclass
+            JOIN pg_proc p ON p.oid = d.objid JOIN pg_namespace pn ON pn.oid = p.pronamespace
+            WHERE m.relkind = 'm'
+            ORDER BY 1, 2
+            """).fetchall()
+    finally:
+        conn.execute("SELECT set_config('search_path', %s, false)", [before])
+    dependents: dict[str, tuple[DependentFact, ...]] = {}
+    for view, key, kind, definition, options in rows:
+        dependents[view] = (*dependents.get(view, ()), DependentFact(key, kind, definition, tuple(options)))
+    return dependents
+
+
+def repoint_sql(dependent: DependentFact) -> str:
+    """CREATE OR REPLACE keeps the view's oid, owner, privileges and comments (and views on it); its options are
+    given again because OR REPLACE resets what it is not told."""
+    options = [option.split("=", 1) for option in dependent.options]
+    statement = sql.SQL("CREATE OR REPLACE VIEW {}").format(sql.Identifier(*dependent.key.split(".", 1)))
+    if options:
+        statement += sql.SQL(" WITH ({})").format(sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in options))
+    return render(statement + sql.SQL(" AS {}").format(sql.SQL(dependent.definition.rstrip().rstrip(";"))))
+
+
+def swap_refusal(view: MatViewSpec, catalog: Catalog) -> str | None:
+    """Dependents a swap cannot carry over: the plan stops before anything is built."""
+    blocking = [f"{d.kind} {d.key}" for d in catalog.dependents.get(view.key, ()) if d.kind != "view"]
+    if not blocking:
+        return None
+    return (f"materialized view {view.key} must be rebuilt, and {', '.join(blocking)} depend(s) on it and cannot be"
+            " re-created in the swap — drop or change them first (or declare them as a materialized view / function"
+            " of a later phase), then run again; nothing was changed")
 
 
 def _matview_build(view: MatViewSpec, name: str, schema: str, grants: Iterable[GrantSpec], catalog: Catalog) -> tuple[str, ...]:
@@ -81,8 +143,8 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
     if view.state == "absent":
         if fact and is_managed(fact.comment):
             steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
-                sql.Identifier(schema, view.name))),), "declared absent", label, "ACCESS EXCLUSIVE", view.phase,
-                table=view.key))
+                sql.Identifier(schema, view.name))),), "declared absent", label, Lock.ACCESS_EXCLUSIVE, view.phase,
+                table=view.key, action=Action.DROP))
         return steps
 
     swap = (
@@ -93,33 +155,46 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
     )
     if tmp_fact is not None:
         if fact is None and tmp_fact.comment == want:
-            return [Step(swap, f"finish an interrupted swap: {tmp} is built and current", label, "ACCESS EXCLUSIVE",
-                         view.phase, transactional=True, table=f"{schema}.{tmp}")]
+            return [Step(swap, f"finish an interrupted swap: {tmp} is built and current", label, Lock.ACCESS_EXCLUSIVE,
+                         view.phase, transactional=True, table=f"{schema}.{tmp}", action=Action.SWAP)]
         steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(sql.Identifier(schema, tmp))),),
-                          f"remove {tmp} left by an interrupted rebuild", label, "ACCESS EXCLUSIVE", view.phase,
-                          table=f"{schema}.{tmp}"))
+                          f"remove {tmp} left by an interrupted rebuild", label, Lock.ACCESS_EXCLUSIVE, view.phase,
+                          table=f"{schema}.{tmp}", action=Action.DROP))
 
     if fact is None:
         steps.append(Step(_matview_build(view, view.name, schema, grants, catalog),
                           f"missing: build from sql/{view.sql_file} with its unique index", label,
-                          "ACCESS EXCLUSIVE (new object only)", view.phase, transactional=True, kind="build"))
+                          Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, kind="build", action=Action.BUILD,
+                          lock_scope="new object only"))
     elif wanted and fact.definition == wanted:
         if fact.comment != want:
             why = ("adopt: the live query equals the declared one, no rebuild" if not is_managed(fact.comment)
                    else f"re-mark: the live query equals the declared one ({fact.comment} → {want})")
             steps.append(Step((comment_sql("MATERIALIZED VIEW", sql.Identifier(schema, view.name), want),), why, label,
-                              "SHARE UPDATE EXCLUSIVE", view.phase, table=view.key))
+                              Lock.SHARE_UPDATE_EXCLUSIVE, view.phase, table=view.key, action=Action.MARK))
     elif fact.comment != want or wanted:
         reason = ("the live query differs from the declared one" if wanted
                   else f"query changed ({fact.comment} → {want})" if is_managed(fact.comment)
                   else "exists without our marker, so its query is unknown")
         steps.append(Step(_matview_build(view, tmp, schema, grants, catalog), f"{reason}: build the new one beside the old",
-                          label, "ACCESS EXCLUSIVE (new object only)", view.phase, transactional=True, kind="build"))
-        drop_old = render(sql.SQL("DROP MATERIALIZED VIEW {}").format(sql.Identifier(schema, view.name)))
+                          label, Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, kind="build", action=Action.BUILD,
+                          lock_scope="new object only"))
+        old = retired_name(view.name)
         keep = carried_over(view, fact.owner, catalog.acls.get(view.key, {}), tmp, grants, catalog)
-        steps.append(Step((*keep, drop_old, *swap), "swap the new view in with the old one's owner and privileges,"
-                          " one short transaction", label, "ACCESS EXCLUSIVE", view.phase, transactional=True,
-                          table=view.key))
+        dependents = [d for d in catalog.dependents.get(view.key, ()) if d.kind == "view"]
+        # The old view steps aside under another name, the new one takes the name, the views on it are re-pointed
+        # (same oid, owner, grants), the old one is dropped: one transaction, nothing in between is visible.
+        retire = (render(sql.SQL("ALTER MATERIALIZED VIEW {} RENAME TO {}").format(
+                      sql.Identifier(schema, view.name), sql.Identifier(old))),
+                  render(sql.SQL("ALTER INDEX IF EXISTS {} RENAME TO {}").format(
+                      sql.Identifier(schema, key_index_name(view.name)), sql.Identifier(key_index_name(old)))))
+        drop_old = render(sql.SQL("DROP MATERIALIZED VIEW {}").format(sql.Identifier(schema, old)))
+        carried = f"; re-points {', '.join(d.key for d in dependents)}" if dependents else ""
+        steps.append(Step((*keep, *retire, *swap, *map(repoint_sql, dependents), drop_old),
+                          "swap the new view in with the old one's owner and privileges, one short transaction"
+                          + carried, label, Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, table=view.key,
+                          action=Action.SWAP, on_failure=(render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
+                              sql.Identifier(schema, tmp))),)))
     return steps
 
 
@@ -130,5 +205,5 @@ def rollback_matview(view: MatViewSpec, catalog: Catalog, phase_id: str) -> list
         if view_fact and is_managed(view_fact.comment):
             steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
                 sql.Identifier(view.schema, name))),), "rollback", f"materialized view {view.name}",
-                "ACCESS EXCLUSIVE", phase_id, table=f"{view.schema}.{name}"))
+                Lock.ACCESS_EXCLUSIVE, phase_id, table=f"{view.schema}.{name}", action=Action.DROP))
     return steps

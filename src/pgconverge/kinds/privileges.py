@@ -12,7 +12,9 @@ from ..model import (
     FUNCTION_PRIVILEGES,
     TABLE_PRIVILEGES,
     USER_SCHEMAS,
+    Action,
     Catalog,
+    Lock,
     Step,
     render,
 )
@@ -85,8 +87,8 @@ def plan_grant(grant: GrantSpec, catalog: Catalog, is_function: bool, arguments:
     statements = grant_statements(grant, target, grant.schema, catalog.acls.get(grant.key, {}), is_function,
                                    catalog.roles, arguments)
     return [Step((s,), f"{verb} {', '.join(grant.privileges)} ({'from' if grant.revoke else 'to'} "
-                 f"{', '.join(grant.roles)}) differs from the catalog", f"privileges on {grant.key}", "none", grant.phase)
-            for s in statements]
+                 f"{', '.join(grant.roles)}) differs from the catalog", f"privileges on {grant.key}", Lock.NONE, grant.phase,
+                 action=Action.GRANT) for s in statements]
 
 
 def grant_notes(grant: GrantSpec, catalog: Catalog, created: set[str]) -> list[str]:
