@@ -225,8 +225,8 @@ def test_rollback_latest_phase_first_and_only_marked_objects():
     )
     steps = plan.plan_rollback(spec_of(P1, P2, P3), marked, "p1")
     assert [s.object for s in steps.steps] == [
-        "function stats", "cron job refresh-hot", "materialized view mv_hot", "index idx_ev"]
-    assert [s.object for s in plan.plan_rollback(spec_of(P1, P2, P3), marked, "p3").steps] == ["function stats"]
+        "function stats()", "cron job refresh-hot", "materialized view mv_hot", "index idx_ev"]
+    assert [s.object for s in plan.plan_rollback(spec_of(P1, P2, P3), marked, "p3").steps] == ["function stats()"]
 
 
 def test_undeclared_managed_objects_are_reported_not_removed():
