@@ -61,7 +61,7 @@ def read_dependents(conn: psycopg.Connection) -> dict[str, tuple[DependentFact, 
             WHERE m.relkind = 'm'
             UNION
             SELECT DISTINCT mn.nspname || '.' || m.relname, pn.nspname || '.' || p.proname
-                            || '(' || pg_get_function_identity_arguments(p.oid) || ')', 'function', '', '{}'
+                            || '(' || pg_get_function_identity_arguments(p.oid) || ')', 'function', '', '{}'::text[]
             FROM pg_class m JOIN pg_namespace mn ON mn.oid = m.relnamespace
             JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = m.oid
                             AND d.classid = 'pg_proc'::regclass
