@@ -158,3 +158,49 @@ def test_the_applications_duplicates_are_a_note_and_state_absent_drops_one_in_on
     assert "declared absent: not created by pgconverge, named in phases.yml" in out
     assert scalar(cron_db, "SELECT to_regclass('app_notes_lead_b')") is None
     assert scalar(cron_db, "SELECT to_regclass('app_notes_lead_a')") == "app_notes_lead_a"
+
+
+def test_views_on_a_managed_mv_survive_its_swap_and_what_cannot_stops_before_anything(servers, cron_db, project):
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    execute(cron_db,
+            "CREATE VIEW hot_board WITH (security_invoker = true, security_barrier = true) AS"
+            " SELECT id, name, p_score FROM mv_hot_leads WHERE p_score >= 80",
+            "CREATE VIEW hot_board_top AS SELECT * FROM hot_board ORDER BY p_score DESC LIMIT 10",
+            "GRANT SELECT ON hot_board TO authenticated", "COMMENT ON VIEW hot_board IS 'the sales floor screen'")
+    view_sql = project / "sql" / "phase2" / "mv_hot_leads.sql"
+    phases = project / "phases.yml"
+    view_sql.write_text(view_sql.read_text().replace("p_score >= 70", "p_score >= 75"))
+    out = ok(run_pyinfra(cron_db, "deploys/phase2.py", "-y", phases=phases))
+    assert "re-points public.hot_board" in out
+    assert scalar(cron_db, "SELECT count(*) FROM hot_board_top") >= 0
+    assert scalar(cron_db, "SELECT reloptions::text FROM pg_class WHERE relname = 'hot_board'") == \
+        "{security_invoker=true,security_barrier=true}"
+    assert scalar(cron_db, "SELECT has_table_privilege('authenticated', 'hot_board', 'SELECT')") is True
+    assert scalar(cron_db, "SELECT obj_description('hot_board'::regclass, 'pg_class')") == "the sales floor screen"
+    assert scalar(cron_db, "SELECT count(*) FROM pg_class WHERE relname LIKE 'mv_hot_leads_pgc%'") == 0
+    assert scalar(cron_db, "SELECT pg_get_viewdef('mv_hot_leads')").count("75") == 1
+
+    # a swap that fails inside its transaction (the view needs a column the new query drops) leaves nothing behind
+    view_sql.write_text(view_sql.read_text().replace("name, status", "status"))
+    failed = run_pyinfra(cron_db, "deploys/phase2.py", "-y", phases=phases)
+    assert failed.returncode != 0 and "Traceback" not in failed.stdout + failed.stderr
+    assert "what was built for it was removed" in failed.stdout + failed.stderr
+    assert scalar(cron_db, "SELECT count(*) FROM pg_class WHERE relname LIKE 'mv_hot_leads_pgc%'") == 0
+    assert scalar(cron_db, "SELECT count(*) FROM hot_board") >= 0
+
+    # another materialized view on it cannot be carried over: the plan stops before building anything
+    view_sql.write_text(view_sql.read_text().replace("SELECT id, user_id, status", "SELECT id, user_id, name, status")
+                        .replace("p_score >= 75", "p_score >= 72"))
+    execute(cron_db, "CREATE MATERIALIZED VIEW hot_rollup AS SELECT user_id, count(*) FROM mv_hot_leads GROUP BY 1")
+    failed = run_pyinfra(cron_db, "deploys/phase2.py", "-y", phases=phases)
+    combined = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "Traceback" not in combined
+    assert "materialized view public.hot_rollup" in combined and "nothing was changed" in combined
+    assert scalar(cron_db, "SELECT count(*) FROM pg_class WHERE relname LIKE 'mv_hot_leads_pgc%'") == 0
+    assert scalar(cron_db, "SELECT pg_get_viewdef('mv_hot_leads')").count("75") == 1
+
+    # rollback would drop the MV under the application's views: it says so and changes nothing
+    failed = run_pyinfra(cron_db, "deploys/rollback.py", "--data", "phase=phase2", "-y", phases=phases)
+    combined = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "public.hot_board" in combined and "nothing was changed" in combined
+    assert scalar(cron_db, "SELECT count(*) FROM pg_matviews WHERE matviewname = 'mv_hot_leads'") == 1
