@@ -4,7 +4,7 @@ markers. Nothing here does I/O."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from psycopg import sql
@@ -93,6 +93,8 @@ class Plan:
     notes: tuple[str, ...] = field(default_factory=tuple)
     # why this plan must not run at all: found before anything changes, each one line naming the objects
     refusals: tuple[str, ...] = field(default_factory=tuple)
+    # drift this login cannot repair (a superuser's statement): the phase goes on, verify reports it
+    unrepairable: tuple[str, ...] = field(default_factory=tuple)
 
 
 def render(composable: sql.Composable) -> str:
@@ -158,7 +160,8 @@ class FunctionFact:
     oid: int = 0
     overloads: int = 1
     owner: str = ""
-    managed_arguments: tuple[str, ...] = ()  # identity arguments of every overload that carries our marker
+    # every overload carrying a marker: (identity arguments, marker)
+    marked_overloads: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,27 @@ USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema')"
 
 def is_managed(comment: str | None) -> bool:
     return bool(comment and comment.startswith(MARKER_PREFIX))
+
+
+def marked_project(comment: str | None) -> str | None:
+    """The project a marker names ("" for the default project, markers written before projects); None: unmarked."""
+    if not comment or not is_managed(comment):
+        return None
+    head = comment[len(MARKER_PREFIX):].split(":", 1)[0]
+    return head.split("/", 1)[0] if "/" in head else ""
+
+
+def seen_by(catalog: Catalog, project: str) -> Catalog:
+    """The catalog as one project sees it: another project's markers are not ours, so never adopted, rolled back
+    or reported as undeclared."""
+    def own(facts: dict) -> dict:
+        return {key: fact if marked_project(fact.comment) in (None, project) else replace(fact, comment=None)
+                for key, fact in facts.items()}
+    functions = {key: replace(fact, marked_overloads=tuple(
+        (arguments, mark) for arguments, mark in fact.marked_overloads if marked_project(mark) == project))
+        for key, fact in own(catalog.functions).items()}
+    return replace(catalog, indexes=own(catalog.indexes), matviews=own(catalog.matviews), functions=functions,
+                   extensions=own(catalog.extensions))
 
 
 @dataclass(frozen=True)

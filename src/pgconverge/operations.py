@@ -266,7 +266,7 @@ def _with_backup(label: str, mode: str, steps: tuple[plan.Step, ...], spec: Spec
 
 
 def log_plan(result: plan.Plan, label: str) -> None:
-    for note in result.notes:
+    for note in (*result.notes, *result.unrepairable):
         host.log_styled(f"note: {note}", fg="yellow")
     if state.is_executing:
         return
@@ -449,14 +449,16 @@ class DriftCommand(PhaseCommand):
             host.log_styled(mask(f"drift of {self.phase_id} cannot be read: {exc}"), fg="red", log_func=logger.error)
             return True
         seen = set()
-        for step in result.steps:
-            if (step.object, step.why) in seen:
+        found = [(s.object, s.why) for s in result.steps] + [("", why) for why in (*result.refusals,
+                                                                                   *result.unrepairable)]
+        for what, why in found:
+            if (what, why) in seen:
                 continue
-            seen.add((step.object, step.why))
-            line = f"drift [{self.phase_id}] {step.object}: {step.why}"
+            seen.add((what, why))
+            line = f"drift [{self.phase_id}] {what + ': ' if what else ''}{why}"
             journal(host, line)
             host.log_styled(mask(line), fg="red", log_func=logger.error)
-        if not result.steps:
+        if not found:
             host.log(f"{self.phase_id}: no drift")
         return True
 

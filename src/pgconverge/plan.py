@@ -32,7 +32,9 @@ from .model import (
     Plan,
     Step,
     is_managed,
+    marked_project,
     render,
+    seen_by,
 )
 from .spec import Phase, Spec
 
@@ -85,6 +87,7 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
     for index in (i for i in phase.indexes if i.state == "absent"):
         steps += plan_index(index, catalog)
     notes: list[str] = []
+    unrepairable: list[str] = []
     for extension in phase.extensions:
         steps += plan_extension(extension, catalog)
         fact = catalog.extensions.get(extension.name)
@@ -93,9 +96,10 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
                          " cannot be moved (not relocatable): drop and re-create it there when nothing depends on it")
         elif fact and extension.schema and fact.schema != extension.schema and not fact.movable:
             # it works where it is; moving it is the owner's (a superuser's) job, not a reason to stop the phase
-            notes.append(f"extension {extension.name} is in schema {fact.schema}, declared in {extension.schema};"
-                         f" it belongs to {fact.owner} and {catalog.current_user} may not move it — left where it is;"
-                         f" a superuser runs: ALTER EXTENSION {extension.name} SET SCHEMA {extension.schema}")
+            unrepairable.append(f"extension {extension.name} is in schema {fact.schema}, declared in {extension.schema};"
+                                f" it belongs to {fact.owner} and {catalog.current_user} may not move it — left where"
+                                f" it is; a superuser runs: ALTER EXTENSION {extension.name} SET SCHEMA"
+                                f" {extension.schema}")
     for index in (i for i in phase.indexes if i.state == "present"):
         index_steps = plan_index(index, catalog, desired)
         steps += index_steps
@@ -138,19 +142,38 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
         # scheduled as the login (pg_cron shows each role only its own jobs): it runs as the login, which owns
         # or acts for the owner of what the job refreshes
         steps += plan_cron_job(job, catalog)
-    return Plan(tuple(steps), tuple(notes), tuple(refusals))
+    return Plan(tuple(steps), tuple(notes), tuple(refusals), tuple(unrepairable))
+
+
+def project_conflicts(phase: Phase, catalog: Catalog, project: str) -> list[str]:
+    """Declared objects that carry another project's marker: never adopted, rebuilt or dropped by this one."""
+    live = [(f"index {i.key}", catalog.indexes.get(i.key)) for i in phase.indexes] + [
+        (f"materialized view {v.key}", catalog.matviews.get(v.key)) for v in phase.materialized_views] + [
+        (f"function {f.key}", catalog.functions.get(f.key)) for f in phase.functions]
+    return [f"{what} belongs to project '{owner or 'default'}' (its marker: {fact.comment}), and this phases.yml"
+            f" (project '{project or 'default'}') declares it too in phase {phase.id} — give one of them another"
+            " name, or leave it to its project; nothing was changed"
+            for what, fact in live
+            if fact is not None and (owner := marked_project(fact.comment)) is not None and owner != project]
 
 
 def plan(spec: Spec, catalog: Catalog, phase_ids: Iterable[str], desired: Desired | None = None) -> Plan:
     steps: list[Step] = []
     notes: list[str] = []
     refusals: list[str] = []
+    unrepairable: list[str] = []
+    phase_ids = list(phase_ids)
+    for phase_id in phase_ids:
+        refusals += project_conflicts(spec.phase(phase_id), catalog, spec.settings.project)
+    catalog = seen_by(catalog, spec.settings.project)
     for phase_id in phase_ids:
         phase_plan = plan_phase(spec.phase(phase_id), catalog, spec.settings.api_roles, desired, spec.settings.owner)
         steps += phase_plan.steps
         notes += phase_plan.notes
         refusals += phase_plan.refusals
-    return Plan(tuple(steps), tuple(notes) + tuple(undeclared_notes(spec, catalog)), tuple(refusals))
+        unrepairable += phase_plan.unrepairable
+    return Plan(tuple(steps), tuple(notes) + tuple(undeclared_notes(spec, catalog)), tuple(refusals),
+                tuple(unrepairable))
 
 
 def undeclared_notes(spec: Spec, catalog: Catalog) -> list[str]:
@@ -169,7 +192,8 @@ def undeclared_notes(spec: Spec, catalog: Catalog) -> list[str]:
 
 
 def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
-    """Undo a phase and every later one, latest first; only objects that carry our marker are touched."""
+    """Undo a phase and every later one, latest first; only objects that carry our project's marker are touched."""
+    catalog = seen_by(catalog, spec.settings.project)
     steps: list[Step] = []
     refusals: list[str] = []
     for phase in reversed(spec.phases_from(from_phase)):

@@ -67,6 +67,8 @@ class Settings:
     api_roles: tuple[str, ...] = ("anon", "authenticated")
     # who owns the views, functions and cron jobs created (default: the owner of the object's schema)
     owner: str | None = None
+    # several repositories on one database: each marks its objects with its project and touches only those
+    project: str = ""
 
 
 def seconds(duration: str) -> float:
@@ -82,6 +84,7 @@ class ExtensionSpec:
     schema: str | None = None
     version: str | None = None
     state: str = "present"
+    project: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class IndexSpec:
     storage: tuple[tuple[str, str], ...] = ()
     nulls_not_distinct: bool = False
     allow_duplicate: bool = False
+    project: str = ""
 
     @property
     def table_name(self) -> str:
@@ -160,6 +164,7 @@ class MatViewSpec:
     unique_key: tuple[str, ...] = ()
     state: str = "present"
     schema: str = "public"
+    project: str = ""
 
     @property
     def key(self) -> str:
@@ -179,6 +184,7 @@ class FunctionSpec:
     security_definer: bool = False
     state: str = "present"
     schema: str = "public"
+    project: str = ""
 
     @property
     def key(self) -> str:
@@ -297,8 +303,9 @@ def digest(definition: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def marker(phase: str, definition_hash: str) -> str:
-    return f"pgconverge:{phase}:{definition_hash}"
+def marker(phase: str, definition_hash: str, project: str = "") -> str:
+    """The comment on every object we manage; markers without a project belong to the default project."""
+    return f"pgconverge:{project + '/' if project else ''}{phase}:{definition_hash}"
 
 
 def json_schema() -> dict[str, Any]:
@@ -371,6 +378,7 @@ class _Builder:
         self.sql_dir = path.parent / "sql"
         self.seen_names: dict[str, tuple] = {}
         self.schema = "public"
+        self.project = ""
 
     def fail(self, where: tuple, message: str) -> SpecError:
         return SpecError(self.path, self.marks.get(where), message)
@@ -418,6 +426,7 @@ def _build(path: Path, data: dict, marks: dict) -> Spec:
         b.identifier(role, ("settings", "api_roles", i), "role")
     settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings_data.items()})  # type: ignore[arg-type]
     b.schema = settings.schema
+    b.project = settings.project
     phases: list[Phase] = []
     ids: list[str] = []
     for p_index, p in enumerate(data["phases"]):
@@ -492,7 +501,7 @@ def _extension(b: _Builder, e: dict, at: tuple, phase: str) -> ExtensionSpec:
     b.unique_name("extension", name, (*at, "name"))
     if "schema" in e:
         b.identifier(e["schema"], (*at, "schema"), "schema")
-    return ExtensionSpec(name=name, phase=phase, schema=e.get("schema"), version=e.get("version"),
+    return ExtensionSpec(name=name, phase=phase, project=b.project, schema=e.get("schema"), version=e.get("version"),
                          state=e.get("state", "present"))
 
 
@@ -538,7 +547,7 @@ def _index(b: _Builder, x: dict, at: tuple, phase: str) -> IndexSpec:
     if x.get("unique") and method != "btree":
         raise b.fail((*at, "unique"), f"only btree indexes can be unique, not {method}")
     return IndexSpec(
-        name=name, table=table, columns=columns, phase=phase, include=include, where=where,
+        name=name, table=table, columns=columns, phase=phase, project=b.project, include=include, where=where,
         unique=x.get("unique", False), method=method, serves=x.get("serves"),
         state=x.get("state", "present"), schema=schema, storage=storage,
         nulls_not_distinct=x.get("nulls_not_distinct", False), allow_duplicate=x.get("allow_duplicate", False),
@@ -556,7 +565,7 @@ def _matview(b: _Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
     state = m.get("state", "present")
     if state == "present" and not key:
         raise b.fail((*at, "name"), f"materialized view '{name}' needs unique_key — REFRESH CONCURRENTLY requires it")
-    return MatViewSpec(name=name, sql_file=m["sql"], query=query, phase=phase, unique_key=key, state=state,
+    return MatViewSpec(name=name, sql_file=m["sql"], query=query, phase=phase, project=b.project, unique_key=key, state=state,
                        schema=schema)
 
 
@@ -583,7 +592,7 @@ def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
             f"sql/{f['sql']} is SECURITY {'DEFINER' if definer else 'INVOKER'} but phases.yml says otherwise"
             " — declare security_definer: true only where it is meant",
         )
-    return FunctionSpec(name=name, sql_file=f["sql"], body=body, phase=phase,
+    return FunctionSpec(name=name, sql_file=f["sql"], body=body, phase=phase, project=b.project,
                         security_definer=definer, state=f.get("state", "present"), schema=schema)
 
 

@@ -219,7 +219,7 @@ def test_rollback_latest_phase_first_and_only_marked_objects():
     marked = catalog(
         indexes={"public.idx_ev": index_fact(comment=CURRENT), "public.idx_hand": index_fact("idx_hand", comment=None)},
         matviews={"public.mv_hot": MatViewFact("mv_hot", "", "pgconverge:p2:x")},
-        functions={"public.stats": FunctionFact("stats", "", "pgconverge:p3:x", managed_arguments=("",))},
+        functions={"public.stats": FunctionFact("stats", "", "pgconverge:p3:x", marked_overloads=(("", "pgconverge:p3:x"),))},
         cron_jobs={"refresh-hot": CronJobFact("refresh-hot", "*/15 * * * *", "SELECT 1;", "salesflow")},
         extensions={"pg_stat_statements": ExtensionFact("pg_stat_statements", "1.10", "public", "someone else's")},
     )

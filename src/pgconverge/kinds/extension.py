@@ -49,7 +49,7 @@ def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
             statement += sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(extension.schema))
         if extension.version:
             statement += sql.SQL(" VERSION {}").format(sql.Literal(extension.version))
-        want = marker(extension.phase, "extension")
+        want = marker(extension.phase, "extension", extension.project)
         return [Step((*before, render(statement), comment_sql("EXTENSION", ident, want)), "missing", label, Lock.NONE,
                      extension.phase, transactional=True, action=Action.CREATE)]
     steps = []

@@ -40,9 +40,9 @@ def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, FunctionF
     facts: dict[str, FunctionFact] = {}
     # overloads share the key: the one carrying our marker is the fact; every marked signature is remembered
     for r in sorted(rows, key=lambda r: is_managed(r[2])):
-        marked = facts[r[0]].managed_arguments if r[0] in facts else ()
+        marked = facts[r[0]].marked_overloads if r[0] in facts else ()
         facts[r[0]] = FunctionFact(r[0].split(".", 1)[1], r[1], r[2], r[3], tuple(r[4]), r[5], r[6], r[7],
-                                   marked + ((r[1],) if is_managed(r[2]) else ()))
+                                   marked + (((r[1], r[2]),) if is_managed(r[2]) else ()))
     return facts
 
 
@@ -69,7 +69,7 @@ def plan_function(function: FunctionSpec, catalog: Catalog, privileges: Iterable
                   desired: Desired | None = None) -> list[Step]:
     schema = function.schema
     fact = catalog.functions.get(function.key)
-    want = marker(function.phase, function.definition_hash)
+    want = marker(function.phase, function.definition_hash, function.project)
     label = f"function {function.name}"
     wanted = (desired or Desired()).functions.get(function.key)
     live = (desired or Desired()).live_functions.get(function.key, ())
@@ -125,7 +125,7 @@ def _drop_marked(function: FunctionSpec, fact: FunctionFact | None, why: str, ph
     return [Step((render(sql.SQL("DROP FUNCTION IF EXISTS {}({})").format(
         sql.Identifier(function.schema, function.name), sql.SQL(arguments))),),  # the server's own print of them
         why, f"function {function.name}({arguments})", Lock.ACCESS_EXCLUSIVE, phase_id, action=Action.DROP,
-        lock_scope="function only") for arguments in (fact.managed_arguments if fact else ())]
+        lock_scope="function only") for arguments, _ in (fact.marked_overloads if fact else ())]
 
 
 def rollback_function(function: FunctionSpec, catalog: Catalog, phase_id: str) -> list[Step]:

@@ -140,7 +140,8 @@ def _drop_step(catalog: Catalog, name: str, index: IndexSpec, why: str, phase: s
 
 
 def _mark_step(index: IndexSpec, name: str, why: str) -> Step:
-    return Step((comment_sql("INDEX", sql.Identifier(index.schema, name), marker(index.phase, index.definition_hash)),),
+    want = marker(index.phase, index.definition_hash, index.project)
+    return Step((comment_sql("INDEX", sql.Identifier(index.schema, name), want),),
                 why, f"index {index.name}", Lock.SHARE_UPDATE_EXCLUSIVE, index.phase, table=index.table,
                 action=Action.MARK)
 
@@ -153,7 +154,7 @@ def _build_index_steps(index: IndexSpec, name: str, schema: str, why: str, catal
         Step((create_index_sql(index, name),), why, f"index {index.name}", Lock.SHARE_UPDATE_EXCLUSIVE,
              index.phase, kind="build", table=index.table, action=Action.BUILD_CONCURRENTLY,
              builds=render(sql.Identifier(schema, name))),
-        _mark_step(index, name, f"mark {name} as managed ({marker(index.phase, index.definition_hash)})"),
+        _mark_step(index, name, f"mark {name} as managed ({marker(index.phase, index.definition_hash, index.project)})"),
     ]
 
 
@@ -220,7 +221,7 @@ def _partitioned_build_steps(index: IndexSpec, name: str, why: str, catalog: Cat
         steps.append(Step((attach,), f"attach {child} to {parent_index}", label, Lock.ACCESS_EXCLUSIVE, index.phase,
                           table=partition, action=Action.ATTACH,
                           lock_scope="the partition's new index and the parent index, not the tables"))
-    steps.append(_mark_step(index, name, f"mark {name} as managed ({marker(index.phase, index.definition_hash)})"))
+    steps.append(_mark_step(index, name, f"mark {name} as managed ({marker(index.phase, index.definition_hash, index.project)})"))
     return steps
 
 
@@ -289,14 +290,14 @@ def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = Non
         return steps
 
     if tmp_fact is not None:
-        if fact is None and tmp_fact.valid and tmp_fact.comment == marker(index.phase, index.definition_hash):
+        if fact is None and tmp_fact.valid and tmp_fact.comment == marker(index.phase, index.definition_hash, index.project):
             rename = render(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
                 sql.Identifier(schema, tmp), sql.Identifier(index.name)))
             return steps + [Step((rename,), f"finish an interrupted rebuild: {tmp} is built and current", label,
                                  Lock.SHARE_UPDATE_EXCLUSIVE, index.phase, table=index.table, action=Action.SWAP)]
         steps.append(_drop_step(catalog, tmp, index, f"remove {tmp} left by an interrupted rebuild"))
 
-    want = marker(index.phase, index.definition_hash)
+    want = marker(index.phase, index.definition_hash, index.project)
     partitioned = index.table_key in catalog.partitions
     if fact is None:
         same, redundant = index_duplicates(index, catalog, wanted) if wanted else ([], [])

@@ -99,7 +99,7 @@ def swap_refusal(view: MatViewSpec, catalog: Catalog) -> str | None:
 
 
 def _matview_build(view: MatViewSpec, name: str, schema: str, grants: Iterable[GrantSpec], catalog: Catalog) -> tuple[str, ...]:
-    want = marker(view.phase, view.definition_hash)
+    want = marker(view.phase, view.definition_hash, view.project)
     return (
         render(sql.SQL("CREATE MATERIALIZED VIEW {} AS {} WITH DATA").format(
             sql.Identifier(schema, name), sql.SQL(view.query))),
@@ -135,7 +135,7 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
     fact = catalog.matviews.get(view.key)
     tmp = temp_name(view.name)
     tmp_fact = catalog.matviews.get(f"{schema}.{tmp}")
-    want = marker(view.phase, view.definition_hash)
+    want = marker(view.phase, view.definition_hash, view.project)
     label = f"materialized view {view.name}"
     grants = list(grants)
     steps: list[Step] = []
