@@ -9,7 +9,7 @@ import re
 import statistics
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,12 @@ class GateResult:
     passed: bool
     measured: str
     threshold: str
+    query: str = ""  # the workload query the gate runs, named in its line
 
     def line(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
-        return f"gate {self.name} ({self.kind}) {verdict}: measured {self.measured}, threshold {self.threshold}"
+        what = f"{self.kind}, query {self.query}" if self.query else self.kind
+        return f"gate {self.name} ({what}) {verdict}: measured {self.measured}, threshold {self.threshold}"
 
 
 class ParamSampler:
@@ -313,6 +315,11 @@ def gate_security(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateR
 
 def run_gate(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler,
              before: float | None = None) -> GateResult:
+    return replace(_run_gate(conn, spec, gate, params, before), query=gate.get("query") or "")
+
+
+def _run_gate(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler,
+              before: float | None = None) -> GateResult:
     try:
         if gate.kind == "sql":
             return gate_sql(conn, spec, gate)

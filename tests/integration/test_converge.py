@@ -36,7 +36,7 @@ def test_converge_all_then_second_run_changes_nothing(cron_db, tmp_path):
     out = ok(run_pyinfra(cron_db, "deploys/all.py", "-y", "--data", f"reports_dir={tmp_path / 'first'}"))
     # a snapshot before and after each phase that changed something
     assert len(list((tmp_path / "first").rglob("*.json"))) == 6
-    assert "gate events_list_uses_index (plan) passed" in out
+    assert "gate events_list_uses_index (plan, query message_events_list) passed" in out
     first = catalog_oids(cron_db)
     assert len(first) == 12 + 3 + 3 + 5  # indexes, views, the views' unique indexes, functions
     with psycopg.connect(cron_db) as conn:
@@ -204,7 +204,7 @@ def test_failing_gate_stops_the_run_with_value_and_threshold(cron_db, project):
     result = run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases)
     assert result.returncode != 0
     combined = result.stdout + result.stderr
-    assert "gate dashboard_p95 (latency) FAILED: measured p50 " in combined and "threshold p95 ≤ 0 ms" in combined
+    assert "gate dashboard_p95 (latency, query dashboard_analytics) FAILED: measured p50 " in combined and "threshold p95 ≤ 0 ms" in combined
     assert "(best of 2 measurements)" in combined
     assert "Converge phase2" not in combined.split("--> Results:")[0].split("gate dashboard_p95")[1]
 

@@ -65,7 +65,7 @@ def test_hand_edits_are_detected_by_verify_and_repaired(servers, cron_db):
     assert "inactive (active = false)" in output
     # every phase's gates ran although phase 2's security gate failed first
     assert "gate functions_pinned_and_invoker (security) FAILED" in output
-    assert "gate inbox_fn_p95 (latency)" in output
+    assert "gate inbox_fn_p95 (latency, query unified_inbox_fn)" in output
     assert scalar(cron_db, "SELECT min(p_score) FROM mv_hot_leads") < 99
     assert scalar(cron_db, "SELECT active FROM cron.job WHERE jobname = 'refresh-hot-leads'") is True
     assert scalar(cron_db, "SELECT prosecdef FROM pg_proc WHERE proname = 'calculate_lead_event_stats'") is False

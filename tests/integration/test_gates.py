@@ -49,7 +49,7 @@ def test_on_gate_failure_rollback_undoes_only_that_phase(cron_db, project):
     result = run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases)
     combined = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "gate lead_event_stats_fast (explain) FAILED" in combined and "threshold < 0 ms" in combined
+    assert "gate lead_event_stats_fast (explain, query pscore_batch) FAILED" in combined and "threshold < 0 ms" in combined
     assert "rolling the phase back" in combined
     with psycopg.connect(cron_db) as conn:
         assert conn.execute("SELECT to_regproc('calculate_lead_event_stats')").fetchone()[0] is None
@@ -84,3 +84,17 @@ def test_freshness_gate_reads_cron_run_history(cron_db, project):
     result = run_pyinfra(cron_db, "deploys/verify.py", "-y", phases=phases)
     assert result.returncode != 0
     assert "gate hot_leads_fresh (freshness) FAILED: measured never refreshed by cron" in result.stdout + result.stderr
+
+
+def test_a_gate_comparing_with_before_on_an_object_its_own_phase_creates_is_judged_by_its_bound(cron_db, project):
+    phases = project / "phases.yml"
+    phases.write_text(phases.read_text().replace(
+        "query: unified_inbox_fn\n        p95_ms: 20\n",
+        "query: unified_inbox_fn\n        p95_ms: 200\n        max_ratio_to_before: 2\n"))
+    dry = ok(run_pyinfra(cron_db, "deploys/all.py", "--dry", phases=phases))
+    assert "gate inbox_fn_p95: query unified_inbox_fn needs get_unified_inbox, which this phase creates" in dry
+    assert "judged by its absolute bound (p95 ≤ 200 ms)" in dry
+    out = ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
+    assert "gate inbox_fn_p95: query unified_inbox_fn needs get_unified_inbox, not there yet" in out
+    assert "gate inbox_fn_p95 (latency, query unified_inbox_fn) passed" in out
+    assert "no value from before the phase in this run: not compared" in out
