@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import runpy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,9 @@ from . import facts, plan
 from .connection import open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, session_statements
-from .model import Action
+from .model import Action, DependentFact, Lock
 from .secrets import mask, url_from_env
-from .spec import Spec
+from .spec import Spec, marker
 
 
 @dataclass
@@ -173,39 +173,73 @@ def to_json(plans: list[HostPlan], deploy: str) -> str:
 
 def every_statement(spec: Spec) -> str:
     """All SQL pgconverge can generate for this spec, as the executor runs it, for squawk: converging a database
-    that has none of the objects, then rolling everything back from one that has all of them."""
+    that has none of the objects, rolling everything back from one that has all of them, and the shapes a live
+    database can add (each declared index on a partitioned table, each view rebuilt under a view of the app)."""
     api_roles = frozenset(spec.settings.api_roles)
     empty = facts.Catalog(roles=api_roles, schema=spec.settings.schema)
     converge = plan.plan(spec, empty, [p.id for p in spec.phases]).steps
+    mark = marker("x", "x", spec.settings.project)
     applied = facts.Catalog(
         roles=api_roles,
         schema=spec.settings.schema,
         # keyed as the live catalog is (schema.name), so that every rollback DROP is generated
-        indexes={i.key: facts.IndexFact(i.name, i.table_name, True, "", "pgconverge:x")
-                 for p in spec.phases for i in p.indexes},
-        matviews={v.key: facts.MatViewFact(v.name, "", "pgconverge:x") for p in spec.phases for v in p.materialized_views},
-        functions={f.key: facts.FunctionFact(f.name, "", "pgconverge:x") for p in spec.phases for f in p.functions},
+        indexes={i.key: facts.IndexFact(i.name, i.table_name, True, "", mark) for p in spec.phases for i in p.indexes},
+        matviews={v.key: facts.MatViewFact(v.name, "", mark) for p in spec.phases for v in p.materialized_views},
+        functions={f.key: facts.FunctionFact(f.name, "", mark, marked_overloads=(("", mark),))
+                   for p in spec.phases for f in p.functions},
         cron_jobs={j.name: facts.CronJobFact(j.name, j.schedule, j.command, "x") for p in spec.phases for j in p.cron_jobs},
     )
     rollback = plan.plan_rollback(spec, applied, spec.phases[0].id).steps
+    shapes = _live_shapes(spec, empty, applied)
     chunks = []
-    for step in (*converge, *rollback):
+    for step in (*converge, *rollback, *shapes):
         chunks.append(f"-- {step.phase} {step.object}: {step.why}")
         chunks += [f"{s};" for s in session_statements(spec.settings, step)]
         chunks += ["BEGIN;"] if step.transactional else []
         for statement in step.statements:
-            chunks += [f"-- squawk-ignore {rule}" for rule in _waivers(statement, step in rollback)]
+            waived = _waivers(step, step in rollback)
+            chunks += [f"-- squawk-ignore {', '.join(waived)}"] if waived else []
             chunks.append(f"{statement};")
         chunks += ["COMMIT;"] if step.transactional else []
     return "\n".join(chunks) + "\n"
 
 
-def _waivers(statement: str, rolling_back: bool) -> list[str]:
-    """Findings that are the point of the statement, each with its reason in the code, not in a global config."""
-    if statement.startswith("CREATE UNIQUE INDEX") and "CONCURRENTLY" not in statement:
-        return ["require-concurrent-index-creation"]  # on a view created in the same transaction: nobody waits
-    if rolling_back and statement.startswith("DROP MATERIALIZED VIEW"):
-        return ["ban-drop-view"]  # rollback removes what the phase added, by definition
-    if rolling_back and statement.startswith("DROP FUNCTION"):
-        return ["ban-drop-function"]
+def _live_shapes(spec: Spec, empty: facts.Catalog, applied: facts.Catalog) -> list[plan.Step]:
+    """Each index as if its table were partitioned (a leaf, and a partition partitioned itself), and its rollback;
+    each materialized view's swap with a view of the application on it."""
+    steps: list[plan.Step] = []
+    for index in (i for p in spec.phases for i in p.indexes if i.state == "present"):
+        schema = index.schema
+        tree = {index.table_key: (f"{schema}.{index.table_name}_p1", f"{schema}.{index.table_name}_p2"),
+                f"{schema}.{index.table_name}_p2": (f"{schema}.{index.table_name}_p2_a",)}
+        partitioned = replace(empty, partitions=tree)
+        steps += plan.plan_index(index, partitioned)
+        live = replace(applied, partitions=tree, indexes={index.key: facts.IndexFact(
+            index.name, index.table_name, True, "", marker(index.phase, index.definition_hash, index.project),
+            partitioned=True)})
+        steps += [replace(s, why=f"rollback: {s.why}") for s in plan.rollback_index(index, live, index.phase)]
+    for view in (v for p in spec.phases for v in p.materialized_views if v.state == "present"):
+        app_view = DependentFact(f"{view.schema}.{view.name}_board", "view",
+                                       f"SELECT * FROM {view.schema}.{view.name}", ("security_invoker=true",))
+        live = replace(applied, dependents={view.key: (app_view,)})
+        steps += [s for s in plan.plan_matview(view, live, []) if s.action == Action.SWAP]
+    return steps
+
+
+def _waivers(step: plan.Step, rolling_back: bool) -> list[str]:
+    """Findings that are the point of the step, each with its reason in the code, not in a global config."""
+    if step.action == Action.BUILD:
+        return ["require-concurrent-index-creation"]  # the view's key index, in the transaction creating the view
+    if step.action == Action.CREATE and step.lock == Lock.SHARE:
+        # ON ONLY a partitioned table: no rows read, and PostgreSQL refuses CONCURRENTLY there
+        return ["require-concurrent-index-creation"]
+    if step.action == Action.SWAP:
+        # names trade places inside one transaction: clients see the same names before and after it commits
+        return ["renaming-object", "ban-drop-view"]
+    if step.action == Action.DROP and step.object.startswith("index "):
+        return ["require-concurrent-index-deletion"]  # a partitioned index: PostgreSQL has no concurrent drop
+    if (rolling_back or step.why.startswith("rollback")) and step.action == Action.DROP:
+        # rollback removes what the phase added, by definition
+        return ["ban-drop-view"] if step.object.startswith("materialized view") else ["ban-drop-function"] \
+            if step.object.startswith("function") else []
     return []

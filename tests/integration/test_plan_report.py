@@ -84,6 +84,9 @@ def test_every_generated_statement_passes_squawk(tmp_path):
     # the rollback's statements are there for squawk too, each waiver with its reason in report._waivers
     assert text.count("DROP INDEX CONCURRENTLY IF EXISTS") >= 12
     assert "-- squawk-ignore ban-drop-view" in text and "-- squawk-ignore ban-drop-function" in text
+    # the shapes a live database adds: per-partition builds and attaches, a view of the app re-pointed in a swap
+    assert 'ON ONLY "public"."message_events"' in text and 'ATTACH PARTITION "public"."message_events_p1_' in text
+    assert 'CREATE OR REPLACE VIEW "public"."mv_hot_leads_board" WITH ("security_invoker" = \'true\')' in text
     squawk = Path(sys.executable).parent / "squawk"
     result = subprocess.run([str(squawk), str(generated)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
