@@ -5,6 +5,7 @@ owner."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -56,9 +57,10 @@ def foreign_db(servers, cron_db):
         _reset(conn)
 
 
-def pyinfra(url: str, deploy: str, *args: str, tmp: Path) -> subprocess.CompletedProcess:
+def pyinfra(url: str, deploy: str, *args: str, tmp: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": url, "PGCONVERGE_PHASES": str(FOREIGN / "phases.yml"),
-           "PGCONVERGE_BACKUP_DIR": str(tmp / "backups"), "PGCONVERGE_REPORTS_DIR": str(tmp / "reports")}
+           "PGCONVERGE_BACKUP_DIR": str(tmp / "backups"), "PGCONVERGE_REPORTS_DIR": str(tmp / "reports"),
+           **(env or {})}
     return subprocess.run([PYINFRA, "inventory/lab.py", deploy, *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600, stdin=subprocess.DEVNULL)
 
@@ -84,18 +86,24 @@ def test_full_cycle_on_a_foreign_schema_as_its_owner(foreign_db, tmp_path):
     env = {**os.environ, "DATABASE_URL": foreign_db}
     valid = subprocess.run([pgconverge, "validate", "--phases", str(FOREIGN / "phases.yml")], cwd=REPO,
                            capture_output=True, text=True, env=env)
-    assert valid.returncode == 0 and "2 phases, 6 indexes" in valid.stdout, valid.stdout + valid.stderr
+    assert valid.returncode == 0 and "2 phases, 7 indexes" in valid.stdout, valid.stdout + valid.stderr
 
     dry = ok(pyinfra(foreign_db, "deploys/all.py", "--dry", tmp=tmp_path))
     assert f"phases: {FOREIGN / 'phases.yml'} (from $PGCONVERGE_PHASES)" in dry
     assert ('CREATE INDEX CONCURRENTLY "tickets_title_trgm" ON "app"."Tickets" USING gin'
             ' (title extensions.gin_trgm_ops)') in dry
     assert 'ON "reporting"."deal_snapshots"' in dry
+    # the partitioned activity table: its own index ON ONLY, one built concurrently per leaf, each attached
+    assert 'CREATE INDEX "ticket_events_org_time" ON ONLY "app"."ticket_events"' in dry
+    assert 'ON ONLY "app"."ticket_events_2026_11"' in dry and dry.count('ATTACH PARTITION "app"."ticket_events_') == 5
     assert managed(foreign_db) == []
 
     first = ok(pyinfra(foreign_db, "deploys/all.py", "-y", tmp=tmp_path))
     assert "summary: " in first and "gates passed" in first
     assert "FAILED" not in first
+    assert "gate activity_uses_the_partitioned_index (plan, query org_activity) passed" in first
+    # the application's own duplicate indexes are named, and judged by nobody but their owner
+    assert "app.comments_ticket, app.comments_ticket_id_idx" in first and "not managed" in first
     objects = managed(foreign_db)
     assert ("reporting", "deal_snapshots_org_captured", "i") in objects
     assert ("app", "tickets_title_trgm", "i") in objects and ("app", "org_ticket_stats", "m") in objects
@@ -103,6 +111,8 @@ def test_full_cycle_on_a_foreign_schema_as_its_owner(foreign_db, tmp_path):
         assert conn.execute("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'"
                             ).fetchone()[0] == "extensions"
         assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid"
+                            " WHERE h.inhparent = 'app.ticket_events_org_time'::regclass").fetchone()[0] == 3
         assert conn.execute("SELECT has_function_privilege('anon', 'app.org_ticket_counts(uuid)', 'EXECUTE')"
                             ).fetchone()[0] is False
         assert conn.execute("SELECT has_function_privilege('authenticated', 'app.org_ticket_counts(uuid)',"
@@ -204,3 +214,39 @@ def test_advise_cycle_on_the_foreign_database(servers, foreign_db, tmp_path, cap
     capsys.readouterr()
     assert cli.main(["kpi", "--database-url", foreign_db, "--phases", phases, "--runs", "10"]) == 0
     assert "ticket_title_search" in capsys.readouterr().out
+
+
+def test_a_view_on_the_managed_rollup_and_a_second_project_on_the_same_database(foreign_db, tmp_path):
+    ok(pyinfra(foreign_db, "deploys/all.py", "-y", tmp=tmp_path))
+    with psycopg.connect(foreign_db, autocommit=True) as conn:
+        conn.execute("CREATE VIEW reporting.org_status_board WITH (security_invoker = true) AS"
+                     " SELECT org_id, status, tickets FROM app.org_ticket_stats WHERE tickets > 0")
+        conn.execute("GRANT USAGE ON SCHEMA reporting TO authenticated")
+        conn.execute("GRANT SELECT ON reporting.org_status_board TO authenticated")
+    # the rollup's query changes: rebuilt beside, swapped in, the board re-pointed with its options and grant
+    project = tmp_path / "desk"
+    shutil.copytree(FOREIGN, project)
+    rollup = project / "sql" / "rollups" / "org_ticket_stats.sql"
+    rollup.write_text(rollup.read_text().replace("max(created_at)", "min(created_at)"))
+    env = {"PGCONVERGE_PHASES": str(project / "phases.yml")}
+    out = ok(pyinfra(foreign_db, "deploys/phase.py", "-y", "--data", "phase=rollups", tmp=tmp_path, env=env))
+    assert "re-points reporting.org_status_board" in out
+    with psycopg.connect(foreign_db) as conn:
+        assert conn.execute("SELECT count(*) FROM reporting.org_status_board").fetchone()[0] > 0
+        assert "min(" in conn.execute("SELECT pg_get_viewdef('app.org_ticket_stats')").fetchone()[0]
+        assert conn.execute("SELECT has_table_privilege('authenticated', 'reporting.org_status_board', 'SELECT')"
+                            ).fetchone()[0] is True
+        assert conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'reporting.org_status_board'::regclass"
+                            ).fetchone()[0] == ["security_invoker=true"]
+
+    # the reporting team's repository declares an index of the desk's name: one line naming both, nothing built
+    team = {"PGCONVERGE_PHASES": str(FOREIGN / "reporting-team" / "phases.yml")}
+    clash = pyinfra(foreign_db, "deploys/phase.py", "-y", "--data", "phase=boards", tmp=tmp_path, env=team)
+    combined = clash.stdout + clash.stderr
+    assert clash.returncode != 0 and "Traceback" not in combined
+    assert "index app.comments_ticket_created belongs to project 'default'" in combined
+    assert "(project 'reporting')" in combined
+    with psycopg.connect(foreign_db) as conn:
+        assert conn.execute("SELECT to_regclass('app.comments_author_created')").fetchone()[0] is None
+    second = ok(pyinfra(foreign_db, "deploys/all.py", "-y", tmp=tmp_path, env=env))
+    assert "summary: 0 statements applied" in second
