@@ -23,6 +23,7 @@ class HostPlan:
     phases: list[tuple[str, plan.Plan]] = field(default_factory=list)
     gates: list[tuple[str, str, str]] = field(default_factory=list)
     error: str | None = None
+    risks: dict[str, list[str]] = field(default_factory=dict)  # phase label → the risk of each of its steps
 
 
 def database_hosts(inventory: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -114,21 +115,23 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
             host_plan.error = mask("cannot apply: " + "; ".join(refusals))
         if mode != "rollback":
             host_plan.gates = [(pid, g.name, g.kind) for pid in phase_ids for g in spec.phase(pid).gates]
-        host_plan.phases = [(label, _with_risks(p, catalog, spec.settings.exclusive_lock_timeout))
-                            for label, p in host_plan.phases]
+        host_plan.risks = {label: [risk(s, catalog, spec.settings.exclusive_lock_timeout) for s in p.steps]
+                           for label, p in host_plan.phases}
         result.append(host_plan)
     return result
 
 
-def _with_risks(p: plan.Plan, catalog: facts.Catalog, lock_timeout: str) -> plan.Plan:
-    risks = tuple(risk(s, catalog, lock_timeout) for s in p.steps)
-    return plan.Plan(p.steps, p.notes + tuple(f"risk[{i}]: {r}" for i, r in enumerate(risks)))
-
-
-def _risks(p: plan.Plan) -> tuple[list[str], list[str]]:
-    risks = [n.split(": ", 1)[1] for n in p.notes if n.startswith("risk[")]
-    notes = [n for n in p.notes if not n.startswith("risk[")]
-    return risks, notes
+def rows(steps: tuple[plan.Step, ...], risks: list[str]) -> list[tuple[plan.Step, str, int]]:
+    """One row per change: a build and the marker that follows it for the same object are one row (the step, its
+    risk, how many statements the row stands for)."""
+    merged: list[tuple[plan.Step, str, int]] = []
+    for step, step_risk in zip(steps, risks, strict=True):
+        if merged and step.action == Action.MARK and merged[-1][0].object == step.object \
+                and merged[-1][0].action in (Action.BUILD_CONCURRENTLY, Action.CREATE, Action.ATTACH):
+            merged[-1] = (merged[-1][0], merged[-1][1], merged[-1][2] + 1)
+            continue
+        merged.append((step, step_risk, 1))
+    return merged
 
 
 def to_markdown(plans: list[HostPlan], deploy: str) -> str:
@@ -139,12 +142,12 @@ def to_markdown(plans: list[HostPlan], deploy: str) -> str:
             lines += ["", f"**Cannot plan:** {host_plan.error}", ""]
             continue
         for label, p in host_plan.phases:
-            risks, notes = _risks(p)
+            risks, notes = host_plan.risks.get(label, []), list(p.notes)
             lines += ["", f"#### {label}: {len(p.steps)} statement{'s' if len(p.steps) != 1 else ''}"
                       + (" (converged)" if not p.steps else ""), ""]
             if p.steps:
                 lines += ["| # | object | reason | lock | risk |", "|---|---|---|---|---|"]
-                for i, (step, note) in enumerate(zip(p.steps, risks, strict=True), 1):
+                for i, (step, note, _) in enumerate(rows(p.steps, risks), 1):
                     cells = [str(i), step.object, step.why, step.lock_text, note]
                     lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
                 lines += ["", "```sql", *[s.sql for s in p.steps], "```"]
@@ -163,8 +166,8 @@ def to_json(plans: list[HostPlan], deploy: str) -> str:
         "phases": [{
             "phase": label,
             "steps": [{"object": s.object, "why": s.why, "lock": s.lock_text, "risk": r, "sql": s.sql, "phase": s.phase}
-                      for s, r in zip(p.steps, _risks(p)[0], strict=True)],
-            "notes": _risks(p)[1],
+                      for s, r in zip(p.steps, hp.risks.get(label, []), strict=True)],
+            "notes": list(p.notes),
         } for label, p in hp.phases],
         "gates": [{"phase": pid, "gate": g, "kind": k} for pid, g, k in hp.gates],
     } for hp in plans]}

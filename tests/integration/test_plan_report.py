@@ -66,6 +66,10 @@ def test_plan_json_has_the_same_steps_with_risk_notes(cron_db):
     event_builds = [s for s in builds if '"message_events"' in s["sql"]]
     # the table's real estimate, as the reason beside it says (it said ~0 rows)
     assert event_builds and all(f"table has ~{events:,} rows" in s["risk"] for s in event_builds)
+    # in the Markdown, a build and its marker are one row: 12 indexes, 12 rows
+    markdown = plan_cli(cron_db, "deploys/phase1.py").stdout
+    table = [line for line in markdown.split("#### phase1: ")[1].splitlines() if line.startswith("| ")][1:]
+    assert len(table) == 12 and all("mark " not in row for row in table)
 
 
 def test_plan_names_an_unreachable_database_without_its_password(servers):
