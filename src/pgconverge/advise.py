@@ -4,7 +4,6 @@ by calls → a phases.yml fragment with the evidence. Read-only on the target: p
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,12 +11,14 @@ from typing import Any
 
 import pglast
 import psycopg
+import yaml
 from pglast import ast
 from pglast.enums.parsenodes import A_Expr_Kind, SortByDir
 from pglast.enums.primnodes import BoolExprType, NullTestType
 from pglast.stream import RawStream
 from psycopg import sql
 
+from .errors import UserError
 from .spec import Spec
 
 # stop when the next index saves less than this share of the workload's remaining estimated cost
@@ -520,7 +521,11 @@ def one_line(text: str) -> str:
 
 def write_proposal(advice: Advice, directory: Path, phase_id: str = "advised") -> Path:
     """A phases.yml that validates on its own, with its sql/ beside it: the workload queries advise could sample
-    parameters for, the phase with the indexes, and gates (no INVALID index, p95 of each improved statement)."""
+    parameters for, the phase with the indexes, and gates (no INVALID index, p95 of each improved statement).
+    Nothing is written when there is nothing to advise."""
+    if not advice.chosen:
+        raise NothingToAdvise(f"nothing to advise: no index makes the {len(advice.statements)} top statements cheaper"
+                              f" — nothing written to {directory}")
     for folder in ("workload/params", "gates"):
         (directory / "sql" / folder).mkdir(parents=True, exist_ok=True)
     (directory / "sql" / "gates" / "no_invalid_indexes.sql").write_text(
@@ -535,42 +540,53 @@ def write_proposal(advice: Advice, directory: Path, phase_id: str = "advised") -
     return path
 
 
-def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
-    """The workload: and phases: sections of a proposal (paste each into phases.yml)."""
+class NothingToAdvise(UserError):
+    """No index would make the workload cheaper: no proposal is written."""
+
+
+def proposal(advice: Advice, phase_id: str = "advised") -> dict[str, Any]:
+    """The workload: and phases: sections of a proposal, as data."""
     means = {s.queryid: s.mean_ms for s, _, _ in advice.statements}
-    lines = ["# pgconverge advise: indexes chosen from pg_stat_statements with HypoPG cost estimates.",
-             "# pgconverge validate, then pyinfra … deploys/phase.py --data phase=" + phase_id]
+    document: dict[str, Any] = {}
     if advice.workload:
-        lines += ["workload:"]
-        for number, (queryid, (_, params)) in enumerate(sorted(advice.workload.items()), 1):
-            lines += [f"  - name: {phase_id}_{number}", f"    sql: workload/{phase_id}_{number}.sql"]
-            lines += [f"    params: workload/params/{phase_id}_{number}.sql"] if params else []
-            lines += [f'    description: "pg_stat_statements queryid {queryid}"']
-    lines += ["phases:", f"  - id: {phase_id}", '    title: "Indexes advised from the real workload (HypoPG estimates)"',
-              "    indexes:"]
+        document["workload"] = [
+            {"name": f"{phase_id}_{number}", "sql": f"workload/{phase_id}_{number}.sql",
+             **({"params": f"workload/params/{phase_id}_{number}.sql"} if params else {}),
+             "description": f"pg_stat_statements queryid {queryid}"}
+            for number, (queryid, (_, params)) in enumerate(sorted(advice.workload.items()), 1)]
     by_id = {s.queryid: (s, b) for s, b, _ in advice.statements}
     names = {q: advice.declared.get(q) or (f"{phase_id}_{n}" if q in advice.workload else f"queryid {q}")
              for n, q in enumerate(sorted(advice.workload), 1)} | {
         q: advice.declared.get(q) or f"queryid {q}" for q in by_id if q not in advice.workload}
+    indexes = []
     for candidate, before, after, helped in advice.chosen:
         writes = advice.write_rates.get(f"{candidate.schema}.{candidate.table}", 0.0)
         # each statement it made cheaper: its name, its estimated cost per call before → after, how often it runs
         served = "; ".join(f"{names.get(q, q)} {b:,.1f} → {a:,.1f} per call, {by_id[q][0].calls_per_s:.2f} calls/s"
                            for q, b, a in helped if q in by_id)
         origin = f"declared in phases.yml as {candidate.declared}; " if candidate.declared else ""
-        lines += [f"      - name: {candidate.name}", f"        table: {candidate.schema}.{candidate.table}",
-                  f"        columns: [{', '.join(json.dumps(c) if candidate.declared else c for c in candidate.columns)}]",
-                  *([f"        include: [{', '.join(candidate.include)}]"] if candidate.include else []),
-                  *([f"        where: {json.dumps(candidate.where)}"] if candidate.where else []),
-                  f'        serves: "{origin}{served}; workload cost {before:,.0f} → {after:,.0f} (calls × est. cost);'
-                  f' the table takes {writes:.1f} writes/s"']
-    lines += ["    gates:", f"      - name: {phase_id}_no_invalid_indexes", "        kind: sql",
-              "        sql: gates/no_invalid_indexes.sql", "        expect: no_rows"]
-    for number, queryid in enumerate(sorted(advice.workload), 1):
-        # generous bounds: a gate must not flap; the before/after ratio is what the phase is for
-        lines += [f"      - name: {phase_id}_{number}_p95", "        kind: latency", f"        query: {phase_id}_{number}",
-                  f"        p95_ms: {max(50.0, round(5 * means[queryid], 1))}", "        max_ratio_to_before: 1.5",
-                  "        runs: 20"]
+        indexes.append({
+            "name": candidate.name, "table": f"{candidate.schema}.{candidate.table}", "columns": list(candidate.columns),
+            **({"include": list(candidate.include)} if candidate.include else {}),
+            **({"where": candidate.where} if candidate.where else {}),
+            "serves": f"{origin}{served}; workload cost {before:,.0f} → {after:,.0f} (calls × est. cost);"
+                      f" the table takes {writes:.1f} writes/s"})
+    gates: list[dict[str, Any]] = [{"name": f"{phase_id}_no_invalid_indexes", "kind": "sql",
+                                    "sql": "gates/no_invalid_indexes.sql", "expect": "no_rows"}]
+    # generous bounds: a gate must not flap; the before/after ratio is what the phase is for
+    gates += [{"name": f"{phase_id}_{number}_p95", "kind": "latency", "query": f"{phase_id}_{number}",
+               "p95_ms": max(50.0, round(5 * means[queryid], 1)), "max_ratio_to_before": 1.5, "runs": 20}
+              for number, queryid in enumerate(sorted(advice.workload), 1)]
+    document["phases"] = [{"id": phase_id, "title": "Indexes advised from the real workload (HypoPG estimates)",
+                           "indexes": indexes, "gates": gates}]
+    return document
+
+
+def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
+    """The proposal as YAML (paste its sections into phases.yml), its evidence as comments below it."""
+    lines = ["# pgconverge advise: indexes chosen from pg_stat_statements with HypoPG cost estimates.",
+             "# pgconverge validate, then pyinfra … deploys/phase.py --data phase=" + phase_id,
+             yaml.safe_dump(proposal(advice, phase_id), sort_keys=False, allow_unicode=True, width=120).rstrip()]
     lines += ["", "# Statements (queryid, calls, mean ms, estimated cost before → after):"]
     for s, b, a in advice.statements:
         lines.append(f"#   {s.queryid}: {s.calls} calls, {s.mean_ms:.2f} ms, {b:,.1f} → {a:,.1f}  {one_line(s.query)[:90]}")

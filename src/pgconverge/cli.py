@@ -154,7 +154,11 @@ def cmd_advise(args: argparse.Namespace) -> int:
     with open_connection(url, "pgconverge-advise") as conn:
         advice = advise.advise(conn, spec, args.min_calls, args.min_mean_ms, args.top)
     if args.output_dir:
-        path = advise.write_proposal(advice, Path(args.output_dir))
+        try:
+            path = advise.write_proposal(advice, Path(args.output_dir))
+        except advise.NothingToAdvise as exc:
+            print(exc)
+            return 0
         print(f"{path}: {len(advice.chosen)} indexes, {len(advice.workload)} workload queries with gates,"
               f" for {len(advice.statements)} statements — pgconverge validate {path}")
         return 0

@@ -1,0 +1,26 @@
+"""advise's proposal is data dumped as YAML: it validates, round-trips, and is not written when empty."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pgconverge import advise, spec
+from pgconverge.advise import Advice, Candidate
+
+
+def test_nothing_to_advise_writes_nothing(tmp_path):
+    with pytest.raises(advise.NothingToAdvise, match="nothing to advise"):
+        advise.write_proposal(Advice(), tmp_path / "proposal")
+    assert not (tmp_path / "proposal").exists()
+
+
+def test_a_proposal_with_quotes_and_colons_in_its_text_validates(tmp_path):
+    candidate = Candidate("public", "tickets", ("org_id", "created_at DESC"), where="status = 'open: now'")
+    advice = Advice(chosen=[(candidate, 100.0, 10.0, ())])
+    path = advise.write_proposal(advice, tmp_path)
+    document = yaml.safe_load(path.read_text())
+    index = document["phases"][0]["indexes"][0]
+    assert index["where"] == "status = 'open: now'" and index["columns"] == ["org_id", "created_at DESC"]
+    loaded = spec.load(path)
+    assert loaded.phase("advised").indexes[0].where == "status = 'open: now'"
