@@ -114,3 +114,15 @@ phases:
     failed = run_pyinfra(fresh_db, "deploys/verify.py", "-y", phases=phases)
     combined = failed.stdout + failed.stderr
     assert failed.returncode != 0 and "may not move it" in combined and "Traceback" not in combined
+
+
+def test_rollback_next_to_a_hand_made_overload_drops_only_the_managed_signature(cron_db):
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    execute(cron_db, "CREATE FUNCTION get_unified_inbox(p_user_id uuid, p_limit int, p_channel text)"
+                     " RETURNS bigint LANGUAGE sql STABLE SET search_path = public AS $$ SELECT 1::bigint $$")
+    out = ok(run_pyinfra(cron_db, "deploys/rollback.py", "--data", "phase=phase3", "-y"))
+    assert "DROP FUNCTION IF EXISTS" in out or "rollback" in out
+    assert scalar(cron_db, "SELECT string_agg(pg_get_function_identity_arguments(oid), '; ')"
+                           " FROM pg_proc WHERE proname = 'get_unified_inbox'") == \
+        "p_user_id uuid, p_limit integer, p_channel text"
+    assert scalar(cron_db, "SELECT count(*) FROM pg_proc WHERE proname = 'calculate_lead_event_stats'") == 0
