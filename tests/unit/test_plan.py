@@ -403,4 +403,4 @@ def test_an_index_left_on_a_renamed_table_is_rebuilt_on_the_declared_one():
         'CREATE INDEX CONCURRENTLY "idx_ev_pgc_new"', 'COMMENT', 'ALTER INDEX "public"."idx_ev" RENAME TO "idx_ev_pgc_old"',
         'DROP INDEX CONCURRENTLY IF EXISTS "public"."idx_ev_pgc_old"']
     assert "sits on table message_events_old, declared on message_events" in steps[0].why
-    assert steps[-1].why == "drop the one left on message_events_old" and steps[-1].concurrent
+    assert steps[-1].why == "drop the one left on message_events_old concurrently" and steps[-1].concurrent

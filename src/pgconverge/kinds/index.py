@@ -265,7 +265,9 @@ def _rebuild_steps(index: IndexSpec, why: str, why_drop: str, catalog: Catalog,
             Step(swap, "swap the new index in under the name, one short transaction", label,
                  Lock.SHARE_UPDATE_EXCLUSIVE, index.phase, transactional=True, table=index.table, action=Action.SWAP,
                  lock_scope="indexes only"),
-            _drop_step(after_swap, retired, index, why_drop)]
+            _drop_step(after_swap, retired, index, why_drop + (
+                ", with short exclusive-lock tries (a partitioned index has no concurrent drop)" if retire.partitioned
+                else " concurrently"))]
 
 
 def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = None) -> list[Step]:
