@@ -13,6 +13,7 @@ from . import lab as lab_module
 from . import spec as spec_module
 from .connection import open_connection, open_session, server_reason
 from .errors import UserError
+from .kinds import REGISTRY
 from .lab import seed as seed_module
 from .secrets import mask, remember_url
 
@@ -61,6 +62,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "materialized views": sum(len(p.materialized_views) for p in spec.phases),
         "functions": sum(len(p.functions) for p in spec.phases),
         "cron jobs": sum(len(p.cron_jobs) for p in spec.phases),
+        **{f"{kind.name}s": n for kind in REGISTRY
+           if (n := sum(len(p.objects.get(kind.section, ())) for p in spec.phases))},
         "gates": sum(len(p.gates) for p in spec.phases),
     }
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())

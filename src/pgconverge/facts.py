@@ -8,6 +8,7 @@ import re
 import psycopg
 from psycopg import sql
 
+from .kinds import REGISTRY
 from .kinds.cron_job import read_cron_jobs
 from .kinds.extension import read_extensions
 from .kinds.function import FUNCTION_SHAPES, read_functions
@@ -81,6 +82,7 @@ def _read(conn: psycopg.Connection, schema: str) -> Catalog:
         partitions=partitions,
         partition_keys=partition_keys,
         dependents=read_dependents(conn),
+        objects={kind.name: kind.read(conn) for kind in REGISTRY},
         schema_owners=dict(conn.execute(
             "SELECT n.nspname, CASE WHEN n.nspowner = 'pg_database_owner'::regrole"
             " THEN pg_get_userbyid(d.datdba) ELSE pg_get_userbyid(n.nspowner) END"
@@ -139,6 +141,15 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                             desired.matviews[view.key] = row[0]
                 except psycopg.Error:
                     pass
+            for kind in REGISTRY:
+                for number, obj in enumerate(o for p in phases for o in p.objects.get(kind.section, ())):
+                    try:
+                        with conn.transaction():
+                            definition = kind.render(conn, obj, number)
+                            if definition:
+                                desired.definitions.setdefault(kind.name, {})[obj.key] = definition
+                    except psycopg.Error:
+                        pass  # unknown here (e.g. it reads what this run creates first): the marker decides
             for function in (f for p in phases for f in p.functions if f.state == "present"):
                 try:
                     with conn.transaction():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 from psycopg import sql
 
@@ -206,6 +207,7 @@ class Catalog:
     partitions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     partition_keys: dict[str, str] = field(default_factory=dict)  # partitioned table → pg_get_partkeydef
     dependents: dict[str, tuple[DependentFact, ...]] = field(default_factory=dict)  # matview → direct dependents
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # registry kind → its live objects by key
     # schema → the role that owns it (pg_database_owner resolved to the database's owner)
     schema_owners: dict[str, str] = field(default_factory=dict)
 
@@ -241,7 +243,8 @@ def seen_by(catalog: Catalog, project: str) -> Catalog:
         (arguments, mark) for arguments, mark in fact.marked_overloads if marked_project(mark) == project))
         for key, fact in own(catalog.functions).items()}
     return replace(catalog, indexes=own(catalog.indexes), matviews=own(catalog.matviews), functions=functions,
-                   extensions=own(catalog.extensions))
+                   extensions=own(catalog.extensions),
+                   objects={kind: own(facts) for kind, facts in catalog.objects.items()})
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,7 @@ class Desired:
     live_functions: dict[str, tuple[FunctionShape, ...]] = field(default_factory=dict)  # every overload
     # declared indexes still to be built that the server refuses to build: mistakes in phases.yml
     problems: list[str] = field(default_factory=list)
+    definitions: dict[str, dict[str, str]] = field(default_factory=dict)  # registry kind → key → server's print
 
 
 INDEX_DEFINITION = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ (USING .*)$", re.DOTALL)

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from psycopg import sql
 
+from .kinds import REGISTRY, PlanContext
 from .kinds.cron_job import plan_cron_job, rollback_cron_job
 from .kinds.extension import plan_extension, rollback_extension
 from .kinds.function import plan_function, rollback_function
@@ -75,7 +76,8 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
                owner: str | None = None) -> Plan:
     """Everything one phase needs, in dependency order; removals first, in reverse order."""
     desired = desired or Desired()
-    created = {v.key for v in phase.materialized_views} | {f.key for f in phase.functions}
+    created = {v.key for v in phase.materialized_views} | {f.key for f in phase.functions} | {
+        o.key for kind in REGISTRY for o in phase.objects.get(kind.section, ())}
     steps: list[Step] = []
     removals = [j for j in phase.cron_jobs if j.state == "absent"]
     for job in removals:
@@ -127,13 +129,22 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
         privileges = function_privileges(function, phase.grants, api_roles)
         function_steps = _as_owner(plan_function(function, catalog, privileges, desired), catalog, function.schema,
                                    owner)
-        if all(s.statements[0].startswith("COMMENT") for s in function_steps):  # not replaced: compare privileges
+        if all(s.action == Action.MARK for s in function_steps):  # not replaced: compare privileges
             arguments = desired.functions[function.key].arguments if function.key in desired.functions else None
             privilege_steps += _as_owner([s for g in privileges for s in plan_grant(g, catalog, True, arguments)],
                                          catalog, function.schema, owner)
         handled.add(function.key)
         steps += function_steps
     steps += privilege_steps
+    context = PlanContext(phase.grants, desired)
+    for kind in REGISTRY:
+        for obj in phase.objects.get(kind.section, ()):
+            kind_steps = kind.plan(obj, catalog, context)
+            if obj.state == "present":
+                kind_steps = _as_owner(kind_steps, catalog, obj.schema, owner)
+            if any(s.action == Action.CREATE for s in kind_steps):
+                handled.add(obj.key)  # its privileges were set in the transaction that created it
+            steps += kind_steps
     for grant in phase.grants:
         notes += grant_notes(grant, catalog, created)
         if grant.key not in handled:
@@ -149,7 +160,9 @@ def project_conflicts(phase: Phase, catalog: Catalog, project: str) -> list[str]
     """Declared objects that carry another project's marker: never adopted, rebuilt or dropped by this one."""
     live = [(f"index {i.key}", catalog.indexes.get(i.key)) for i in phase.indexes] + [
         (f"materialized view {v.key}", catalog.matviews.get(v.key)) for v in phase.materialized_views] + [
-        (f"function {f.key}", catalog.functions.get(f.key)) for f in phase.functions]
+        (f"function {f.key}", catalog.functions.get(f.key)) for f in phase.functions] + [
+        (f"{kind.name} {o.key}", catalog.objects.get(kind.name, {}).get(o.key)) for kind in REGISTRY
+        for o in phase.objects.get(kind.section, ())]
     return [f"{what} belongs to project '{owner or 'default'}' (its marker: {fact.comment}), and this phases.yml"
             f" (project '{project or 'default'}') declares it too in phase {phase.id} — give one of them another"
             " name, or leave it to its project; nothing was changed"
@@ -180,10 +193,12 @@ def undeclared_notes(spec: Spec, catalog: Catalog) -> list[str]:
     """Objects that carry our marker but are no longer in phases.yml: reported, never removed silently."""
     declared = {i.key for p in spec.phases for i in p.indexes} | {
         v.key for p in spec.phases for v in p.materialized_views} | {
-        f.key for p in spec.phases for f in p.functions}
+        f.key for p in spec.phases for f in p.functions} | {
+        o.key for p in spec.phases for kind in REGISTRY for o in p.objects.get(kind.section, ())}
     found = [(f"index {n}", f.comment) for n, f in catalog.indexes.items()] + [
         (f"materialized view {n}", f.comment) for n, f in catalog.matviews.items()] + [
-        (f"function {n}", f.comment) for n, f in catalog.functions.items()]
+        (f"function {n}", f.comment) for n, f in catalog.functions.items()] + [
+        (f"{kind.name} {n}", f.comment) for kind in REGISTRY for n, f in catalog.objects.get(kind.name, {}).items()]
     return [f"{what} carries {comment} but is not declared — remove it with state: absent or a rollback"
             for what, comment in sorted(found)
             if is_managed(comment) and what.split()[-1] not in declared
@@ -196,14 +211,19 @@ def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
     catalog = seen_by(catalog, spec.settings.project)
     steps: list[Step] = []
     refusals: list[str] = []
+    rolled_back = {o.key for p in spec.phases_from(from_phase) for kind in REGISTRY for o in p.objects.get(kind.section, ())}
     for phase in reversed(spec.phases_from(from_phase)):
         for job in phase.cron_jobs:
             steps += rollback_cron_job(job, catalog, phase.id)
+        for kind in reversed(REGISTRY):
+            for obj in reversed(phase.objects.get(kind.section, ())):
+                steps += kind.rollback(obj, catalog, phase.id)
         for function in reversed(phase.functions):
             steps += rollback_function(function, catalog, phase.id)
         for view in reversed(phase.materialized_views):
             view_steps = rollback_matview(view, catalog, phase.id)
-            views_on_it = [d.key for d in catalog.dependents.get(view.key, ())]
+            # managed views on it go first in this same rollback: only the application's own stop it
+            views_on_it = [d.key for d in catalog.dependents.get(view.key, ()) if d.key not in rolled_back]
             if view_steps and views_on_it:
                 refusals.append(f"rollback would drop materialized view {view.key}, and {', '.join(views_on_it)}"
                                 " depend(s) on it — drop those first (they are not pgconverge's), then run again;"

@@ -12,6 +12,7 @@ from . import facts, plan
 from .connection import open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, session_statements
+from .kinds import REGISTRY
 from .model import Action, DependentFact, Lock
 from .secrets import mask, url_from_env
 from .spec import Spec, marker
@@ -191,6 +192,8 @@ def every_statement(spec: Spec) -> str:
         functions={f.key: facts.FunctionFact(f.name, "", mark, marked_overloads=(("", mark),))
                    for p in spec.phases for f in p.functions},
         cron_jobs={j.name: facts.CronJobFact(j.name, j.schedule, j.command, "x") for p in spec.phases for j in p.cron_jobs},
+        objects={kind.name: {o.key: kind.stand_in(o, mark) for p in spec.phases for o in p.objects.get(kind.section, ())}
+                 for kind in REGISTRY},
     )
     rollback = plan.plan_rollback(spec, applied, spec.phases[0].id).steps
     shapes = _live_shapes(spec, empty, applied)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -176,6 +177,35 @@ class MatViewSpec:
 
 
 @dataclass(frozen=True)
+class ViewSpec:
+    """A plain view: its query, its options; owner and grants as for materialized views."""
+
+    name: str
+    sql_file: str
+    query: str
+    phase: str
+    security_invoker: bool = False
+    security_barrier: bool = False
+    state: str = "present"
+    schema: str = "public"
+    project: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """As pg_class.reloptions prints them."""
+        return tuple(f"{option}=true" for option, on in (("security_invoker", self.security_invoker),
+                                                         ("security_barrier", self.security_barrier)) if on)
+
+    @property
+    def definition_hash(self) -> str:
+        return digest({"query": self.query, "options": list(self.options)})
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     name: str
     sql_file: str
@@ -259,6 +289,8 @@ class Phase:
     cron_jobs: tuple[CronJobSpec, ...] = ()
     grants: tuple[GrantSpec, ...] = ()
     gates: tuple[GateSpec, ...] = ()
+    # the kinds in the registry (kinds/__init__.py): phases.yml section → its declared objects
+    objects: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -461,6 +493,8 @@ def _build(path: Path, data: dict, marks: dict) -> Spec:
                 grants=tuple(_grant(b, g, (*at, "grants", i), pid, False) for i, g in enumerate(p.get("grants", [])))
                 + tuple(_grant(b, g, (*at, "revokes", i), pid, True) for i, g in enumerate(p.get("revokes", []))),
                 gates=tuple(_gate(b, g, (*at, "gates", i), pid) for i, g in enumerate(p.get("gates", []))),
+                objects={section: tuple(build(b, x, (*at, section, i), pid) for i, x in enumerate(p.get(section, [])))
+                         for section, build in SPEC_BUILDERS.items()},
             )
         )
         ids.append(pid)
@@ -567,6 +601,22 @@ def _matview(b: _Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
         raise b.fail((*at, "name"), f"materialized view '{name}' needs unique_key — REFRESH CONCURRENTLY requires it")
     return MatViewSpec(name=name, sql_file=m["sql"], query=query, phase=phase, project=b.project, unique_key=key, state=state,
                        schema=schema)
+
+
+def _view(b: _Builder, v: dict, at: tuple, phase: str) -> ViewSpec:
+    schema, name = split_name(b.identifier(v["name"], (*at, "name"), "view name", qualified=True), b.schema)
+    b.unique_name("relation", f"{schema}.{name}", (*at, "name"))
+    query = b.sql_file(v["sql"], (*at, "sql")).strip().rstrip(";").strip()
+    statements = b.parse_sql(query, (*at, "sql"), f"sql/{v['sql']}")
+    if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
+        raise b.fail((*at, "sql"), f"sql/{v['sql']} must hold exactly one SELECT — the view's query")
+    return ViewSpec(name=name, sql_file=v["sql"], query=query, phase=phase, project=b.project, schema=schema,
+                    security_invoker=v.get("security_invoker", False), security_barrier=v.get("security_barrier", False),
+                    state=v.get("state", "present"))
+
+
+# phases.yml sections of the kinds in the registry, each with its builder
+SPEC_BUILDERS: dict[str, Callable[[_Builder, dict, tuple, str], Any]] = {"views": _view}
 
 
 def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:

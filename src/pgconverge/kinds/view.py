@@ -1,0 +1,100 @@
+"""Plain views: the catalog query, the comparison by pg_get_viewdef and options, created with their privileges in
+one transaction, replaced in place (CREATE OR REPLACE keeps grants and the views on it), rollback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, comment_sql, is_managed, render
+from ..spec import ViewSpec, marker
+from .kind import Kind, PlanContext
+from .privileges import grant_statements
+
+
+@dataclass(frozen=True)
+class ViewFact:
+    name: str
+    definition: str
+    options: tuple[str, ...] = ()
+    comment: str | None = None
+    owner: str = ""
+
+
+def read_views(conn: psycopg.Connection) -> dict[str, ViewFact]:
+    rows = conn.execute(
+        """
+        SELECT n.nspname || '.' || c.relname, c.relname, pg_get_viewdef(c.oid), coalesce(c.reloptions, '{}'),
+               obj_description(c.oid, 'pg_class'), pg_get_userbyid(c.relowner)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'v' AND """ + USER_SCHEMAS,
+    ).fetchall()
+    return {r[0]: ViewFact(r[1], r[2], tuple(r[3]), r[4], r[5]) for r in rows}
+
+
+def render_view(conn: psycopg.Connection, view: ViewSpec, number: int) -> str | None:
+    if view.state != "present":
+        return None
+    probe = f"pgconverge_probe_plain_view_{number}"
+    conn.execute(sql.SQL("CREATE TEMP VIEW {} AS {}").format(sql.Identifier(probe), sql.SQL(view.query)))
+    row = conn.execute("SELECT pg_get_viewdef(to_regclass(%s))", [f"pg_temp.{probe}"]).fetchone()
+    return row[0] if row and row[0] else None
+
+
+def create_view_sql(view: ViewSpec, replace: bool = False) -> str:
+    statement = sql.SQL("CREATE {}VIEW {}").format(sql.SQL("OR REPLACE " if replace else ""),
+                                                   sql.Identifier(view.schema, view.name))
+    if view.options:  # OR REPLACE resets the options it is not given: always give them all
+        statement += sql.SQL(" WITH ({})").format(sql.SQL(", ").join(
+            sql.SQL("{} = true").format(sql.Identifier(o.split("=")[0])) for o in view.options))
+    return render(statement + sql.SQL(" AS {}").format(sql.SQL(view.query)))
+
+
+def plan_view(view: ViewSpec, catalog: Catalog, context: PlanContext) -> list[Step]:
+    fact: ViewFact | None = catalog.objects.get("view", {}).get(view.key)
+    want = marker(view.phase, view.definition_hash, view.project)
+    wanted = context.desired.definitions.get("view", {}).get(view.key)
+    label, target = f"view {view.name}", sql.Identifier(view.schema, view.name)
+    if view.state == "absent":
+        if fact is None:
+            return []
+        why = "declared absent" if is_managed(fact.comment) else \
+            "declared absent: not created by pgconverge, named in phases.yml"
+        return [Step((render(sql.SQL("DROP VIEW IF EXISTS {}").format(target)),), why, label, Lock.ACCESS_EXCLUSIVE,
+                     view.phase, table=view.key, action=Action.DROP)]
+    mark = comment_sql("VIEW", target, want)
+    if fact is None:
+        # its privileges in the creating transaction: default privileges (Supabase's) must never expose it
+        grants = [s for g in context.grants if g.key == view.key
+                  for s in grant_statements(g, view.name, view.schema, None, False, catalog.roles)]
+        return [Step((create_view_sql(view), mark, *grants), f"missing: create from sql/{view.sql_file}", label,
+                     Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, action=Action.CREATE,
+                     lock_scope="new object only")]
+    same_query = fact.definition == wanted if wanted else fact.comment == want
+    if same_query and set(fact.options) == set(view.options):
+        if fact.comment == want:
+            return []
+        why = ("adopt: the live view equals the declared one" if not is_managed(fact.comment)
+               else f"re-mark: the live view equals the declared one ({fact.comment} → {want})")
+        return [Step((mark,), why, label, Lock.SHARE_UPDATE_EXCLUSIVE, view.phase, table=view.key,
+                     action=Action.MARK)]
+    differs = [what for what, differ in (("query", not same_query),
+                                         ("options", set(fact.options) != set(view.options))) if differ]
+    return [Step((create_view_sql(view, replace=True), mark),
+                 f"live {' and '.join(differs)} differ from the declared: CREATE OR REPLACE keeps its grants, owner"
+                 " and the views on it", label, Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True,
+                 table=view.key, action=Action.ALTER)]
+
+
+def rollback_view(view: ViewSpec, catalog: Catalog, phase_id: str) -> list[Step]:
+    fact = catalog.objects.get("view", {}).get(view.key)
+    if not (fact and is_managed(fact.comment)):
+        return []
+    return [Step((render(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier(view.schema, view.name))),),
+                 "rollback", f"view {view.name}", Lock.ACCESS_EXCLUSIVE, phase_id, table=view.key, action=Action.DROP)]
+
+
+VIEW = Kind(name="view", section="views", read=read_views, render=render_view, plan=plan_view,
+            rollback=rollback_view, stand_in=lambda view, mark: ViewFact(view.name, "", (), mark))
