@@ -165,10 +165,6 @@ def summary(samples: list[float]) -> str:
             f" ms over {len(samples)} runs")
 
 
-# p95 of each latency gate's query measured before its phase changed anything, per database (host name)
-BEFORE: dict[tuple[str, str], float] = {}
-
-
 def latency_verdict(gate: GateSpec, p95: float, before: float | None) -> tuple[bool, str]:
     bound = gate.get("p95_ms")
     ratio = gate.get("max_ratio_to_before")

@@ -17,34 +17,14 @@ from .connection import ConnectionFailed, open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, Interruption, StepFailed, run_step, take_run_lock
 from .secrets import mask, url_from_env
+from .session import Entry, HostSession, current
 from .snapshot import present
-from .spec import Settings, Spec, SpecError, load, locate
-
-_connections: dict[str, tuple[psycopg.Connection, str]] = {}
-_run_locked: set[str] = set()
-# host → what this run did there, for the summary at the end
-_journal: dict[str, list[str]] = {}
+from .spec import Settings, Spec, SpecError, locate
 
 
-def journal(target, line: str) -> None:
-    _journal.setdefault(target.name, []).append(line)
-
-
-_announced: set[str] = set()
-# phases.yml loaded once per run, not once per operation and host (a file of 150 indexes took 0.3 s a load)
-_loaded: dict[str, tuple[tuple[int, int], Spec]] = {}
-
-
-def _load_once(path: str) -> Spec:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return load(path)  # names the missing or unreadable file, as a SpecError
-    signature = (stat.st_mtime_ns, stat.st_size)
-    cached = _loaded.get(path)
-    if cached is None or cached[0] != signature:
-        _loaded[path] = (signature, load(path))
-    return _loaded[path][1]
+def session(target=None) -> HostSession:
+    """This run's state for a host (pyinfra's current host by default)."""
+    return current(state).host(target if target is not None else host)
 
 
 def load_spec_or_exit() -> Spec:
@@ -53,12 +33,12 @@ def load_spec_or_exit() -> Spec:
     path, why = locate(host.data.get("phases"))
     Interruption.install()
     try:
-        loaded = _load_once(path)
+        loaded = current(state).spec(path)
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         sys.exit(2)
-    if path not in _announced:  # an error above names the file itself
-        _announced.add(path)
+    if path not in current(state).announced:  # an error above names the file itself
+        current(state).announced.add(path)
         print(f"phases: {path} ({'from --data phases=' if why == 'given' else why})", file=sys.stderr)
     return loaded
 
@@ -76,23 +56,21 @@ def phase_or_exit(spec: Spec, phase_id: str | None) -> str:
 def database(target=None) -> tuple[psycopg.Connection, str]:
     """One autocommit connection per host for the whole run (it also holds the run's advisory lock)."""
     target = target or host
-    cached = _connections.get(target.name)
-    if cached and not cached[0].closed and not cached[0].broken:
-        return cached
+    here = session(target)
+    if here.conn is not None and not here.conn.closed and not here.conn.broken:
+        return here.conn, here.url
     env_var = target.data.get("database_url_env") or "DATABASE_URL"
     url = url_from_env(env_var, f"host {target.name}")
-    conn = open_session(url, APPLICATION_NAME, f"host {target.name}")
-    _connections[target.name] = (conn, url)
-    _run_locked.discard(target.name)
-    return conn, url
+    here.conn, here.url, here.run_locked = open_session(url, APPLICATION_NAME, f"host {target.name}"), url, False
+    return here.conn, url
 
 
 def locked_database(target) -> tuple[psycopg.Connection, str]:
     """The host's connection, holding the run's advisory lock from the first change on."""
     conn, url = database(target)
-    if target.name not in _run_locked:
+    if not session(target).run_locked:
         take_run_lock(conn)
-        _run_locked.add(target.name)
+        session(target).run_locked = True
     return conn, url
 
 
@@ -121,8 +99,8 @@ class SqlCommand(PyinfraCommand):
             host.log(f"{self.step.object}: {self.step.why}")
             started = time.monotonic()
             run_step(conn, url, self.step, self.settings, host.log)
-            journal(host, f"applied [{self.step.phase}] {self.step.object}: {self.step.why}"
-                          f" ({time.monotonic() - started:.1f} s)")
+            session(host).record(Entry("applied", self.step.phase, f"{self.step.object}: {self.step.why}"
+                                                                  f" ({time.monotonic() - started:.1f} s)"))
             # Fault-injection tests slow the run down so that a kill can land between any two steps.
             time.sleep(float(os.environ.get("PGCONVERGE_STEP_DELAY") or 0))
             return True
@@ -160,8 +138,8 @@ class GateCommand(PhaseCommand):
         params = gates.ParamSampler(conn, self.spec)
         failed = []
         for gate in phase.gates:
-            result = gates.run_gate(conn, self.spec, gate, params, gates.BEFORE.get((host.name, gate.name)))
-            journal(host, result.line())
+            result = gates.run_gate(conn, self.spec, gate, params, session(host).before.get(gate.name))
+            session(host).record(Entry("gate", phase.id, result.line(), result.passed))
             if result.passed:
                 host.log(result.line())
             else:
@@ -202,7 +180,7 @@ class BaselineCommand(PhaseCommand):
                 except psycopg.Error as exc:
                     raise UserError(f"gate {gate.name}, query {query.name}: {str(exc).strip().splitlines()[0]}"
                                     " — fix the query or its params in phases.yml") from None
-                gates.BEFORE[(host.name, gate.name)] = gates.percentile(samples, 95)
+                session(host).before[gate.name] = gates.percentile(samples, 95)
                 host.log(f"before {self.phase_id}: {gate.get('query')} {gates.summary(samples)}")
         except (UserError, LookupError, psycopg.Error) as exc:
             return _fail(host, f"measuring before {self.phase_id}: {exc}")
@@ -245,7 +223,7 @@ class BackupCommand(LabelledCommand):
         line = (f"backup {record.path} ({record.mode}, {record.size:,} bytes, {record.entries} entries,"
                 f" sha256 {record.sha256[:12]}…, {time.monotonic() - started:.1f} s)")
         host.log(line)
-        journal(host, line)
+        session(host).record(Entry("backup", self.label, line))
         return True
 
 
@@ -305,22 +283,19 @@ class FailedCommand(PyinfraCommand):
         return False if self.logged else _fail(host, self.message)
 
 
-# host → the one line why its database cannot be used for a run (unreachable, pooler, standby, read-only)
-_refused: dict[str, str] = {}
-
-
 # what makes a host's database unusable for a run: one line each, never a traceback
 REFUSALS = (UserError, LookupError, ValueError)
 
 
 def refused(target=None) -> str | None:
-    return _refused.get((target or host).name)
+    """The one line why the host's database cannot be used for this run (unreachable, pooler, standby, read-only)."""
+    return session(target).refused
 
 
 def refuse(message: str) -> None:
     """Preparing: this host's database cannot be used; say so once, fail the host, prepare nothing else for it."""
-    _refused[host.name] = mask(message)
-    _refuse_while_preparing(_refused[host.name])
+    session().refused = mask(message)
+    _refuse_while_preparing(mask(message))
 
 
 def _refuse_while_preparing(message: str) -> None:
@@ -335,17 +310,18 @@ def connection_check():
     Ensure the host's database can be used for a run before anything else: reachable, a session of its own (no
     transaction-mode pooler), a primary that takes writes (no standby, no read-only default). Changes nothing.
     """
-    if host.name not in _refused:
+    here = session()
+    if here.refused is None:
         try:
             database()
             return
         except REFUSALS as exc:
             if not state.is_executing:
                 refuse(str(exc))
-                yield FailedCommand(_refused[host.name], logged=True)
+                yield FailedCommand(mask(str(exc)), logged=True)
                 return
-            _refused[host.name] = mask(str(exc))
-    yield FailedCommand(_refused[host.name], logged=not state.is_executing or state.should_check_for_changes())
+            here.refused = mask(str(exc))
+    yield FailedCommand(here.refused, logged=not state.is_executing or state.should_check_for_changes())
 
 
 def plan_or_fail(spec: Spec, compute, phase_ids: tuple[str, ...] = ()) -> plan.Plan | FailedCommand:
@@ -464,7 +440,7 @@ class DriftCommand(PhaseCommand):
             facts_known = facts.desired_definitions(conn, self.spec, [self.phase_id], catalog)
             result = plan.plan(self.spec, catalog, [self.phase_id], facts_known)
         except (UserError, LookupError, psycopg.Error) as exc:
-            journal(host, f"drift [{self.phase_id}] cannot be read: {exc}")
+            session(host).record(Entry("drift", self.phase_id, f"cannot be read: {exc}", False))
             host.log_styled(mask(f"drift of {self.phase_id} cannot be read: {exc}"), fg="red", log_func=logger.error)
             return True
         seen = set()
@@ -474,9 +450,9 @@ class DriftCommand(PhaseCommand):
             if (what, why) in seen:
                 continue
             seen.add((what, why))
-            line = f"drift [{self.phase_id}] {what + ': ' if what else ''}{why}"
-            journal(host, line)
-            host.log_styled(mask(line), fg="red", log_func=logger.error)
+            entry = Entry("drift", self.phase_id, f"{what + ': ' if what else ''}{why}", False)
+            session(host).record(entry)
+            host.log_styled(mask(entry.line), fg="red", log_func=logger.error)
         if not found:
             host.log(f"{self.phase_id}: no drift")
         return True
@@ -505,11 +481,12 @@ class SummaryCommand(PyinfraCommand):
     def execute(self, state, host, connector_arguments) -> bool:
         if Interruption.received:
             return _fail(host, f"interrupted by {Interruption.received}: the run stopped before its end")
-        lines = _journal.get(host.name, [])
-        applied = [line for line in lines if line.startswith("applied")]
-        gate_lines = [line for line in lines if line.startswith("gate ")]
-        drift = [line for line in lines if line.startswith("drift ")]
-        passed = sum(" passed: " in line for line in gate_lines)
+        entries = session(host).journal
+        lines = [e.line for e in entries]
+        applied = [e for e in entries if e.kind == "applied"]
+        gate_lines = [e for e in entries if e.kind == "gate"]
+        drift = [e for e in entries if e.kind == "drift"]
+        passed = sum(e.passed for e in gate_lines)
         clean = passed == len(gate_lines) and not drift
         host.log_styled(f"summary: {len(applied)} statements applied, {passed}/{len(gate_lines)} gates passed"
                         + (f", {len(drift)} drifted objects" if self.strict else ""), fg="green" if clean else "red")
@@ -561,6 +538,6 @@ def health_snapshot(label: str, after_phase: str | None = None):
     """
     if not state.is_executing or refused():
         return
-    if after_phase and not any(line.startswith(f"applied [{after_phase}]") for line in _journal.get(host.name, [])):
+    if after_phase and not session().applied_in(after_phase):
         return
     yield SnapshotCommand(label)

@@ -1,0 +1,80 @@
+"""One run's state: per host its connection, run lock, refusal, journal and baselines; phases.yml loaded once.
+It lives on pyinfra's State (one per run), not in module globals: a second run in the same process starts clean."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from .spec import Spec, load
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the run did on a host, for the summary at the end."""
+
+    kind: str  # "applied", "gate", "drift"
+    phase: str
+    text: str
+    passed: bool = True
+
+    @property
+    def line(self) -> str:
+        if self.kind == "applied":
+            return f"applied [{self.phase}] {self.text}"
+        if self.kind == "drift":
+            return f"drift [{self.phase}] {self.text}"
+        return self.text
+
+
+@dataclass
+class HostSession:
+    name: str
+    conn: psycopg.Connection | None = None
+    url: str = ""
+    run_locked: bool = False
+    refused: str | None = None  # the connection check's one line: every later operation of the host stops
+    journal: list[Entry] = field(default_factory=list)
+    before: dict[str, float] = field(default_factory=dict)  # latency gate → p95 measured before its phase
+
+    def record(self, entry: Entry) -> None:
+        self.journal.append(entry)
+
+    def applied_in(self, phase: str) -> bool:
+        return any(e.kind == "applied" and e.phase == phase for e in self.journal)
+
+
+@dataclass
+class Run:
+    hosts: dict[str, HostSession] = field(default_factory=dict)
+    # phases.yml loaded once per run, not once per operation and host (a file of 150 indexes took 0.3 s a load)
+    specs: dict[str, tuple[tuple[int, int], Spec]] = field(default_factory=dict)
+    announced: set[str] = field(default_factory=set)
+
+    def host(self, target: Any) -> HostSession:
+        if target.name not in self.hosts:
+            self.hosts[target.name] = HostSession(target.name)
+        return self.hosts[target.name]
+
+    def spec(self, path: str) -> Spec:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return load(path)  # names the missing or unreadable file, as a SpecError
+        signature = (stat.st_mtime_ns, stat.st_size)
+        cached = self.specs.get(path)
+        if cached is None or cached[0] != signature:
+            self.specs[path] = (signature, load(path))
+        return self.specs[path][1]
+
+
+def current(state: Any) -> Run:
+    """The run of this pyinfra State."""
+    run = getattr(state, "pgconverge_run", None)
+    if run is None:
+        run = Run()
+        state.pgconverge_run = run
+    return run
