@@ -318,7 +318,7 @@ def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings,
             delay *= 2
         except errors.InsufficientPrivilege as exc:
             hint = (" — enable it in the Supabase dashboard (Database → Extensions) or have a superuser run it"
-                    if step.object.startswith("extension ") else " — grant the privilege or run as the object's owner")
+                    if step.target == "extension" else " — grant the privilege or run as the object's owner")
             raise StepFailed(mask(f"{step.object}: {_first_line(exc)}{hint}")) from None
         except psycopg.Error as exc:
             stop.set()

@@ -3,7 +3,9 @@ markers. Nothing here does I/O."""
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -72,6 +74,7 @@ class Step:
     builds: str | None = None  # the qualified index a concurrent build creates: dropped if the build fails
     # run when the step fails for good: remove what an earlier step of the same change left for it
     on_failure: tuple[str, ...] = ()
+    target: str = ""  # the kind of object it changes: "index", "materialized view", "function", "extension", …
 
     @property
     def lock_text(self) -> str:
@@ -86,6 +89,16 @@ class Step:
         if self.transactional:
             return "BEGIN;\n" + ";\n".join(self.statements) + ";\nCOMMIT;"
         return ";\n".join(self.statements) + ";"
+
+
+def of_kind(kind: str) -> Callable[[Callable[..., list[Step]]], Callable[..., list[Step]]]:
+    """A kind's planning function: every step it returns says which kind of object it changes."""
+    def decorate(planner: Callable[..., list[Step]]) -> Callable[..., list[Step]]:
+        @functools.wraps(planner)
+        def tagged(*args: Any, **kwargs: Any) -> list[Step]:
+            return [replace(s, target=kind) for s in planner(*args, **kwargs)]
+        return tagged
+    return decorate
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def ownership_steps(phase: Phase, catalog: Catalog, owner: str | None) -> list[S
             steps.append(Step((render(sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(
                 sql.Identifier(view.schema, view.name), sql.Identifier(want))),),
                 f"owned by {fact.owner}, belongs to {want}", f"materialized view {view.name}", Lock.ACCESS_EXCLUSIVE,
-                view.phase, table=view.key))
+                view.phase, table=view.key, target="materialized view"))
     for function in (f for f in phase.functions if f.state == "present"):
         function_fact = catalog.functions.get(function.key)
         want = catalog.owner_for(function.schema, owner)
@@ -63,7 +63,7 @@ def ownership_steps(phase: Phase, catalog: Catalog, owner: str | None) -> list[S
             steps.append(Step((render(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(
                 sql.Identifier(function.schema, function.name), sql.Identifier(want))),),
                 f"owned by {function_fact.owner}, belongs to {want}", f"function {function.name}", Lock.NONE,
-                function.phase))
+                function.phase, target="function"))
     return steps
 
 

@@ -242,10 +242,10 @@ def _waivers(step: plan.Step, rolling_back: bool) -> list[str]:
     if step.action == Action.SWAP:
         # names trade places inside one transaction: clients see the same names before and after it commits
         return ["renaming-object", "ban-drop-view"]
-    if step.action == Action.DROP and step.object.startswith("index "):
+    if step.action == Action.DROP and step.target == "index":
         return ["require-concurrent-index-deletion"]  # a partitioned index: PostgreSQL has no concurrent drop
-    if (rolling_back or step.why.startswith("rollback")) and step.action == Action.DROP:
+    if rolling_back and step.action == Action.DROP:
         # rollback removes what the phase added, by definition
-        return ["ban-drop-view"] if step.object.startswith("materialized view") else ["ban-drop-function"] \
-            if step.object.startswith("function") else []
+        return {"materialized view": ["ban-drop-view"], "view": ["ban-drop-view"],
+                "function": ["ban-drop-function"]}.get(step.target, [])
     return []

@@ -13,6 +13,7 @@ from ..model import (
     CronJobFact,
     Lock,
     Step,
+    of_kind,
     render,
 )
 from ..spec import CronJobSpec
@@ -37,6 +38,7 @@ def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFac
     return True, {r[0]: CronJobFact(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
 
 
+@of_kind("cron job")
 def plan_cron_job(job: CronJobSpec, catalog: Catalog) -> list[Step]:
     fact = catalog.cron_jobs.get(job.name)
     database = job.database or catalog.database
@@ -73,6 +75,7 @@ def plan_cron_job(job: CronJobSpec, catalog: Catalog) -> list[Step]:
                  transactional=len(statements) > 1, action=Action.SCHEDULE)]
 
 
+@of_kind("cron job")
 def rollback_cron_job(job: CronJobSpec, catalog: Catalog, phase_id: str) -> list[Step]:
     if job.name not in catalog.cron_jobs:
         return []

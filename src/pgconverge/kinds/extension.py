@@ -13,6 +13,7 @@ from ..model import (
     Step,
     comment_sql,
     is_managed,
+    of_kind,
     render,
 )
 from ..spec import ExtensionSpec, marker
@@ -29,6 +30,7 @@ def read_extensions(conn: psycopg.Connection) -> dict[str, ExtensionFact]:
     return {r[0]: ExtensionFact(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
 
 
+@of_kind("extension")
 def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
     fact = catalog.extensions.get(extension.name)
     label = f"extension {extension.name}"
@@ -67,6 +69,7 @@ def plan_extension(extension: ExtensionSpec, catalog: Catalog) -> list[Step]:
     return steps
 
 
+@of_kind("extension")
 def rollback_extension(extension: ExtensionSpec, catalog: Catalog, phase_id: str) -> list[Step]:
     extension_fact = catalog.extensions.get(extension.name)
     if not (extension_fact and is_managed(extension_fact.comment)):

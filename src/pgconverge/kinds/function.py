@@ -19,6 +19,7 @@ from ..model import (
     Step,
     comment_sql,
     is_managed,
+    of_kind,
     render,
 )
 from ..spec import FunctionSpec, GrantSpec, marker
@@ -65,6 +66,7 @@ def _same_shape(live: FunctionShape, wanted: FunctionShape) -> bool:
     return live.arguments == wanted.arguments and not _shape_differences(live, wanted)
 
 
+@of_kind("function")
 def plan_function(function: FunctionSpec, catalog: Catalog, privileges: Iterable[GrantSpec] = (),
                   desired: Desired | None = None) -> list[Step]:
     schema = function.schema
@@ -128,5 +130,6 @@ def _drop_marked(function: FunctionSpec, fact: FunctionFact | None, why: str, ph
         lock_scope="function only") for arguments, _ in (fact.marked_overloads if fact else ())]
 
 
+@of_kind("function")
 def rollback_function(function: FunctionSpec, catalog: Catalog, phase_id: str) -> list[Step]:
     return _drop_marked(function, catalog.functions.get(function.key), "rollback", phase_id)

@@ -19,6 +19,7 @@ from ..model import (
     canonical_index,
     comment_sql,
     is_managed,
+    of_kind,
     render,
     retired_name,
     temp_name,
@@ -270,6 +271,7 @@ def _rebuild_steps(index: IndexSpec, why: str, why_drop: str, catalog: Catalog,
                 else " concurrently"))]
 
 
+@of_kind("index")
 def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = None) -> list[Step]:
     schema = index.schema
     wanted = (desired or Desired()).indexes.get(index.key)
@@ -352,6 +354,7 @@ def partition_note(index: IndexSpec, catalog: Catalog) -> str | None:
             " attach only links it")
 
 
+@of_kind("index")
 def rollback_index(index: IndexSpec, catalog: Catalog, phase_id: str) -> list[Step]:
     """The index and what an interrupted rebuild left, where ours (or INVALID leftovers of our names); per-partition
     indexes an interrupted build left unattached."""

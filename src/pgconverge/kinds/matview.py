@@ -21,6 +21,7 @@ from ..model import (
     comment_sql,
     is_managed,
     key_index_name,
+    of_kind,
     render,
     retired_name,
     temp_name,
@@ -128,6 +129,7 @@ def carried_over(view: MatViewSpec, fact_owner: str, old_acl: dict[str, frozense
     return statements + [s for g in grants for s in grant_statements(g, tmp, view.schema, None, False, catalog.roles)]
 
 
+@of_kind("materialized view")
 def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec],
                  desired: Desired | None = None) -> list[Step]:
     schema = view.schema
@@ -198,6 +200,7 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
     return steps
 
 
+@of_kind("materialized view")
 def rollback_matview(view: MatViewSpec, catalog: Catalog, phase_id: str) -> list[Step]:
     steps = []
     for name in (view.name, temp_name(view.name)):

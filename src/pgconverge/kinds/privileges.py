@@ -16,6 +16,7 @@ from ..model import (
     Catalog,
     Lock,
     Step,
+    of_kind,
     render,
 )
 from ..spec import FunctionSpec, GrantSpec
@@ -79,6 +80,7 @@ def function_privileges(function: FunctionSpec, grants: Iterable[GrantSpec], api
     return (revoke if implicit else []) + declared
 
 
+@of_kind("privileges")
 def plan_grant(grant: GrantSpec, catalog: Catalog, is_function: bool, arguments: str | None = None) -> list[Step]:
     target = grant.on.rpartition(".")[2]
     verb = "revoke" if grant.revoke else "grant"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, comment_sql, is_managed, render
+from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, comment_sql, is_managed, of_kind, render
 from ..spec import ViewSpec, marker
 from .kind import Kind, PlanContext
 from .privileges import grant_statements
@@ -52,6 +52,7 @@ def create_view_sql(view: ViewSpec, replace: bool = False) -> str:
     return render(statement + sql.SQL(" AS {}").format(sql.SQL(view.query)))
 
 
+@of_kind("view")
 def plan_view(view: ViewSpec, catalog: Catalog, context: PlanContext) -> list[Step]:
     fact: ViewFact | None = catalog.objects.get("view", {}).get(view.key)
     want = marker(view.phase, view.definition_hash, view.project)
@@ -88,6 +89,7 @@ def plan_view(view: ViewSpec, catalog: Catalog, context: PlanContext) -> list[St
                  table=view.key, action=Action.ALTER)]
 
 
+@of_kind("view")
 def rollback_view(view: ViewSpec, catalog: Catalog, phase_id: str) -> list[Step]:
     fact = catalog.objects.get("view", {}).get(view.key)
     if not (fact and is_managed(fact.comment)):
