@@ -53,3 +53,8 @@ class Kit:
 @pytest.fixture
 def kit(fresh_db, tmp_path) -> Kit:
     return Kit(fresh_db, tmp_path)
+
+
+@pytest.fixture
+def cron_kit(cron_db, tmp_path) -> Kit:
+    return Kit(cron_db, tmp_path)
