@@ -19,6 +19,7 @@ from pglast.stream import RawStream
 from psycopg import sql
 
 from .errors import UserError
+from .names import QualifiedName
 from .spec import Spec
 
 # stop when the next index saves less than this share of the workload's remaining estimated cost
@@ -158,7 +159,7 @@ def declared_candidates(spec: Spec | None, existing: set[str]) -> list[Candidate
             # plain btree (what HypoPG simulates and the proposal can restate); unique ones are constraints
             if index.state != "present" or index.method != "btree" or index.unique or index.storage:
                 continue
-            if f"{index.schema}.{index.name}" in existing:
+            if QualifiedName(index.schema, index.name) in existing:
                 continue
             elements = tuple(c.element or " ".join(filter(None, [c.column, c.order, c.nulls and f"NULLS {c.nulls}"]))
                              for c in index.columns)
@@ -476,7 +477,7 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
             "SELECT s.schemaname, s.relname, (s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::float8"
             " / greatest(extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time())), 1)"
             " FROM pg_stat_user_tables s, pg_stat_database d WHERE d.datname = current_database()").fetchall():
-        advice.write_rates[f"{schema}.{table}"] = float(rate)
+        advice.write_rates[QualifiedName(schema, table)] = float(rate)
     advice.unused = [(r[0], r[1], str(r[2])) for r in conn.execute(
         "SELECT s.schemaname || '.' || s.indexrelname, pg_relation_size(s.indexrelid),"
         " coalesce(d.stats_reset, pg_postmaster_start_time()) FROM pg_stat_user_indexes s"
@@ -560,13 +561,14 @@ def proposal(advice: Advice, phase_id: str = "advised") -> dict[str, Any]:
         q: advice.declared.get(q) or f"queryid {q}" for q in by_id if q not in advice.workload}
     indexes = []
     for candidate, before, after, helped in advice.chosen:
-        writes = advice.write_rates.get(f"{candidate.schema}.{candidate.table}", 0.0)
+        writes = advice.write_rates.get(QualifiedName(candidate.schema, candidate.table), 0.0)
         # each statement it made cheaper: its name, its estimated cost per call before → after, how often it runs
         served = "; ".join(f"{names.get(q, q)} {b:,.1f} → {a:,.1f} per call, {by_id[q][0].calls_per_s:.2f} calls/s"
                            for q, b, a in helped if q in by_id)
         origin = f"declared in phases.yml as {candidate.declared}; " if candidate.declared else ""
         indexes.append({
-            "name": candidate.name, "table": f"{candidate.schema}.{candidate.table}", "columns": list(candidate.columns),
+            "name": candidate.name, "table": str(QualifiedName(candidate.schema, candidate.table)),
+            "columns": list(candidate.columns),
             **({"include": list(candidate.include)} if candidate.include else {}),
             **({"where": candidate.where} if candidate.where else {}),
             "serves": f"{origin}{served}; workload cost {before:,.0f} → {after:,.0f} (calls × est. cost);"

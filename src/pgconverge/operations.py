@@ -16,6 +16,7 @@ from . import backup, facts, gates, plan
 from .connection import ConnectionFailed, open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, Interruption, StepFailed, run_step, take_run_lock
+from .names import QualifiedName
 from .secrets import mask, url_from_env
 from .session import Entry, HostSession, current
 from .snapshot import present
@@ -422,7 +423,7 @@ def phase_gates(phase_id: str, keep_going: bool = False):
         created = {v.key for v in selected.materialized_views} | {f.key for f in selected.functions}
         for gate in (g for g in selected.gates if g.kind == "latency" and g.get("max_ratio_to_before") is not None):
             needs = spec.query(gate.get("query")).needs
-            if needs and (needs if "." in needs else f"{spec.settings.schema}.{needs}") in created:
+            if needs and QualifiedName.parse(needs, spec.settings.schema) in created:
                 host.log(f"  gate {gate.name}: query {gate.get('query')} needs {needs}, which this phase creates —"
                          " no 'before' to compare with; judged by its absolute bound"
                          f" ({'p95 ≤ ' + str(gate.get('p95_ms')) + ' ms' if gate.get('p95_ms') else 'none declared'})")

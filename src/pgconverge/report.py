@@ -14,6 +14,7 @@ from .errors import UserError
 from .execute import APPLICATION_NAME, session_statements
 from .kinds import REGISTRY
 from .model import Action, DependentFact, Lock
+from .names import QualifiedName
 from .secrets import mask, url_from_env
 from .spec import Spec, marker
 
@@ -70,7 +71,7 @@ def deploy_phases(spec: Spec, deploy: str, rollback_phase: str | None) -> tuple[
 
 def risk(step: plan.Step, catalog: facts.Catalog, settings_lock_timeout: str) -> str:
     table = step.table or ""
-    rows = catalog.row_estimates.get(table if "." in table else f"{catalog.schema}.{table}", 0)
+    rows = catalog.row_estimates.get(QualifiedName.parse(table, catalog.schema), 0)
     if step.action == Action.BUILD_CONCURRENTLY:
         return f"builds concurrently, reads and writes continue; table has ~{rows:,} rows"
     if step.action == Action.BUILD:
@@ -215,9 +216,9 @@ def _live_shapes(spec: Spec, empty: facts.Catalog, applied: facts.Catalog) -> li
     each materialized view's swap with a view of the application on it."""
     steps: list[plan.Step] = []
     for index in (i for p in spec.phases for i in p.indexes if i.state == "present"):
-        schema = index.schema
-        tree = {index.table_key: (f"{schema}.{index.table_name}_p1", f"{schema}.{index.table_name}_p2"),
-                f"{schema}.{index.table_name}_p2": (f"{schema}.{index.table_name}_p2_a",)}
+        table = index.table_key
+        tree: dict[str, tuple[str, ...]] = {table: (table.sibling(f"{table.name}_p1"), table.sibling(f"{table.name}_p2")),
+                table.sibling(f"{table.name}_p2"): (table.sibling(f"{table.name}_p2_a"),)}
         partitioned = replace(empty, partitions=tree)
         steps += plan.plan_index(index, partitioned)
         live = replace(applied, partitions=tree, indexes={index.key: facts.IndexFact(
@@ -225,7 +226,7 @@ def _live_shapes(spec: Spec, empty: facts.Catalog, applied: facts.Catalog) -> li
             partitioned=True)})
         steps += [replace(s, why=f"rollback: {s.why}") for s in plan.rollback_index(index, live, index.phase)]
     for view in (v for p in spec.phases for v in p.materialized_views if v.state == "present"):
-        app_view = DependentFact(f"{view.schema}.{view.name}_board", "view",
+        app_view = DependentFact(view.key.sibling(f"{view.name}_board"), "view",
                                        f"SELECT * FROM {view.schema}.{view.name}", ("security_invoker=true",))
         live = replace(applied, dependents={view.key: (app_view,)})
         steps += [s for s in plan.plan_matview(view, live, []) if s.action == Action.SWAP]

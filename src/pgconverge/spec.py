@@ -16,6 +16,7 @@ import jsonschema
 import pglast
 from croniter import croniter
 
+from .names import QualifiedName
 from .yamlmarks import Mark, YamlError, load_with_marks
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
@@ -131,12 +132,12 @@ class IndexSpec:
         return self.table.rpartition(".")[2]
 
     @property
-    def key(self) -> str:
-        return f"{self.schema}.{self.name}"
+    def key(self) -> QualifiedName:
+        return QualifiedName(self.schema, self.name)
 
     @property
-    def table_key(self) -> str:
-        return f"{self.schema}.{self.table_name}"
+    def table_key(self) -> QualifiedName:
+        return QualifiedName(self.schema, self.table_name)
 
     @property
     def definition_hash(self) -> str:
@@ -168,8 +169,8 @@ class MatViewSpec:
     project: str = ""
 
     @property
-    def key(self) -> str:
-        return f"{self.schema}.{self.name}"
+    def key(self) -> QualifiedName:
+        return QualifiedName(self.schema, self.name)
 
     @property
     def definition_hash(self) -> str:
@@ -191,8 +192,8 @@ class ViewSpec:
     project: str = ""
 
     @property
-    def key(self) -> str:
-        return f"{self.schema}.{self.name}"
+    def key(self) -> QualifiedName:
+        return QualifiedName(self.schema, self.name)
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -217,8 +218,8 @@ class FunctionSpec:
     project: str = ""
 
     @property
-    def key(self) -> str:
-        return f"{self.schema}.{self.name}"
+    def key(self) -> QualifiedName:
+        return QualifiedName(self.schema, self.name)
 
     @property
     def definition_hash(self) -> str:
@@ -245,8 +246,8 @@ class GrantSpec:
     schema: str = "public"
 
     @property
-    def key(self) -> str:
-        return f"{self.schema}.{self.on.rpartition('.')[2]}"
+    def key(self) -> QualifiedName:
+        return QualifiedName(self.schema, self.on.rpartition(".")[2])
 
 
 @dataclass(frozen=True)
@@ -564,7 +565,7 @@ def _index(b: _Builder, x: dict, at: tuple, phase: str) -> IndexSpec:
         raise b.fail((*at, "table"), f"table '{_short(table, 40)}' — write the table's name as the catalog has it (letters,"
                      " digits, _ and $, any case), optionally schema.table, no quotes")
     schema, _ = split_name(table, b.schema)
-    b.unique_name("relation", f"{schema}.{name}", (*at, "name"))
+    b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
     method = x.get("method", "btree")
     columns = tuple(_index_element(b, text, (*at, "columns", i), method) for i, text in enumerate(x["columns"]))
     include = tuple(b.identifier(c, (*at, "include", i), "include column") for i, c in enumerate(x.get("include", [])))
@@ -590,7 +591,7 @@ def _index(b: _Builder, x: dict, at: tuple, phase: str) -> IndexSpec:
 
 def _matview(b: _Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
     schema, name = split_name(b.identifier(m["name"], (*at, "name"), "materialized view name", qualified=True), b.schema)
-    b.unique_name("relation", f"{schema}.{name}", (*at, "name"))
+    b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
     query = b.sql_file(m["sql"], (*at, "sql")).strip().rstrip(";").strip()
     statements = b.parse_sql(query, (*at, "sql"), f"sql/{m['sql']}")
     if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
@@ -605,7 +606,7 @@ def _matview(b: _Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
 
 def _view(b: _Builder, v: dict, at: tuple, phase: str) -> ViewSpec:
     schema, name = split_name(b.identifier(v["name"], (*at, "name"), "view name", qualified=True), b.schema)
-    b.unique_name("relation", f"{schema}.{name}", (*at, "name"))
+    b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
     query = b.sql_file(v["sql"], (*at, "sql")).strip().rstrip(";").strip()
     statements = b.parse_sql(query, (*at, "sql"), f"sql/{v['sql']}")
     if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
@@ -621,7 +622,7 @@ SPEC_BUILDERS: dict[str, Callable[[_Builder, dict, tuple, str], Any]] = {"views"
 
 def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
     schema, name = split_name(b.identifier(f["name"], (*at, "name"), "function name", qualified=True), b.schema)
-    b.unique_name("function", f"{schema}.{name}", (*at, "name"))
+    b.unique_name("function", QualifiedName(schema, name), (*at, "name"))
     body = b.sql_file(f["sql"], (*at, "sql")).strip()
     statements = b.parse_sql(body, (*at, "sql"), f"sql/{f['sql']}")
     stmt: Any = statements[0].stmt if len(statements) == 1 else None

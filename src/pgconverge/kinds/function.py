@@ -22,6 +22,7 @@ from ..model import (
     of_kind,
     render,
 )
+from ..names import QualifiedName
 from ..spec import FunctionSpec, GrantSpec, marker
 from .privileges import grant_statements
 
@@ -42,7 +43,7 @@ def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, FunctionF
     # overloads share the key: the one carrying our marker is the fact; every marked signature is remembered
     for r in sorted(rows, key=lambda r: is_managed(r[2])):
         marked = facts[r[0]].marked_overloads if r[0] in facts else ()
-        facts[r[0]] = FunctionFact(r[0].split(".", 1)[1], r[1], r[2], r[3], tuple(r[4]), r[5], r[6], r[7],
+        facts[r[0]] = FunctionFact(QualifiedName.parse(r[0]).name, r[1], r[2], r[3], tuple(r[4]), r[5], r[6], r[7],
                                    marked + (((r[1], r[2]),) if is_managed(r[2]) else ()))
     return facts
 

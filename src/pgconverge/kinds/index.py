@@ -24,6 +24,7 @@ from ..model import (
     retired_name,
     temp_name,
 )
+from ..names import QualifiedName
 from ..spec import IndexSpec, marker
 
 
@@ -42,7 +43,8 @@ def read_indexes(conn: psycopg.Connection, schema: str) -> dict[str, IndexFact]:
         JOIN pg_namespace tn ON tn.oid = tc.relnamespace
         WHERE """ + USER_SCHEMAS,
     ).fetchall()
-    return {r[0]: IndexFact(r[0].split(".", 1)[1], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows}
+    return {QualifiedName.parse(r[0]): IndexFact(QualifiedName.parse(r[0]).name, r[1], r[2], r[3], r[4], r[5],
+                                                  QualifiedName.parse(r[6]), r[7], r[8]) for r in rows}
 
 
 def read_partitions(conn: psycopg.Connection) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
@@ -83,7 +85,7 @@ def partition_index_name(index: IndexSpec, partition: str) -> str:
 
 
 def identifier(key: str) -> sql.Identifier:
-    return sql.Identifier(*key.split(".", 1))
+    return QualifiedName.parse(key).identifier
 
 
 def create_index_sql(index: IndexSpec, name: str, concurrently: bool = True, on: str | None = None,
@@ -131,7 +133,7 @@ def drop_index_sql(name: str, schema: str) -> str:
 def _drop_step(catalog: Catalog, name: str, index: IndexSpec, why: str, phase: str | None = None) -> Step:
     """Concurrently where PostgreSQL can; a partitioned index only with short exclusive-lock tries (it has no
     concurrent drop: the lock covers the table and every partition, for a catalog change)."""
-    fact = catalog.indexes.get(f"{index.schema}.{name}")
+    fact = catalog.indexes.get(QualifiedName(index.schema, name))
     if fact is not None and fact.partitioned:
         return Step((render(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index.schema, name))),), why,
                     f"index {index.name}", Lock.ACCESS_EXCLUSIVE, phase or index.phase, table=index.table,
@@ -170,7 +172,7 @@ def _partitioned_build_steps(index: IndexSpec, name: str, why: str, catalog: Cat
     built concurrently on each leaf partition and attached; partitioned partitions get an ON ONLY index of their own,
     attached to their parent's. Whatever is already there and matches is kept or attached, not built again."""
     label, schema = f"index {index.name}", index.schema
-    top = f"{schema}.{name}"
+    top = QualifiedName(schema, name)
     steps: list[Step] = []
     if top not in catalog.indexes:
         steps.append(Step((create_index_sql(index, name, concurrently=False, only=True),), why, label, Lock.SHARE,
@@ -181,7 +183,7 @@ def _partitioned_build_steps(index: IndexSpec, name: str, why: str, catalog: Cat
     for key, fact in catalog.indexes.items():
         if fact.parent is None and key != top:
             loose.setdefault(fact.table_key, []).append(key)
-    level = {index.table_key: top}  # each partitioned table → its index at that level
+    level: dict[str, str] = {index.table_key: top}  # each partitioned table → its index at that level
     for partition, parent in partition_tree(catalog, index.table_key):
         parent_index = level[parent]
         partitioned = partition in catalog.partitions
@@ -201,7 +203,7 @@ def _partitioned_build_steps(index: IndexSpec, name: str, why: str, catalog: Cat
                               lock_scope="the partition's index and the parent index, not the tables"))
             continue
         child = partition_index_name(index, partition)
-        child_key = f"{partition.split('.', 1)[0]}.{child}"
+        child_key = QualifiedName.parse(partition).sibling(child)
         level[partition] = child_key
         attach = attach_sql(parent_index, child_key)
         if child_key in catalog.indexes:  # ours, left INVALID or unattached by an interrupted run
@@ -261,7 +263,7 @@ def _rebuild_steps(index: IndexSpec, why: str, why_drop: str, catalog: Catalog,
                                                              sql.Identifier(index.name))),
     )
     retire = IndexFact(retired, index.table_name, True, "", partitioned=index.table_key in catalog.partitions)
-    after_swap = replace(catalog, indexes={**catalog.indexes, f"{schema}.{retired}": retire})
+    after_swap = replace(catalog, indexes={**catalog.indexes, QualifiedName(schema, retired): retire})
     return [*_build_index_steps(index, tmp, schema, why, catalog, wanted),
             Step(swap, "swap the new index in under the name, one short transaction", label,
                  Lock.SHARE_UPDATE_EXCLUSIVE, index.phase, transactional=True, table=index.table, action=Action.SWAP,
@@ -277,12 +279,12 @@ def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = Non
     wanted = (desired or Desired()).indexes.get(index.key)
     fact = catalog.indexes.get(index.key)
     tmp = temp_name(index.name)
-    tmp_fact = catalog.indexes.get(f"{schema}.{tmp}")
+    tmp_fact = catalog.indexes.get(QualifiedName(schema, tmp))
     retired = retired_name(index.name)
     rows = leaf_rows(catalog, index.table_key)
     label = f"index {index.name}"
     steps: list[Step] = []
-    if f"{schema}.{retired}" in catalog.indexes:
+    if QualifiedName(schema, retired) in catalog.indexes:
         steps.append(_drop_step(catalog, retired, index, f"remove {retired} left by an interrupted swap"))
 
     if index.state == "absent":
@@ -360,11 +362,11 @@ def rollback_index(index: IndexSpec, catalog: Catalog, phase_id: str) -> list[St
     indexes an interrupted build left unattached."""
     steps = []
     for name in (index.name, temp_name(index.name), retired_name(index.name)):
-        index_fact = catalog.indexes.get(f"{index.schema}.{name}")
+        index_fact = catalog.indexes.get(QualifiedName(index.schema, name))
         if index_fact and (is_managed(index_fact.comment) or (name != index.name and not index_fact.valid)):
             steps.append(_drop_step(catalog, name, index, "rollback", phase_id))
     for partition, _ in partition_tree(catalog, index.table_key):
-        key = f"{partition.split('.', 1)[0]}.{partition_index_name(index, partition)}"
+        key = QualifiedName.parse(partition).sibling(partition_index_name(index, partition))
         fact = catalog.indexes.get(key)
         if fact is not None and fact.parent is None:
             steps.append(Step((render(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(identifier(key))),),

@@ -26,6 +26,7 @@ from ..model import (
     retired_name,
     temp_name,
 )
+from ..names import QualifiedName
 from ..spec import GrantSpec, MatViewSpec, marker
 from .privileges import grant_statements
 
@@ -38,7 +39,8 @@ def read_matviews(conn: psycopg.Connection, schema: str) -> dict[str, MatViewFac
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = 'm' AND """ + USER_SCHEMAS,
     ).fetchall()
-    return {r[0]: MatViewFact(r[0].split(".", 1)[1], r[1], r[2], r[3], r[4]) for r in rows}
+    return {QualifiedName.parse(r[0]): MatViewFact(QualifiedName.parse(r[0]).name, r[1], r[2], r[3], r[4])
+            for r in rows}
 
 
 def read_dependents(conn: psycopg.Connection) -> dict[str, tuple[DependentFact, ...]]:
@@ -82,7 +84,7 @@ def repoint_sql(dependent: DependentFact) -> str:
     """CREATE OR REPLACE keeps the view's oid, owner, privileges and comments (and views on it); its options are
     given again because OR REPLACE resets what it is not told."""
     options = [option.split("=", 1) for option in dependent.options]
-    statement = sql.SQL("CREATE OR REPLACE VIEW {}").format(sql.Identifier(*dependent.key.split(".", 1)))
+    statement = sql.SQL("CREATE OR REPLACE VIEW {}").format(QualifiedName.parse(dependent.key).identifier)
     if options:
         statement += sql.SQL(" WITH ({})").format(sql.SQL(", ").join(
             sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in options))
@@ -136,7 +138,7 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
     wanted = (desired or Desired()).matviews.get(view.key)
     fact = catalog.matviews.get(view.key)
     tmp = temp_name(view.name)
-    tmp_fact = catalog.matviews.get(f"{schema}.{tmp}")
+    tmp_fact = catalog.matviews.get(QualifiedName(schema, tmp))
     want = marker(view.phase, view.definition_hash, view.project)
     label = f"materialized view {view.name}"
     grants = list(grants)
@@ -158,10 +160,10 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
     if tmp_fact is not None:
         if fact is None and tmp_fact.comment == want:
             return [Step(swap, f"finish an interrupted swap: {tmp} is built and current", label, Lock.ACCESS_EXCLUSIVE,
-                         view.phase, transactional=True, table=f"{schema}.{tmp}", action=Action.SWAP)]
+                         view.phase, transactional=True, table=QualifiedName(schema, tmp), action=Action.SWAP)]
         steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(sql.Identifier(schema, tmp))),),
                           f"remove {tmp} left by an interrupted rebuild", label, Lock.ACCESS_EXCLUSIVE, view.phase,
-                          table=f"{schema}.{tmp}", action=Action.DROP))
+                          table=QualifiedName(schema, tmp), action=Action.DROP))
 
     if fact is None:
         steps.append(Step(_matview_build(view, view.name, schema, grants, catalog),
@@ -204,9 +206,9 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
 def rollback_matview(view: MatViewSpec, catalog: Catalog, phase_id: str) -> list[Step]:
     steps = []
     for name in (view.name, temp_name(view.name)):
-        view_fact = catalog.matviews.get(f"{view.schema}.{name}")
+        view_fact = catalog.matviews.get(QualifiedName(view.schema, name))
         if view_fact and is_managed(view_fact.comment):
             steps.append(Step((render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
                 sql.Identifier(view.schema, name))),), "rollback", f"materialized view {view.name}",
-                Lock.ACCESS_EXCLUSIVE, phase_id, table=f"{view.schema}.{name}", action=Action.DROP))
+                Lock.ACCESS_EXCLUSIVE, phase_id, table=QualifiedName(view.schema, name), action=Action.DROP))
     return steps

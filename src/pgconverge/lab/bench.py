@@ -21,6 +21,7 @@ import psycopg
 
 from .. import backup, facts, gates, plan
 from ..execute import connect, run_step
+from ..names import QualifiedName
 from ..spec import Spec
 from . import Lab, seed
 
@@ -323,7 +324,7 @@ def advise_comparison(spec: Spec, scale: str, runs: int, out_dir: Path, repo: Pa
     # the proposal as a user gets it from `advise --output-dir`
     advised_spec = load(advise.write_proposal(advice, Path(tempfile.mkdtemp(prefix="pgconverge-advised-"))))
     report: dict[str, Any] = {"scale": scale, "advise_s": round(advise_s, 2), "indexes": [
-        {"name": c.name, "table": f"{c.schema}.{c.table}", "columns": list(c.columns), "include": list(c.include),
+        {"name": c.name, "table": str(QualifiedName(c.schema, c.table)), "columns": list(c.columns), "include": list(c.include),
          "where": c.where} for c, *_ in advice.chosen]}
     converge(url, advised_spec, "advised", log)
     with connect(url) as conn:
