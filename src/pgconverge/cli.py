@@ -369,7 +369,67 @@ def build_parser() -> argparse.ArgumentParser:
     kpi.add_argument("--runs", type=int, default=50)
     _add_phases(kpi)
     kpi.set_defaults(func=cmd_kpi)
+
+    fleet = commands.add_parser("fleet", help="a fleet in waves: canary first, shards for CI jobs, one report")
+    fleet_commands = fleet.add_subparsers(dest="action", required=True)
+    for name, what in (("waves", "every database host and its wave"),
+                       ("shard", "the --limit arguments of one CI job's share of a wave"),
+                       ("rollout", "converge wave after wave with pyinfra; stop when a wave fails too much"),
+                       ("report", "merge the hosts' JSON summaries into one Markdown page")):
+        sub = fleet_commands.add_parser(name, help=what)
+        if name != "report":
+            sub.add_argument("--inventory", required=True, help="the pyinfra inventory of the fleet")
+            sub.add_argument("--waves", default="1,100",
+                             help="cumulative percentages for hosts without rollout_wave (default: 1 canary, then all)")
+        if name == "shard":
+            sub.add_argument("--wave", type=int, required=True)
+            sub.add_argument("--shards", type=int, required=True)
+            sub.add_argument("--index", type=int, required=True)
+        if name == "rollout":
+            sub.add_argument("deploy", help="e.g. deploys/all.py")
+            sub.add_argument("--summary-dir", default="reports/fleet", help="where each host writes its JSON summary")
+            sub.add_argument("--max-fail-percentage", type=float, default=0.0)
+            sub.add_argument("--output", help="write the Markdown report here too")
+        if name == "report":
+            sub.add_argument("folders", nargs="+", help="folders holding the hosts' JSON summaries (searched deeply)")
+            sub.add_argument("--inventory", help="list the hosts that did not run too, with their waves")
+            sub.add_argument("--waves", default="1,100")
+            sub.add_argument("--output", help="write the Markdown here (e.g. $GITHUB_STEP_SUMMARY)")
+    fleet.set_defaults(func=cmd_fleet)
     return parser
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from . import fleet
+
+    try:
+        percentages = tuple(float(p) for p in args.waves.split(","))
+    except ValueError:
+        raise UserError(f"--waves {args.waves}: give cumulative percentages, e.g. 1,25,100") from None
+    members = fleet.waves(Path(args.inventory), percentages) if args.inventory else []
+    if args.action == "waves":
+        for member in members:
+            print(f"{member.wave}\t{member.host}")
+        return 0
+    if args.action == "shard":
+        print(" ".join(f"--limit {host}" for host in fleet.shard(members, args.wave, args.shards, args.index)))
+        return 0
+    if args.action == "rollout":
+        passed, text = fleet.rollout(Path(args.inventory), args.deploy, Path(args.summary_dir),
+                                     args.max_fail_percentage, percentages,
+                                     log=lambda line: print(line, file=sys.stderr))
+    else:
+        summaries = fleet.read_summaries([Path(f) for f in args.folders])
+        if not members:
+            members = [fleet.Member(h, s["wave"] if isinstance(s.get("wave"), int) else 0)
+                       for h, s in sorted(summaries.items())]
+        text = fleet.to_markdown(members, summaries)
+        passed = not any(fleet.failed(summaries.get(m.host)) for m in members)
+    if args.output:
+        with open(args.output, "a") as out:  # $GITHUB_STEP_SUMMARY is appended to
+            out.write(text)
+    print(text, end="")
+    return 0 if passed else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,14 +18,21 @@ from .errors import UserError
 from .execute import APPLICATION_NAME, Interruption, StepFailed, run_step, take_run_lock
 from .names import QualifiedName
 from .secrets import mask, url_from_env
-from .session import Entry, HostSession, current
+from .session import Entry, HostSession, current, summary_file
 from .snapshot import present
 from .spec import Settings, Spec, SpecError, locate
 
 
 def session(target=None) -> HostSession:
     """This run's state for a host (pyinfra's current host by default)."""
-    return current(state).host(target if target is not None else host)
+    target = target if target is not None else host
+    here = current(state).host(target)
+    folder = target.data.get("summary_dir") or os.environ.get("PGCONVERGE_SUMMARY_DIR")
+    if folder and here.summary_path is None:
+        here.summary_path = summary_file(folder, target.name)
+        here.wave = target.data.get("rollout_wave")
+        here.write_summary()
+    return here
 
 
 def load_spec_or_exit() -> Spec:
@@ -77,6 +84,7 @@ def locked_database(target) -> tuple[psycopg.Connection, str]:
 
 def _fail(target, message: str) -> bool:
     target.log_styled(mask(message), fg="red", log_func=logger.error)
+    session(target).fail(mask(message))
     return False
 
 
@@ -281,6 +289,7 @@ class FailedCommand(PyinfraCommand):
         return "FailedCommand()"
 
     def execute(self, state, host, connector_arguments) -> bool:
+        session(host).fail(mask(self.message))
         return False if self.logged else _fail(host, self.message)
 
 
@@ -296,6 +305,7 @@ def refused(target=None) -> str | None:
 def refuse(message: str) -> None:
     """Preparing: this host's database cannot be used; say so once, fail the host, prepare nothing else for it."""
     session().refused = mask(message)
+    session().fail(mask(message))
     _refuse_while_preparing(mask(message))
 
 

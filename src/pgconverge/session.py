@@ -3,8 +3,12 @@ It lives on pyinfra's State (one per run), not in module globals: a second run i
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -39,9 +43,36 @@ class HostSession:
     refused: str | None = None  # the connection check's one line: every later operation of the host stops
     journal: list[Entry] = field(default_factory=list)
     before: dict[str, float] = field(default_factory=dict)  # latency gate → p95 measured before its phase
+    # a fleet's rollout reads each host's outcome from here (rewritten as the run goes: a failed host stops early)
+    summary_path: Path | None = None
+    wave: int | None = None
+    failure: str | None = None
+    started: float = field(default_factory=time.time)
 
     def record(self, entry: Entry) -> None:
         self.journal.append(entry)
+        self.write_summary()
+
+    def fail(self, line: str) -> None:
+        self.failure = self.failure or line  # the first failure is the one that stopped the host
+        self.write_summary()
+
+    def summary(self) -> dict[str, Any]:
+        gates = [e for e in self.journal if e.kind == "gate"]
+        drift = [e for e in self.journal if e.kind == "drift"]
+        return {"host": self.name, "wave": self.wave, "result": "failed" if self.failure else "ok",
+                "applied": sum(e.kind == "applied" for e in self.journal), "gates_passed": sum(e.passed for e in gates),
+                "gates": len(gates), "drift": len(drift), "failure": self.failure,
+                "first_failed_gate": next((e.text for e in gates if not e.passed), None),
+                "duration_s": round(time.time() - self.started, 2)}
+
+    def write_summary(self) -> None:
+        if self.summary_path is None:
+            return
+        self.summary_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.summary_path.with_suffix(".tmp")
+        partial.write_text(json.dumps(self.summary(), indent=1))
+        partial.replace(self.summary_path)  # a reader never sees half a file
 
     def applied_in(self, phase: str) -> bool:
         return any(e.kind == "applied" and e.phase == phase for e in self.journal)
@@ -69,6 +100,11 @@ class Run:
         if cached is None or cached[0] != signature:
             self.specs[path] = (signature, load(path))
         return self.specs[path][1]
+
+
+def summary_file(folder: str | Path, host_name: str) -> Path:
+    """A host's JSON summary: its name without path characters (host names never carry secrets)."""
+    return Path(folder) / (re.sub(r"[^A-Za-z0-9_.-]+", "_", host_name.strip("@")) + ".json")
 
 
 def current(state: Any) -> Run:
