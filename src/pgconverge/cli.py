@@ -395,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--inventory", help="list the hosts that did not run too, with their waves")
             sub.add_argument("--waves", default="1,100")
             sub.add_argument("--output", help="write the Markdown here (e.g. $GITHUB_STEP_SUMMARY)")
+            sub.add_argument("--wave", type=int, help="judge only this wave: exit 1 when more than"
+                             " --max-fail-percentage of its hosts failed or did not report (the gate between waves)")
+            sub.add_argument("--max-fail-percentage", type=float, default=0.0)
     fleet.set_defaults(func=cmd_fleet)
     return parser
 
@@ -423,8 +426,14 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         if not members:
             members = [fleet.Member(h, s["wave"] if isinstance(s.get("wave"), int) else 0)
                        for h, s in sorted(summaries.items())]
-        text = fleet.to_markdown(members, summaries)
-        passed = not any(fleet.failed(summaries.get(m.host)) for m in members)
+        judged = [m for m in members if args.wave is None or m.wave == args.wave]
+        bad = [m.host for m in judged if fleet.failed(summaries.get(m.host))]
+        share = 100.0 * len(bad) / len(judged) if judged else 100.0
+        passed = share <= args.max_fail_percentage if args.wave is not None else not bad
+        verdict = None if passed else (f"wave {args.wave}: {len(bad)} of {len(judged)} failed or did not report"
+                                       f" ({share:.0f} %), more than max_fail_percentage {args.max_fail_percentage:g} %"
+                                       if args.wave is not None else f"{len(bad)} databases failed or did not run")
+        text = fleet.to_markdown(members, summaries, stopped=verdict)
     if args.output:
         with open(args.output, "a") as out:  # $GITHUB_STEP_SUMMARY is appended to
             out.write(text)

@@ -113,6 +113,11 @@ def test_a_wave_above_max_fail_percentage_stops_the_rollout(tenants, capsys):
     assert not any(built(h) for h in HOSTS if WAVE[h] == 2)
     assert all(f"| 2 | @db/{h} | not run |" in report for h in HOSTS if WAVE[h] == 2)
     assert (folder / "report.md").read_text() == report
+    # the gate between waves in CI judges one wave's summaries the same way
+    gate = ["fleet", "report", str(folder / "summaries"), "--inventory", str(inventory), "--wave", "1"]
+    assert cli.main([*gate, "--max-fail-percentage", "10"]) == 1
+    assert "wave 1: 1 of 6 failed or did not report (17 %)" in capsys.readouterr().out
+    assert cli.main([*gate, "--max-fail-percentage", "20"]) == 0
 
 
 def test_a_failing_canary_stops_everything_after_it(tenants, capsys):
