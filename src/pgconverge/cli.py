@@ -190,6 +190,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     spec = _load_spec(args)
     out_dir = Path(args.output) / args.scale
+    if args.fleet:
+        sizes = tuple(int(n) for n in args.fleet.split(","))
+        fleet_figures = bench.fleet_noop(Path(spec.path), Path.cwd(), Path(args.output) / "fleet", sizes)
+        print(bench.fleet_markdown(fleet_figures))
+        print(f"written: {args.output}/fleet/fleet.json")
+        return 0
     if args.catalog:
         figures = bench.catalog_noop(Path(spec.path), Path.cwd(), Path(args.output) / "catalog", args.tables)
         print(bench.catalog_markdown(figures))
@@ -338,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", default="reports/bench")
     bench.add_argument("--advise", action="store_true",
                        help="instead: phase 1 removed, workload replayed, advise's indexes vs the shipped ones")
+    bench.add_argument("--fleet", metavar="N,N,…",
+                       help="converge and no-op times of fleets of N databases (e.g. 1,20,100) and their ratio to one")
     bench.add_argument("--catalog", action="store_true",
                        help="instead: no-op converge time on a database with --tables other tables (scale S)")
     bench.add_argument("--tables", type=int, default=3000)

@@ -41,6 +41,10 @@ class GateResult:
         return f"gate {self.name} ({what}) {verdict}: measured {self.measured}, threshold {self.threshold}"
 
 
+# gates that time the workload's queries (the rest read the catalog or one plan)
+TIMED = frozenset({"latency", "explain"})
+
+
 class ParamSampler:
     """Parameters for the workload's queries, drawn from the rows of each query's parameter SQL (seeded, so two
     runs draw the same sequence)."""

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import gevent.lock
 import psycopg
 from pyinfra import host, logger, state
 from pyinfra.api import operation
@@ -21,6 +22,14 @@ from .secrets import mask, url_from_env
 from .session import Entry, HostSession, current, summary_file
 from .snapshot import present
 from .spec import Settings, Spec, SpecError, locate
+
+
+def stopwatch():
+    """Held while a gate times queries: the hosts of a run share one process, so timings are taken one at a time."""
+    run = current(state)
+    if run.stopwatch is None:
+        run.stopwatch = gevent.lock.Semaphore(1)
+    return run.stopwatch
 
 
 def session(target=None) -> HostSession:
@@ -146,8 +155,18 @@ class GateCommand(PhaseCommand):
             return _fail(host, f"gates of {phase.id}: {exc}")
         params = gates.ParamSampler(conn, self.spec)
         failed = []
-        for gate in phase.gates:
-            result = gates.run_gate(conn, self.spec, gate, params, session(host).before.get(gate.name))
+        # a converge that changed nothing in the phase does not re-time its queries on every database of a fleet:
+        # verify (keep_going) and any run that applied something time them
+        retime = self.keep_going or session(host).applied_in(phase.id) or self.spec.settings.noop_gates == "all"
+        skipped = [g.name for g in phase.gates if g.kind in gates.TIMED and not retime]
+        for name in skipped:
+            session(host).record(Entry("skipped", phase.id, f"gate {name}: not re-timed, nothing changed"))
+        if skipped:
+            host.log(f"{phase.id}: nothing changed, timed gates not re-run: {', '.join(skipped)}"
+                     " (deploys/verify.py times them; settings.noop_gates: all to always)")
+        for gate in (g for g in phase.gates if g.name not in skipped):
+            with stopwatch():  # one database timed at a time: another host's timing loop is not this one's latency
+                result = gates.run_gate(conn, self.spec, gate, params, session(host).before.get(gate.name))
             session(host).record(Entry("gate", phase.id, result.line(), result.passed))
             if result.passed:
                 host.log(result.line())
@@ -498,8 +517,10 @@ class SummaryCommand(PyinfraCommand):
         gate_lines = [e for e in entries if e.kind == "gate"]
         drift = [e for e in entries if e.kind == "drift"]
         passed = sum(e.passed for e in gate_lines)
+        skipped = sum(e.kind == "skipped" for e in entries)
         clean = passed == len(gate_lines) and not drift
         host.log_styled(f"summary: {len(applied)} statements applied, {passed}/{len(gate_lines)} gates passed"
+                        + (f", {skipped} timed gates not re-run (nothing changed)" if skipped else "")
                         + (f", {len(drift)} drifted objects" if self.strict else ""), fg="green" if clean else "red")
         for line in lines:
             host.log(f"  {mask(line)}")

@@ -84,6 +84,7 @@ class Run:
     # phases.yml loaded once per run, not once per operation and host (a file of 150 indexes took 0.3 s a load)
     specs: dict[str, tuple[tuple[int, int], Spec]] = field(default_factory=dict)
     announced: set[str] = field(default_factory=set)
+    stopwatch: Any = None  # the lock timed gates take (operations.stopwatch)
 
     def host(self, target: Any) -> HostSession:
         if target.name not in self.hosts:

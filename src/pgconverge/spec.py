@@ -71,6 +71,9 @@ class Settings:
     owner: str | None = None
     # several repositories on one database: each marks its objects with its project and touches only those
     project: str = ""
+    # on a converge that changed nothing in a phase: "untimed" gates only (a fleet's no-op does not re-time every
+    # database's queries; verify does), or "all"
+    noop_gates: str = "untimed"
 
 
 def seconds(duration: str) -> float:

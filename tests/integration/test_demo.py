@@ -52,7 +52,7 @@ def test_demo_runs_the_runbook_loop_and_a_second_run_changes_nothing():
         assert "ENABLE_CACHE=true" in (lab_dir / "backend.env").read_text()
         assert list((base / "backups" / "nightly" / "lab" / "local").glob("lab-local-salesflow-*-nightly.dump"))
         second = demo()
-        assert "summary: 0 statements applied, 17/17 gates passed" in second
+        assert "summary: 0 statements applied, 9/9 gates passed, 8 timed gates not re-run (nothing changed)" in second
     finally:
         subprocess.run(["crontab", "-"], input=saved_crontab, text=True, check=False)
         Lab(lab_dir).destroy()

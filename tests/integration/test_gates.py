@@ -98,3 +98,14 @@ def test_a_gate_comparing_with_before_on_an_object_its_own_phase_creates_is_judg
     assert "gate inbox_fn_p95: query unified_inbox_fn needs get_unified_inbox, not there yet" in out
     assert "gate inbox_fn_p95 (latency, query unified_inbox_fn) passed" in out
     assert "no value from before the phase in this run: not compared" in out
+
+
+def test_a_no_op_converge_does_not_re_time_queries_unless_told(cron_db, project):
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    again = ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    assert "summary: 0 statements applied, 9/9 gates passed, 8 timed gates not re-run (nothing changed)" in again
+    assert "phase1: nothing changed, timed gates not re-run: " in again
+    phases = project / "phases.yml"
+    phases.write_text(phases.read_text().replace("settings:\n", "settings:\n  noop_gates: all\n", 1))
+    every = ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
+    assert "summary: 0 statements applied, 17/17 gates passed" in every

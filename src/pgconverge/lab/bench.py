@@ -450,3 +450,78 @@ def catalog_markdown(figures: dict[str, Any]) -> str:
         f"| reports folder before → after the no-op runs | {figures['reports_files_before']} files,"
         f" {figures['reports_bytes_before']:,} B → {figures['reports_files_after']} files,"
         f" {figures['reports_bytes_after']:,} B | no growth |", ""])
+
+
+def _timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[1:])} failed: {(done.stdout + done.stderr)[-800:]}")
+    return time.monotonic() - started
+
+
+def fleet_noop(phases_path: Path, repo: Path, out_dir: Path, sizes: tuple[int, ...] = (1, 20, 100),
+               deploy: str = "deploys/phase1.py", runs: int = 3, log=print) -> dict[str, Any]:
+    """Converge and no-op wall times of the real pyinfra CLI over fleets of 1, 20, 100 databases (above 20 spread
+    over two clusters), each a copy of a scale-S database, one inventory of `@db/…` hosts."""
+    from psycopg import sql as psql
+
+    from . import APP_ROLE, prepare_app_database
+
+    labs = [Lab(repo / ".lab" / "bench-fleet-a"), Lab(repo / ".lab" / "bench-fleet-b")]
+    for lab in labs:
+        lab.up(echo=log)
+        with psycopg.connect(lab.superuser_url(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET max_connections = 400")  # 100 databases, each with a run and a watcher
+        lab.down()
+        lab.up(echo=log)
+        with psycopg.connect(lab.superuser_url(), autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS fleet_template WITH (FORCE)")
+            conn.execute(psql.SQL("CREATE DATABASE fleet_template OWNER {}").format(psql.Identifier(APP_ROLE)))
+        with psycopg.connect(lab.superuser_url("fleet_template"), autocommit=True) as conn:
+            prepare_app_database(conn, with_cron=False)
+        seed.seed(lab.urls()["DATABASE_URL"].rsplit("/", 1)[0] + "/fleet_template", "S", 42, echo=log)
+    results = []
+    pyinfra = str(Path(sys.executable).parent / "pyinfra")
+    for size in sizes:
+        members = [(f"t{i:03d}", labs[i % 2] if size > 20 else labs[0]) for i in range(size)]
+        env = {**os.environ, "PGCONVERGE_PHASES": str(phases_path),
+               "PGCONVERGE_BACKUP_DIR": str(out_dir / "fleet-backups"), "PGCONVERGE_REPORTS_DIR": str(out_dir / "r")}
+        for name, lab in members:
+            with psycopg.connect(lab.superuser_url(), autocommit=True) as conn:
+                conn.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(f"fleet_{name}")))
+                conn.execute(psql.SQL("CREATE DATABASE {} TEMPLATE fleet_template OWNER {}").format(
+                    psql.Identifier(f"fleet_{name}"), psql.Identifier(APP_ROLE)))
+            env[f"FLEET_{name.upper()}_URL"] = lab.urls()["DATABASE_URL"].rsplit("/", 1)[0] + f"/fleet_{name}"
+        inventory = out_dir / f"fleet-{size}.py"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        inventory.write_text("fleet = [\n" + "".join(
+            f'    ("@db/{name}", {{"database_url_env": "FLEET_{name.upper()}_URL", "environment": "bench"}}),\n'
+            for name, _ in members) + "]\n")
+
+        converge_s = _timed([pyinfra, str(inventory), deploy, "-y"], repo, env)
+        noop = [_timed([pyinfra, str(inventory), deploy, "-y"], repo, env) for _ in range(runs)]
+        results.append({"databases": size, "clusters": 2 if size > 20 else 1, "converge_s": round(converge_s, 2),
+                        "noop_median_s": round(gates.percentile(noop, 50), 2)})
+        log(f"{size} databases: converge {converge_s:.1f} s, no-op median {gates.percentile(noop, 50):.2f} s")
+        for name, lab in members:
+            with psycopg.connect(lab.superuser_url(), autocommit=True) as conn:
+                conn.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(f"fleet_{name}")))
+    for lab in labs:
+        lab.down()
+    one = next((r for r in results if r["databases"] == 1), results[0])
+    for r in results:
+        r["converge_ratio"] = round(r["converge_s"] / one["converge_s"], 2)
+        r["noop_ratio"] = round(r["noop_median_s"] / one["noop_median_s"], 2)
+    figures = {"deploy": deploy, "noop_runs": runs, "sizes": results}
+    (out_dir / "fleet.json").write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+def fleet_markdown(figures: dict[str, Any]) -> str:
+    lines = [f"### Fleets: `{figures['deploy']}` over N databases (scale S each), real pyinfra CLI", "",
+             "| databases | clusters | converge | ratio to 1 | no-op (median of"
+             f" {figures['noop_runs']}) | ratio to 1 |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['databases']} | {r['clusters']} | {r['converge_s']} s | {r['converge_ratio']}× |"
+              f" {r['noop_median_s']} s | {r['noop_ratio']}× |" for r in figures["sizes"]]
+    return "\n".join(lines + ["", "target: no-op(20) ≤ 2× no-op(1)", ""])
