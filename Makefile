@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-hypopg redis-server pgbouncer cron python3-venv
 SCALE ?= M
 
-.PHONY: deps venv lab demo test lint lint-sql check bench bench-catalog bench-advise faults clean
+.PHONY: deps venv lab demo test lint lint-sql check bench bench-catalog bench-fleet bench-advise faults clean
 
 # Debian packages the lab and the tests need; installed only when missing (root on Debian).
 deps:
@@ -57,6 +57,11 @@ bench: deps venv
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/pgconverge bench --scale $(or $(BENCH_SCALE),L)
 	$(BIN)/pgconverge bench --catalog
+	$(BIN)/pgconverge bench --fleet 1,20,100
+
+# Converge and no-op of fleets of 1, 20 and 100 databases (two clusters above 20): reports/bench/fleet/
+bench-fleet: deps venv
+	$(BIN)/pgconverge bench --fleet 1,20,100
 
 # No-op converge of every phase beside 3,000 other tables and 150 more declared indexes (reports/bench/catalog/)
 bench-catalog: deps venv
