@@ -82,17 +82,17 @@ def behind_a_pooler(url: str, conn: psycopg.Connection) -> bool:
 
 def read_only_reason(conn: psycopg.Connection) -> str | None:
     """Why this login cannot write here, in one line naming where it is set; None when it can."""
-    row = conn.execute(
-        "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')::bool,"
-        " s.source, current_user, current_database()"
-        " FROM pg_settings s WHERE s.name = 'default_transaction_read_only'").fetchone()
+    row = conn.execute("SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')::bool").fetchone()
     if not row:
         return None
-    in_recovery, read_only, source, user, database = row
-    if in_recovery:
+    if row[0]:
         return "this is a read replica (hot standby, pg_is_in_recovery() is true) — point the run at the primary"
-    if not read_only:
+    if not row[1]:
         return None
+    # only then: pg_settings builds every setting's row, a cost each database of a fleet would pay
+    source, user, database = conn.execute(
+        "SELECT s.source, current_user, current_database() FROM pg_settings s"
+        " WHERE s.name = 'default_transaction_read_only'").fetchone() or ("", "", "")
     where = {
         "user": f"for role {user}: ALTER ROLE {user} RESET default_transaction_read_only",
         "database": f"for database {database}: ALTER DATABASE {database} RESET default_transaction_read_only",

@@ -95,7 +95,21 @@ class _Rollback(Exception):
     pass
 
 
-def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], catalog: Catalog) -> Desired:
+def table_shapes(conn: psycopg.Connection, tables: list[str]) -> dict[str, str]:
+    """What an index's rendering depends on, per table: its columns with their types and collations, and its
+    partition key. Databases of a fleet whose tables have the same shape render a declared index the same way."""
+    rows = conn.execute(
+        "SELECT n.nspname || '.' || c.relname, string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)"
+        " || ' ' || a.attcollation::text, ', ' ORDER BY a.attnum) || ' | ' || coalesce(pg_get_partkeydef(c.oid), '')"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+        " WHERE (n.nspname || '.' || c.relname) = ANY(%s) GROUP BY 1, c.oid"
+        " UNION ALL SELECT '', current_setting('search_path')", [tables]).fetchall()
+    return dict(rows)
+
+
+def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], catalog: Catalog,
+                        shared: dict | None = None) -> Desired:
     """Render each declared index, view and function the way the server prints it, inside a transaction that is
     rolled back (temporary tables and views; function bodies unchecked): drift is then a comparison of what is with
     what is wanted, not of our own comment. An object the server cannot render here stays unknown (the marker
@@ -103,6 +117,10 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
     column type, operator class, expression), reported before anything runs."""
     desired = Desired()
     phases = [spec.phase(pid) for pid in phase_ids]
+    declared = [i for p in phases for i in p.indexes if i.state == "present"]
+    # a fleet's databases share their schema: an index rendered on one is not probed again on the next
+    shapes = table_shapes(conn, sorted({str(i.table_key) for i in declared})) if shared is not None and declared \
+        else {}
     try:
         with conn.transaction():
             conn.execute("SET LOCAL check_function_bodies = off")
@@ -116,7 +134,17 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                         conn.execute(statement)
                 except psycopg.Error:
                     pass  # the apply will say why
-            for number, index in enumerate(i for p in phases for i in p.indexes if i.state == "present"):
+            for number, index in enumerate(declared):
+                # what the server's print of it depends on: the table's shape, the extensions, the search path
+                reuse = (index.key, index.definition_hash, shapes.get(str(index.table_key)),
+                         tuple(sorted(catalog.extensions)), shapes.get(""))
+                if shared is not None and reuse[2] is not None and reuse in shared:
+                    canonical, problem = shared[reuse]
+                    if canonical:
+                        desired.indexes[index.key] = canonical
+                    if problem and index.key not in catalog.indexes:
+                        desired.problems.append(problem)
+                    continue
                 try:
                     with conn.transaction():
                         probe = build_on_probe(conn, index, number, catalog.partition_keys.get(index.table_key))
@@ -124,12 +152,17 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                         canonical = canonical_index(row[0]) if row and row[0] else None
                         if canonical:
                             desired.indexes[index.key] = canonical
+                        if shared is not None and reuse[2] is not None:
+                            shared[reuse] = (canonical, None)
                 except psycopg.errors.InsufficientPrivilege:
                     break  # no TEMP privilege here: the apply is the check
                 except psycopg.Error as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    problem = f"index {index.name} on {index.table}: {first} — fix it in phases.yml"
                     if index.key not in catalog.indexes:
-                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                        desired.problems.append(f"index {index.name} on {index.table}: {first} — fix it in phases.yml")
+                        desired.problems.append(problem)
+                    if shared is not None and reuse[2] is not None:
+                        shared[reuse] = (None, problem)
             for number, view in enumerate(v for p in phases for v in p.materialized_views if v.state == "present"):
                 probe = f"pgconverge_probe_view_{number}"
                 try:

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import gevent.event
 import gevent.lock
 import psycopg
 from pyinfra import host, logger, state
@@ -354,11 +355,28 @@ def connection_check():
     yield FailedCommand(here.refused, logged=not state.is_executing or state.should_check_for_changes())
 
 
+def rendered_once(conn: psycopg.Connection, spec: Spec, phase_ids: list[str], catalog) -> facts.Desired:
+    """The declared objects as the server prints them. The hosts of a run start together: the first renders the
+    phases' indexes, the others wait for it and reuse what matches their tables' shapes (a fleet renders once)."""
+    run = current(state)
+    key = tuple(phase_ids)
+    first = key not in run.render_gates
+    if first:
+        run.render_gates[key] = gevent.event.Event()
+    else:
+        run.render_gates[key].wait(timeout=60)
+    try:
+        return facts.desired_definitions(conn, spec, phase_ids, catalog, run.rendered)
+    finally:
+        if first:
+            run.render_gates[key].set()
+
+
 def plan_or_fail(spec: Spec, compute, phase_ids: tuple[str, ...] = ()) -> plan.Plan | FailedCommand:
     try:
         conn, _ = database()
         catalog = facts.read(conn, spec.settings.schema)
-        desired = facts.desired_definitions(conn, spec, list(phase_ids), catalog) if phase_ids else None
+        desired = rendered_once(conn, spec, list(phase_ids), catalog) if phase_ids else None
         if desired and desired.problems:
             raise LookupError("; ".join(desired.problems) + " (nothing was changed)")
     except (UserError, LookupError, ValueError, psycopg.Error) as exc:
@@ -467,7 +485,7 @@ class DriftCommand(PhaseCommand):
         try:
             conn, _ = database(host)
             catalog = facts.read(conn, self.spec.settings.schema)
-            facts_known = facts.desired_definitions(conn, self.spec, [self.phase_id], catalog)
+            facts_known = rendered_once(conn, self.spec, [self.phase_id], catalog)
             result = plan.plan(self.spec, catalog, [self.phase_id], facts_known)
         except (UserError, LookupError, psycopg.Error) as exc:
             session(host).record(Entry("drift", self.phase_id, f"cannot be read: {exc}", False))

@@ -86,6 +86,7 @@ def risk(step: plan.Step, catalog: facts.Catalog, settings_lock_timeout: str) ->
 def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None = None) -> list[HostPlan]:
     mode, phase_ids = deploy_phases(spec, deploy, rollback_phase)
     result = []
+    rendered: dict = {}  # the hosts of an inventory share one rendering of each declared index (same shapes)
     for name, data in database_hosts(inventory):
         host_plan = HostPlan(name)
         try:
@@ -98,7 +99,8 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
         try:
             with conn:
                 catalog = facts.read(conn, spec.settings.schema)
-                desired = facts.desired_definitions(conn, spec, phase_ids, catalog) if mode == "converge" else None
+                desired = facts.desired_definitions(conn, spec, phase_ids, catalog, rendered) \
+                    if mode == "converge" else None
                 problems = desired.problems if desired else []
         except facts.CatalogUnreadable as exc:
             host_plan.error = mask(f"cannot read the catalog: {exc}")

@@ -85,6 +85,9 @@ class Run:
     specs: dict[str, tuple[tuple[int, int], Spec]] = field(default_factory=dict)
     announced: set[str] = field(default_factory=set)
     stopwatch: Any = None  # the lock timed gates take (operations.stopwatch)
+    # declared indexes as the server printed them, by what that print depends on: rendered once per fleet
+    rendered: dict = field(default_factory=dict)
+    render_gates: dict = field(default_factory=dict)  # phase ids → set once their first host has rendered them
 
     def host(self, target: Any) -> HostSession:
         if target.name not in self.hosts:
