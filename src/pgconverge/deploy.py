@@ -24,8 +24,7 @@ def converge(phase_id: str | None = None) -> None:
         preview.converge(spec, [p.id for p in phases])
     for phase in phases:
         operations.phase(name=f"Converge {phase.id}: {phase.title}", phase_id=phase.id)
-        operations.phase_gates(name=f"Gates of {phase.id}", phase_id=phase.id)
-        operations.health_snapshot(name=f"Snapshot after {phase.id}", label=f"after-{phase.id}", after_phase=phase.id)
+        operations.phase_gates(name=f"Gates of {phase.id}, then its snapshot", phase_id=phase.id, snapshot=True)
     operations.run_summary(name="Summary")
 
 

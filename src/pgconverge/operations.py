@@ -449,17 +449,22 @@ def rollback(phase_id: str):
 
 
 @operation()
-def phase_gates(phase_id: str, keep_going: bool = False):
+def phase_gates(phase_id: str, keep_going: bool = False, snapshot: bool = False):
     """
     Run a phase's gates (read-only) at execution time; a failing gate fails the host with its measured value.
+    Then, when this run applied something of the phase, a health snapshot (one operation: each operation call
+    costs pyinfra a stack inspection per host, which a fleet's no-op run pays hundreds of times).
 
     + phase_id: the phase whose gates run
     + keep_going: record failures and go on (verify); the summary then fails the host
+    + snapshot: write the after-phase snapshot when the phase changed something
     """
     spec = load_spec_or_exit()
     selected = spec.phase(phase_id)
     if refused():
         return
+    if snapshot and state.is_executing and not selected.gates:
+        yield from health_snapshot._inner(label=f"after-{phase_id}", after_phase=phase_id)
     if not selected.gates:
         host.noop(f"{phase_id} declares no gates")
         return
@@ -476,6 +481,8 @@ def phase_gates(phase_id: str, keep_going: bool = False):
                          f" ({'p95 ≤ ' + str(gate.get('p95_ms')) + ' ms' if gate.get('p95_ms') else 'none declared'})")
         return
     yield GateCommand(spec, phase_id, keep_going)
+    if snapshot:
+        yield from health_snapshot._inner(label=f"after-{phase_id}", after_phase=phase_id)
 
 
 class DriftCommand(PhaseCommand):
