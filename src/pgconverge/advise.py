@@ -85,6 +85,9 @@ class Advice:
     # statements made cheaper that get no workload query and gate, and why
     ungated: dict[int, str] = field(default_factory=dict)
     declared: dict[int, str] = field(default_factory=dict)  # statement → the declared workload query it is
+    # fleet advice: where each index was chosen, and one line of evidence per database
+    chosen_on: dict[str, str] = field(default_factory=dict)
+    fleet: list[str] = field(default_factory=list)
 
 
 def require_hypopg(conn: psycopg.Connection) -> None:
@@ -571,8 +574,9 @@ def proposal(advice: Advice, phase_id: str = "advised") -> dict[str, Any]:
             "columns": list(candidate.columns),
             **({"include": list(candidate.include)} if candidate.include else {}),
             **({"where": candidate.where} if candidate.where else {}),
-            "serves": f"{origin}{served}; workload cost {before:,.0f} → {after:,.0f} (calls × est. cost);"
-                      f" the table takes {writes:.1f} writes/s"})
+            "serves": f"{origin}{served + '; ' if served else ''}workload cost {before:,.0f} → {after:,.0f} (calls × est."
+                      f" cost); the table takes {writes:.1f} writes/s"
+                      + (f"; {advice.chosen_on[candidate.name]}" if candidate.name in advice.chosen_on else "")})
     gates: list[dict[str, Any]] = [{"name": f"{phase_id}_no_invalid_indexes", "kind": "sql",
                                     "sql": "gates/no_invalid_indexes.sql", "expect": "no_rows"}]
     # generous bounds: a gate must not flap; the before/after ratio is what the phase is for
@@ -589,6 +593,8 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
     lines = ["# pgconverge advise: indexes chosen from pg_stat_statements with HypoPG cost estimates.",
              "# pgconverge validate, then pyinfra … deploys/phase.py --data phase=" + phase_id,
              yaml.safe_dump(proposal(advice, phase_id), sort_keys=False, allow_unicode=True, width=120).rstrip()]
+    if advice.fleet:
+        lines += ["", "# The fleet's evidence, per database:"] + [f"#   {line}" for line in advice.fleet]
     lines += ["", "# Statements (queryid, calls, mean ms, estimated cost before → after):"]
     for s, b, a in advice.statements:
         lines.append(f"#   {s.queryid}: {s.calls} calls, {s.mean_ms:.2f} ms, {b:,.1f} → {a:,.1f}  {one_line(s.query)[:90]}")
@@ -604,3 +610,39 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
         lines += [f"#   {name} ({size:,} bytes, stats since {since}) — state: absent to remove" for name, size, since
                   in advice.unused]
     return "\n".join(lines) + "\n"
+
+
+def fleet_advice(advices: dict[str, Advice]) -> Advice:
+    """One proposal for databases with the same schema: every index chosen on any of them, ranked by the workload
+    cost it saves summed over the fleet (calls × estimated cost, each database's own pg_stat_statements), kept while
+    it saves at least MIN_SAVING of the fleet's total; workload queries and gates from the database with the most
+    work; the evidence per database as comments."""
+    if not advices:
+        return Advice()
+    saving: dict[Candidate, float] = {}
+    where: dict[Candidate, list[str]] = {}
+    for host, advice in advices.items():
+        for candidate, before, after, _ in advice.chosen:
+            saving[candidate] = saving.get(candidate, 0.0) + before - after
+            where.setdefault(candidate, []).append(host)
+    total = sum(sum(b * s.calls for s, b, _ in a.statements) for a in advices.values()) or 1.0
+    busiest = max(advices, key=lambda h: sum(b * s.calls for s, b, _ in advices[h].statements))
+    merged = replace(advices[busiest], chosen=[], fleet=[], chosen_on={})
+    remaining = total
+    for candidate in sorted(saving, key=lambda c: -saving[c])[:MAX_INDEXES]:
+        if saving[candidate] < MIN_SAVING * remaining:
+            break
+        merged.chosen.append((candidate, remaining, remaining - saving[candidate], ()))
+        merged.chosen_on[candidate.name] = (f"chosen on {len(where[candidate])} of {len(advices)} databases"
+                                            f" ({', '.join(where[candidate])})")
+        remaining -= saving[candidate]
+    for host, advice in sorted(advices.items()):
+        work = sum(b * s.calls for s, b, _ in advice.statements)
+        top = max(advice.statements, key=lambda t: t[1] * t[0].calls, default=None)
+        merged.fleet.append(
+            f"{host}: {len(advice.statements)} statements, {100 * work / total:.0f} % of the fleet's estimated"
+            f" workload; its own choice: {', '.join(c.name for c, *_ in advice.chosen) or 'none'}"
+            + (f"; heaviest: {one_line(top[0].query)[:70]} ({top[0].calls} calls, {top[0].mean_ms:.2f} ms)"
+               if top else ""))
+    merged.fleet.append(f"workload queries and gates below come from {busiest}, the database with the most work")
+    return merged

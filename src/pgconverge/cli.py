@@ -151,11 +151,25 @@ def cmd_advise(args: argparse.Namespace) -> int:
     """Read-only: an index proposal from the real workload, as a phases.yml fragment."""
     from . import advise
 
-    url = _database_url(args)
     # a phases.yml, when there is one, gives the workload's SQL with its constants (partial-index predicates)
     spec = _load_spec(args) if args.phases or Path(spec_module.locate()[0]).exists() else None
-    with open_connection(url, "pgconverge-advise") as conn:
-        advice = advise.advise(conn, spec, args.min_calls, args.min_mean_ms, args.top)
+    if args.group:
+        from .report import group_hosts
+        from .secrets import url_from_env
+
+        if not args.inventory_file:
+            raise UserError("--group needs --inventory: the inventory that defines the group")
+        advices = {}
+        for name, data in group_hosts(Path(args.inventory_file), args.group):
+            url = url_from_env(data["database_url_env"], f"host {name}")
+            remember_url(url)
+            with open_connection(url, "pgconverge-advise", f"host {name}") as conn:
+                advices[name] = advise.advise(conn, spec, args.min_calls, args.min_mean_ms, args.top)
+        advice = advise.fleet_advice(advices)
+    else:
+        url = _database_url(args)
+        with open_connection(url, "pgconverge-advise") as conn:
+            advice = advise.advise(conn, spec, args.min_calls, args.min_mean_ms, args.top)
     if args.output_dir:
         try:
             path = advise.write_proposal(advice, Path(args.output_dir))
@@ -327,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     adv.add_argument("--min-calls", type=int, default=5)
     adv.add_argument("--min-mean-ms", type=float, default=0.0)
     adv.add_argument("--top", type=int, default=20, help="statements by total time")
+    adv.add_argument("--group", help="with --inventory: one proposal for every database host of this inventory group"
+                                     " (same schema), weighted by each database's own workload")
     adv.add_argument("--output", help="write the workload: and phases: sections here")
     adv.add_argument("--output-dir", help="write a phases.yml that validates on its own, with its sql/ beside it")
     _add_phases(adv)

@@ -53,6 +53,18 @@ def database_hosts(inventory: Path) -> list[tuple[str, dict[str, Any]]]:
     return list(hosts.items())
 
 
+def group_hosts(inventory: Path, group: str) -> list[tuple[str, dict[str, Any]]]:
+    """The database hosts of one inventory group, with their merged data."""
+    namespace = runpy.run_path(str(inventory)) if inventory.is_file() else {}
+    value = namespace.get(group)
+    if not isinstance(value, list | tuple):
+        groups = sorted(k for k, v in namespace.items() if not k.startswith("_") and isinstance(v, list | tuple))
+        raise LookupError(f"{inventory}: no group '{group}' — the groups are: {', '.join(groups) or 'none'}")
+    entries = value[0] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict) else value
+    names = {entry if isinstance(entry, str) else entry[0] for entry in entries}
+    return [(name, data) for name, data in database_hosts(inventory) if name in names]
+
+
 def deploy_phases(spec: Spec, deploy: str, rollback_phase: str | None) -> tuple[str, list[str]]:
     """(mode, phase ids) for a deploy file name: converge, verify or rollback."""
     stem = Path(deploy).stem

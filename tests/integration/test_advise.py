@@ -176,3 +176,50 @@ def test_a_broken_inventory_is_one_line_for_plan_kpi_and_advise(tmp_path, capsys
         assert cli.main(argv) == 1
         err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("phases: ")]
         assert len(err) == 1 and message in err[0], err
+
+
+def test_fleet_advice_one_proposal_for_tenants_with_different_traffic(servers, tmp_path, capsys, monkeypatch):
+    """Five tenant databases of one schema, each with its own traffic: one phase for all of them, each index
+    saying on how many databases it was chosen, the evidence per database."""
+    from psycopg import sql
+
+    from tests.conftest import TEMPLATE, app_url
+
+    names = [f"tenant_adv_{i}_{tmp_path.name[-8:]}".lower().replace("-", "_") for i in range(5)]
+    entries = []
+    try:
+        for i, name in enumerate(names):
+            with psycopg.connect(servers.superuser_url(), autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER salesflow").format(
+                    sql.Identifier(name), sql.Identifier(TEMPLATE)))
+            url = app_url(servers, name)
+            monkeypatch.setenv(f"TENANT_{i}_URL", url)
+            entries.append(f'("@db/t{i}", {{"database_url_env": "TENANT_{i}_URL"}})')
+            with psycopg.connect(servers.superuser_url(name), autocommit=True) as conn:
+                conn.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+                             " WHERE datname = current_database()), 0)")
+            assert cli.main(["kpi", "--database-url", url, "--runs", str(3 + 5 * i)]) == 0
+            if i >= 3:  # two tenants read one lead's thread far more than the others do
+                with psycopg.connect(url) as conn:
+                    leads = [r[0] for r in conn.execute("SELECT id FROM leads LIMIT 50").fetchall()]
+                    for lead in leads * 4:
+                        conn.execute("SELECT id, created_at FROM message_events WHERE lead_id = %s"
+                                     " ORDER BY created_at DESC LIMIT 20", [lead]).fetchall()
+        capsys.readouterr()
+        inventory = tmp_path / "tenants.py"
+        inventory.write_text("tenants = [" + ", ".join(entries) + "]\nother = []\n")
+        out = tmp_path / "proposal"
+        assert cli.main(["advise", "--inventory", str(inventory), "--group", "tenants", "--output-dir", str(out)]) == 0
+        text = (out / "phases.yml").read_text()
+        indexes = yaml.safe_load(text)["phases"][0]["indexes"]
+        assert indexes and all(re.search(r"chosen on [1-5] of 5 databases \(@db/t\d", i["serves"]) for i in indexes)
+        assert "# The fleet's evidence, per database:" in text
+        assert all(re.search(rf"#   @db/t{i}: \d+ statements, \d+ % of the fleet's estimated workload", text)
+                   for i in range(5)), text
+        assert cli.main(["validate", str(out / "phases.yml")]) == 0
+        assert cli.main(["advise", "--inventory", str(inventory), "--group", "nope"]) == 1
+        assert "no group 'nope' — the groups are: other, tenants" in capsys.readouterr().err
+    finally:
+        with psycopg.connect(servers.superuser_url(), autocommit=True) as conn:
+            for name in names:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
