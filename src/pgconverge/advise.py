@@ -96,7 +96,7 @@ def require_hypopg(conn: psycopg.Connection) -> None:
     if row:
         conn.execute("SELECT set_config('search_path', current_setting('search_path') || ', ' || %s, false)", [row[0]])
         return
-    raise LookupError("HypoPG is not installed in this database — install postgresql-15-hypopg and run CREATE"
+    raise UserError("HypoPG is not installed in this database — install postgresql-15-hypopg and run CREATE"
                       " EXTENSION hypopg as a superuser (or advise against a copy that has it); nothing was read")
 
 
@@ -104,7 +104,7 @@ def top_statements(conn: psycopg.Connection, min_calls: int, min_mean_ms: float,
     row = conn.execute("SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n"
                        " ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'").fetchone()
     if not row:
-        raise LookupError("pg_stat_statements is not installed here — it is the baseline advise reads (phase 1)")
+        raise UserError("pg_stat_statements is not installed here — it is the baseline advise reads (phase 1)")
     # one row per statement (pg_stat_statements keeps one per role and nesting level)
     rows = conn.execute(sql.SQL(
         "SELECT queryid, min(query), sum(calls)::bigint, sum(total_exec_time) / sum(calls), sum(total_exec_time),"

@@ -31,12 +31,12 @@ def _inventory_url(inventory: str, wanted: str | None) -> str:
 
     hosts = dict(database_hosts(Path(inventory)))
     if not hosts:
-        raise LookupError(f"{inventory}: no host names a database_url_env — nothing to connect to")
+        raise UserError(f"{inventory}: no host names a database_url_env — nothing to connect to")
     if wanted is None and len(hosts) > 1:
-        raise LookupError(f"{inventory} has {len(hosts)} database hosts ({', '.join(hosts)}) — pick one with --host")
+        raise UserError(f"{inventory} has {len(hosts)} database hosts ({', '.join(hosts)}) — pick one with --host")
     name = wanted or next(iter(hosts))
     if name not in hosts:
-        raise LookupError(f"{inventory}: no database host {name!r} — there are {', '.join(hosts)}")
+        raise UserError(f"{inventory}: no database host {name!r} — there are {', '.join(hosts)}")
     return url_from_env(hosts[name]["database_url_env"], f"host {name}")
 
 
@@ -49,7 +49,7 @@ def _database_url(args: argparse.Namespace) -> str:
     if not url:
         lab = lab_module.Lab(_lab_dir())
         if not lab.state_file.exists():
-            raise LookupError("no --database-url, no DATABASE_URL and no lab here — pass one, or run pgconverge lab up")
+            raise UserError("no --database-url, no DATABASE_URL and no lab here — pass one, or run pgconverge lab up")
         url = lab.urls()["DATABASE_URL"]
     remember_url(url)
     return str(url)
@@ -99,7 +99,7 @@ def cmd_kpi(args: argparse.Namespace) -> int:
     url = _database_url(args)
     spec = _load_spec(args)
     if not spec.workload:
-        raise LookupError(f"{spec.path} declares no workload: — add the application's queries there")
+        raise UserError(f"{spec.path} declares no workload: — add the application's queries there")
     with open_connection(url, "pgconverge-kpi") as conn:
         params = gates.ParamSampler(conn, spec)
         print(f"{'query':<30} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}  runs")
@@ -268,10 +268,10 @@ def _snapshot_file(path: Path) -> dict:
     try:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc.msg}, line {exc.lineno}) — pass two files written by"
+        raise UserError(f"{path}: not JSON ({exc.msg}, line {exc.lineno}) — pass two files written by"
                          " pgconverge snapshot") from None
     if not isinstance(document, dict) or not {"taken_at", "tables", "cache_hit_percent"} <= document.keys():
-        raise ValueError(f"{path}: not a pgconverge snapshot — pass two files written by pgconverge snapshot")
+        raise UserError(f"{path}: not a pgconverge snapshot — pass two files written by pgconverge snapshot")
     return document
 
 
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     except spec_module.SpecError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INPUT
-    except (UserError, lab_module.LabError, RuntimeError, LookupError, ValueError, OSError) as exc:
+    except (UserError, lab_module.LabError, OSError) as exc:
         print(f"pgconverge: {mask(str(exc))}", file=sys.stderr)
         return 1
     except psycopg.Error as exc:  # the database refused a read: its reason, not a traceback

@@ -18,6 +18,7 @@ from croniter import croniter
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from .errors import UserError
 from .spec import GateSpec, Spec, WorkloadQuery, seconds
 
 # a run starts a little after its due minute; count it as on time within this slack
@@ -63,7 +64,7 @@ class ParamSampler:
                     rows = cursor.execute(f"SELECT * FROM ({query.params_sql}) AS params LIMIT {SAMPLE_ROWS}"  # type: ignore[arg-type]
                                           ).fetchall()
                 if not rows:
-                    raise LookupError(f"workload query {query.name}: its params SQL returned no rows —"
+                    raise UserError(f"workload query {query.name}: its params SQL returned no rows —"
                                       " the table is empty or the sample finds nothing; gates and kpi need data")
             self.rows[query.name] = rows
         return self.rows[query.name]
@@ -349,6 +350,6 @@ def _run_gate(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: Para
         if gate.kind == "latency":
             return gate_latency(conn, spec, gate, params, before)
         return gate_explain(conn, spec, gate, params)
-    except (psycopg.Error, LookupError) as exc:
+    except (psycopg.Error, UserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         return GateResult(gate.name, gate.kind, False, f"error: {first}", "runs without error")

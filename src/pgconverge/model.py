@@ -12,6 +12,8 @@ from typing import Any
 
 from psycopg import sql
 
+from .errors import UserError
+
 MARKER_PREFIX = "pgconverge:"
 
 TABLE_PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"})
@@ -295,5 +297,5 @@ def canonical_index(definition: str) -> str | None:
     return f"{match.group(1) or ''}{match.group(2)}" if match else None
 
 
-class CatalogUnreadable(LookupError):
+class CatalogUnreadable(UserError):
     """The catalog could not be read; one line naming what to grant."""

@@ -123,7 +123,7 @@ class SqlCommand(PyinfraCommand):
             # Fault-injection tests slow the run down so that a kill can land between any two steps.
             time.sleep(float(os.environ.get("PGCONVERGE_STEP_DELAY") or 0))
             return True
-        except (UserError, LookupError, ValueError) as exc:
+        except UserError as exc:
             return _fail(host, str(exc))
 
 
@@ -152,7 +152,7 @@ class GateCommand(PhaseCommand):
         try:
             Interruption.check()
             conn, _ = database(host)
-        except (UserError, LookupError, psycopg.Error) as exc:
+        except (UserError, psycopg.Error) as exc:
             return _fail(host, f"gates of {phase.id}: {exc}")
         params = gates.ParamSampler(conn, self.spec)
         failed = []
@@ -211,7 +211,7 @@ class BaselineCommand(PhaseCommand):
                                     " — fix the query or its params in phases.yml") from None
                 session(host).before[gate.name] = gates.percentile(samples, 95)
                 host.log(f"before {self.phase_id}: {gate.get('query')} {gates.summary(samples)}")
-        except (UserError, LookupError, psycopg.Error) as exc:
+        except (UserError, psycopg.Error) as exc:
             return _fail(host, f"measuring before {self.phase_id}: {exc}")
         return True
 
@@ -247,7 +247,7 @@ class BackupCommand(LabelledCommand):
             record = backup.take_backup(url, directory, environment, self.label,
                                         int(host.data.get("backup_retention") or 5), host=host.name, mode=self.mode,
                                         schemas=self.schemas)
-        except (backup.BackupFailed, UserError, LookupError, OSError) as exc:
+        except (backup.BackupFailed, UserError, OSError) as exc:
             return _fail(host, f"backup before {self.label} failed, nothing was changed: {exc}")
         line = (f"backup {record.path} ({record.mode}, {record.size:,} bytes, {record.entries} entries,"
                 f" sha256 {record.sha256[:12]}…, {time.monotonic() - started:.1f} s)")
@@ -314,7 +314,7 @@ class FailedCommand(PyinfraCommand):
 
 
 # what makes a host's database unusable for a run: one line each, never a traceback
-REFUSALS = (UserError, LookupError, ValueError)
+REFUSALS = (UserError,)
 
 
 def refused(target=None) -> str | None:
@@ -378,8 +378,8 @@ def plan_or_fail(spec: Spec, compute, phase_ids: tuple[str, ...] = ()) -> plan.P
         catalog = facts.read(conn, spec.settings.schema)
         desired = rendered_once(conn, spec, list(phase_ids), catalog) if phase_ids else None
         if desired and desired.problems:
-            raise LookupError("; ".join(desired.problems) + " (nothing was changed)")
-    except (UserError, LookupError, ValueError, psycopg.Error) as exc:
+            raise UserError("; ".join(desired.problems) + " (nothing was changed)")
+    except (UserError, psycopg.Error) as exc:
         message = mask(str(exc) if isinstance(exc, ConnectionFailed) else f"cannot plan: {exc}"
                        if "fix it in phases.yml" in str(exc) else f"cannot read the catalog: {exc}")
         if not state.is_executing:
@@ -494,7 +494,7 @@ class DriftCommand(PhaseCommand):
             catalog = facts.read(conn, self.spec.settings.schema)
             facts_known = rendered_once(conn, self.spec, [self.phase_id], catalog)
             result = plan.plan(self.spec, catalog, [self.phase_id], facts_known)
-        except (UserError, LookupError, psycopg.Error) as exc:
+        except (UserError, psycopg.Error) as exc:
             session(host).record(Entry("drift", self.phase_id, f"cannot be read: {exc}", False))
             host.log_styled(mask(f"drift of {self.phase_id} cannot be read: {exc}"), fg="red", log_func=logger.error)
             return True
@@ -579,7 +579,7 @@ class SnapshotCommand(LabelledCommand):
             reports = host.data.get("reports_dir") or os.environ.get("PGCONVERGE_REPORTS_DIR") or "reports"
             path = snapshot.write(taken, Path(reports), host.data.get("environment") or "default", host.name,
                                   self.label, int(host.data.get("snapshot_retention") or snapshot.RETENTION))
-        except (UserError, LookupError, OSError, psycopg.Error) as exc:
+        except (UserError, OSError, psycopg.Error) as exc:
             return _fail(host, f"snapshot {self.label} failed: {exc}")
         host.log(f"snapshot {path}")
         return True

@@ -31,13 +31,13 @@ class HostPlan:
 def database_hosts(inventory: Path) -> list[tuple[str, dict[str, Any]]]:
     """Hosts of a pyinfra inventory file that name a database URL variable, with their merged data."""
     if not inventory.is_file():
-        raise LookupError(f"{inventory}: no such inventory file — pass the path to e.g. inventory/staging.py")
+        raise UserError(f"{inventory}: no such inventory file — pass the path to e.g. inventory/staging.py")
     try:
         namespace = runpy.run_path(str(inventory))
     except SyntaxError as exc:
-        raise LookupError(f"{inventory}:{exc.lineno}: {exc.msg} — fix the inventory, then run again") from None
+        raise UserError(f"{inventory}:{exc.lineno}: {exc.msg} — fix the inventory, then run again") from None
     except Exception as exc:  # an inventory is Python: whatever it raises is the user's to fix, in one line
-        raise LookupError(f"{inventory}: loading it raised {exc.__class__.__name__}: {exc} — fix the inventory,"
+        raise UserError(f"{inventory}: loading it raised {exc.__class__.__name__}: {exc} — fix the inventory,"
                           " then run again") from None
     hosts: dict[str, dict[str, Any]] = {}  # a host in several groups (the lab's @local) is one database
     for group, value in namespace.items():
@@ -59,7 +59,7 @@ def group_hosts(inventory: Path, group: str) -> list[tuple[str, dict[str, Any]]]
     value = namespace.get(group)
     if not isinstance(value, list | tuple):
         groups = sorted(k for k, v in namespace.items() if not k.startswith("_") and isinstance(v, list | tuple))
-        raise LookupError(f"{inventory}: no group '{group}' — the groups are: {', '.join(groups) or 'none'}")
+        raise UserError(f"{inventory}: no group '{group}' — the groups are: {', '.join(groups) or 'none'}")
     entries = value[0] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict) else value
     names = {entry if isinstance(entry, str) else entry[0] for entry in entries}
     return [(name, data) for name, data in database_hosts(inventory) if name in names]
@@ -76,7 +76,7 @@ def deploy_phases(spec: Spec, deploy: str, rollback_phase: str | None) -> tuple[
         return "rollback", [p.id for p in spec.phases_from(rollback_phase or spec.phases[0].id)]
     if stem == "phase":  # the generic deploy: deploys/phase.py --data phase=ID, here --phase ID
         if not rollback_phase:
-            raise LookupError("deploys/phase.py needs --phase ID (as the deploy needs --data phase=ID)")
+            raise UserError("deploys/phase.py needs --phase ID (as the deploy needs --data phase=ID)")
         return "converge", [p.id for p in spec.phases_through(rollback_phase)]
     return "converge", [p.id for p in spec.phases_through(stem)]
 
@@ -104,7 +104,7 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
         try:
             url = url_from_env(data["database_url_env"], f"host {name}")
             conn = open_session(url, APPLICATION_NAME, f"host {name}")
-        except (UserError, LookupError, ValueError) as exc:
+        except UserError as exc:
             host_plan.error = mask(str(exc))
             result.append(host_plan)
             continue

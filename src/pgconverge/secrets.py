@@ -7,6 +7,8 @@ import os
 import re
 from urllib.parse import unquote, urlsplit
 
+from .errors import UserError
+
 MASK = "****"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<tail>@)", re.I)
 _KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>'[^']*'|\S+)", re.I)
@@ -45,10 +47,10 @@ def mask(text: str) -> str:
 def from_env(var: str | None, where: str) -> str:
     """The secret held by environment variable `var`, remembered for masking; errors name the variable, never a value."""
     if not re.match(r"^[A-Z_][A-Z0-9_]*$", var or ""):
-        raise ValueError(f"{where}: '{var}' is not an environment variable name — use e.g. DATABASE_URL")
+        raise UserError(f"{where}: '{var}' is not an environment variable name — use e.g. DATABASE_URL")
     value = os.environ.get(var or "", "")
     if not value:
-        raise LookupError(f"{where}: environment variable {var} is not set — export it before running")
+        raise UserError(f"{where}: environment variable {var} is not set — export it before running")
     remember(value)
     return value
 

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from .. import backup, facts, gates, plan
+from ..errors import UserError
 from ..execute import connect, run_step
 from ..names import QualifiedName
 from ..spec import Spec
@@ -411,7 +412,7 @@ def catalog_noop(phases_path: Path, repo: Path, out_dir: Path, tables: int = 300
         started = time.monotonic()
         done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv[1:])} failed: {(done.stdout + done.stderr)[-600:]}")
+            raise UserError(f"{' '.join(argv[1:])} failed: {(done.stdout + done.stderr)[-600:]}")
         return time.monotonic() - started
 
     log(f"converging {tables:,} extra tables with {declared} declared indexes once")
@@ -456,7 +457,7 @@ def _timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
     started = time.monotonic()
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[1:])} failed: {(done.stdout + done.stderr)[-800:]}")
+        raise UserError(f"{' '.join(argv[1:])} failed: {(done.stdout + done.stderr)[-800:]}")
     return time.monotonic() - started
 
 

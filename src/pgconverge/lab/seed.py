@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 
+from ..errors import UserError
 from ..secrets import mask
 
 SQL_DIR = Path(__file__).resolve().parents[3] / "sql" / "schema"
@@ -63,14 +64,14 @@ def seed(database_url: str, scale_name: str, seed_value: int = 42, echo=print) -
     try:
         conn = psycopg.connect(database_url, autocommit=True, application_name="pgconverge-seed")
     except psycopg.Error as exc:
-        raise RuntimeError(mask(f"cannot connect to the database: {exc}".strip())) from None
+        raise UserError(mask(f"cannot connect to the database: {exc}".strip())) from None
     with conn:
         current = seeded_as(conn)
         if current == wanted:
             echo(f"already seeded ({wanted}) — nothing to do")
             return _counts(conn)
         if current is not None:
-            raise RuntimeError(
+            raise UserError(
                 f"database already holds SalesFlow tables ({current}) — seed a fresh database instead"
             )
         started = time.monotonic()

@@ -19,6 +19,7 @@ from pyinfra.api.command import PyinfraCommand, StringCommand
 from pyinfra.facts.files import Directory, FileContents
 from pyinfra.operations import apt, files, systemd
 
+from ..errors import UserError
 from ..secrets import from_env, mask
 from .envfile import env_file
 
@@ -40,7 +41,7 @@ def secret_from_env(data_key: str) -> str:
     """The secret held by the environment variable that host data names under `data_key`."""
     try:
         return from_env(host.data.get(data_key), f"{host.name} ({data_key})")
-    except (LookupError, ValueError) as exc:
+    except UserError as exc:
         raise SystemExit(str(exc)) from None
 
 
