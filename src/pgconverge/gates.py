@@ -180,14 +180,16 @@ def summary(samples: list[float]) -> str:
 def latency_verdict(gate: GateSpec, p95: float, before: float | None) -> tuple[bool, str]:
     bound = gate.get("p95_ms")
     ratio = gate.get("max_ratio_to_before")
+    slack = gate.get("slack_ms") or 0.0  # sub-millisecond noise must not fail a ratio
     passed = bound is None or p95 <= bound
     threshold = [f"p95 ≤ {bound} ms"] if bound is not None else []
     if ratio is not None:
         if before is None:
             threshold.append(f"≤ {ratio}× before (no value from before the phase in this run: not compared)")
         else:
-            passed = passed and p95 <= ratio * before
-            threshold.append(f"≤ {ratio}× before ({before:.2f} ms → ≤ {ratio * before:.2f} ms)")
+            passed = passed and p95 <= ratio * before + slack
+            plus = f" + {slack} ms" if slack else ""
+            threshold.append(f"≤ {ratio}× before{plus} ({before:.2f} ms → ≤ {ratio * before + slack:.2f} ms)")
     return passed, ", ".join(threshold)
 
 

@@ -77,6 +77,8 @@ class Step:
     # run when the step fails for good: remove what an earlier step of the same change left for it
     on_failure: tuple[str, ...] = ()
     target: str = ""  # the kind of object it changes: "index", "materialized view", "function", "extension", …
+    # a new object this step creates (its statement to remove it again): what on_gate_failure: revert drops
+    undo: str | None = None
 
     @property
     def lock_text(self) -> str:

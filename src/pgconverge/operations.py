@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import gevent.event
@@ -18,6 +19,7 @@ from . import backup, facts, gates, plan
 from .connection import ConnectionFailed, open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, Interruption, StepFailed, run_step, take_run_lock
+from .model import Action, Lock
 from .names import QualifiedName
 from .secrets import mask, url_from_env
 from .session import Entry, HostSession, current, summary_file
@@ -119,7 +121,8 @@ class SqlCommand(PyinfraCommand):
             started = time.monotonic()
             run_step(conn, url, self.step, self.settings, host.log)
             session(host).record(Entry("applied", self.step.phase, f"{self.step.object}: {self.step.why}"
-                                                                  f" ({time.monotonic() - started:.1f} s)"))
+                                                                  f" ({time.monotonic() - started:.1f} s)",
+                                       undo=self.step.undo, lock_step=self.step))
             # Fault-injection tests slow the run down so that a kill can land between any two steps.
             time.sleep(float(os.environ.get("PGCONVERGE_STEP_DELAY") or 0))
             return True
@@ -176,6 +179,12 @@ class GateCommand(PhaseCommand):
                 host.log_styled(mask(result.line()), fg="red", log_func=logger.error)
         if not failed or self.keep_going:
             return True
+        first = failed[0]
+        named = f"gate {first.name}" + (f" (query {first.query})" if first.query else "")
+        if phase.on_gate_failure == "revert":
+            left = self.revert(conn, host, phase.id)
+            return _fail(host, f"{phase.id}: {named} failed after the phase was applied — reverted: {left};"
+                               f" {first.line()}")
         if phase.on_gate_failure == "rollback":
             host.log_styled(f"{phase.id}: gate failed, rolling the phase back (on_gate_failure: rollback)", fg="yellow")
             _, url = database(host)
@@ -185,6 +194,32 @@ class GateCommand(PhaseCommand):
                 except StepFailed as exc:
                     return _fail(host, f"rollback after failed gate: {exc}")
         return _fail(host, f"{phase.id}: {len(failed)} of {len(phase.gates)} gates failed — first: {failed[0].line()}")
+
+
+    def revert(self, conn: psycopg.Connection, target, phase_id: str) -> str:
+        """on_gate_failure: revert — drop what this run created in the phase, newest first (concurrently for
+        indexes); what it replaced in place stays replaced, and says so."""
+        _, url = database(target)
+        applied = [e for e in session(target).journal if e.kind == "applied" and e.phase == phase_id]
+        undone, kept = [], []
+        for entry in reversed(applied):
+            step = entry.lock_step
+            if entry.undo is None:
+                if step is not None and step.action not in (Action.MARK, Action.ATTACH, Action.GRANT):
+                    kept.append(step.object)
+                continue
+            concurrent = step.action == Action.BUILD_CONCURRENTLY
+            undo = replace(step, statements=(entry.undo,), why="revert after a failed gate", transactional=False,
+                           kind="ddl", undo=None, builds=None, on_failure=(), lock_scope="",
+                           action=Action.DROP_CONCURRENTLY if concurrent else Action.DROP,
+                           lock=Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.ACCESS_EXCLUSIVE)
+            try:
+                run_step(conn, url, undo, self.spec.settings, target.log)
+                undone.append(step.object)
+            except StepFailed as exc:
+                kept.append(f"{step.object} ({exc})")
+        return (f"dropped {', '.join(undone) or 'nothing'}"
+                + (f"; not reverted (replaced in place or not removable): {', '.join(dict.fromkeys(kept))}" if kept else ""))
 
 
 class BaselineCommand(PhaseCommand):

@@ -24,6 +24,8 @@ class Entry:
     phase: str
     text: str
     passed: bool = True
+    undo: str | None = None  # applied: the statement that removes the new object it created
+    lock_step: Any = None  # applied: the step itself (its lock decides how the undo waits)
 
     @property
     def line(self) -> str:

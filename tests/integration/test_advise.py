@@ -59,7 +59,8 @@ def test_advise_proposes_indexes_that_validate_and_converge_and_writes_nothing(s
     # serves names each statement it makes cheaper, with the estimated cost per call and how often it runs
     assert all(re.match(r'(declared in phases.yml as \w+; )?(\w+|queryid -?\d+) [\d,.]+ → [\d,.]+ per call,'
                         r' [\d.]+ calls/s', i["serves"]) for i in indexes), indexes
-    assert "workload:" in text and "kind: latency" in text and "max_ratio_to_before: 1.5" in text
+    assert "workload:" in text and "kind: latency" in text and "max_ratio_to_before: 1.2" in text
+    assert "slack_ms: 0.5" in text and "on_gate_failure: revert" in text
     assert cli.main(["validate", str(proposal)]) == 0
     out = ok(run_pyinfra(fresh_db, "deploys/phase.py", "-y", "--data", "phase=advised", phases=proposal))
     passed = re.search(r"summary: \d+ statements applied, (\d+)/(\d+) gates passed", out)

@@ -109,3 +109,23 @@ def test_a_no_op_converge_does_not_re_time_queries_unless_told(cron_db, project)
     phases.write_text(phases.read_text().replace("settings:\n", "settings:\n  noop_gates: all\n", 1))
     every = ok(run_pyinfra(cron_db, "deploys/all.py", "-y", phases=phases))
     assert "summary: 0 statements applied, 17/17 gates passed" in every
+
+
+def test_on_gate_failure_revert_drops_what_the_run_created_and_names_the_gate(cron_db, project):
+    """A gate that fails after the apply: the new index is dropped concurrently, the database ends as before, the
+    run exits != 0 naming the gate and its workload query."""
+    before = catalog_oids(cron_db)
+    phases = project / "phases.yml"
+    text = phases.read_text().replace(
+        '    title: "Quick wins: baseline statistics and 12 concurrent indexes"\n',
+        '    title: "Quick wins: baseline statistics and 12 concurrent indexes"\n    on_gate_failure: revert\n')
+    phases.write_text(text.replace("p95_ms: 50\n        runs: 30\n      - name: events_list_p95",
+                                   "p95_ms: 0\n        runs: 30\n      - name: events_list_p95", 1))
+    result = run_pyinfra(cron_db, "deploys/phase1.py", "-y", phases=phases)
+    combined = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in combined
+    assert "gate dashboard_p95 (query dashboard_analytics) failed after the phase was applied — reverted: dropped" \
+        in combined
+    with psycopg.connect(cron_db) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'idx_%'").fetchone()[0] == 0
+    assert catalog_oids(cron_db) == before

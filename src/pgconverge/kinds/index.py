@@ -311,8 +311,12 @@ def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = Non
             return steps  # plan_phase says why in a note
         also = f"; makes {', '.join(redundant)} redundant (a leading prefix of it)" if redundant else ""
         how = "one index per partition, each built concurrently" if partitioned else "built concurrently"
-        steps += _build_index_steps(index, index.name, schema, f"missing; serves {index.serves or 'declared use'}"
-                                    f" (~{rows:,} rows, {how}){also}", catalog, wanted)
+        built = _build_index_steps(index, index.name, schema, f"missing; serves {index.serves or 'declared use'}"
+                                   f" (~{rows:,} rows, {how}){also}", catalog, wanted)
+        # a new index is what on_gate_failure: revert removes again (a partitioned one with its partitions')
+        undo = render(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(schema, index.name))) if partitioned \
+            else drop_index_sql(index.name, schema)
+        steps += [replace(built[0], undo=undo), *built[1:]]
     elif fact.table != index.table_name:
         # blue/green: the declared table was renamed away and a new one took its name; our index stayed behind
         steps += _rebuild_steps(index, f"sits on table {fact.table}, declared on {index.table_name} (the table was"

@@ -169,7 +169,8 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
         steps.append(Step(_matview_build(view, view.name, schema, grants, catalog),
                           f"missing: build from sql/{view.sql_file} with its unique index", label,
                           Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, kind="build", action=Action.BUILD,
-                          lock_scope="new object only"))
+                          lock_scope="new object only", undo=render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
+                              sql.Identifier(schema, view.name)))))
     elif wanted and fact.definition == wanted:
         if fact.comment != want:
             why = ("adopt: the live query equals the declared one, no rebuild" if not is_managed(fact.comment)

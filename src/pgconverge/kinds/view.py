@@ -72,7 +72,7 @@ def plan_view(view: ViewSpec, catalog: Catalog, context: PlanContext) -> list[St
                   for s in grant_statements(g, view.name, view.schema, None, False, catalog.roles)]
         return [Step((create_view_sql(view), mark, *grants), f"missing: create from sql/{view.sql_file}", label,
                      Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, action=Action.CREATE,
-                     lock_scope="new object only")]
+                     lock_scope="new object only", undo=render(sql.SQL("DROP VIEW IF EXISTS {}").format(target)))]
     same_query = fact.definition == wanted if wanted else fact.comment == want
     if same_query and set(fact.options) == set(view.options):
         if fact.comment == want:
