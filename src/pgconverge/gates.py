@@ -61,8 +61,9 @@ class ParamSampler:
             rows: list[dict[str, Any]] = [{}]
             if query.params_sql:
                 with self.conn.cursor(row_factory=dict_row) as cursor:
-                    rows = cursor.execute(f"SELECT * FROM ({query.params_sql}) AS params LIMIT {SAMPLE_ROWS}"  # type: ignore[arg-type]
-                                          ).fetchall()
+                    # the comment keeps this sampling out of what advise reads from pg_stat_statements
+                    rows = cursor.execute(f"/* pgconverge */ SELECT * FROM ({query.params_sql}) AS params"  # type: ignore[arg-type]
+                                          f" LIMIT {SAMPLE_ROWS}").fetchall()
                 if not rows:
                     raise UserError(f"workload query {query.name}: its params SQL returned no rows —"
                                       " the table is empty or the sample finds nothing; gates and kpi need data")
