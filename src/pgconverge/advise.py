@@ -88,6 +88,7 @@ class Advice:
     # fleet advice: where each index was chosen, and one line of evidence per database
     chosen_on: dict[str, str] = field(default_factory=dict)
     fleet: list[str] = field(default_factory=list)
+    verdicts: dict[int, str] = field(default_factory=dict)  # every top statement: helped, or why not
 
 
 def require_hypopg(conn: psycopg.Connection) -> None:
@@ -412,6 +413,75 @@ def _cost(conn: psycopg.Connection, statement: Statement) -> float | None:
     return float(row[0][0]["Plan"]["Total Cost"]) if row else None
 
 
+def _plan_of(conn: psycopg.Connection, statement: Statement) -> dict[str, Any] | None:
+    """The generic plan of a statement with what exists now (no hypothetical index)."""
+    count = max((int(n) for n in re.findall(r"\$(\d+)", statement.query)), default=0)
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            conn.execute(f"PREPARE pgconverge_verdict AS {plannable(statement.query)}")  # type: ignore[arg-type]
+            arguments = "(" + ", ".join(["NULL"] * count) + ")" if count else ""
+            row = conn.execute(f"EXPLAIN (FORMAT JSON) EXECUTE pgconverge_verdict{arguments}").fetchone()  # type: ignore[arg-type]
+            conn.execute("DEALLOCATE pgconverge_verdict")
+    except psycopg.Error:
+        return None
+    return row[0][0]["Plan"] if row else None
+
+
+def _nodes(plan: dict[str, Any]):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+SMALL_TABLE_ROWS = 10_000
+
+
+def verdict(conn: psycopg.Connection, statement: Statement, before: float, after: float,
+            helped_by: list[str], sizes: dict[tuple[str, str], float]) -> str:
+    """Why a top statement gets what it gets, in one line a DBA can check."""
+    try:
+        select = pglast.parse_sql(plannable(statement.query))[0].stmt
+    except pglast.parser.ParseError:
+        return "not costed: the statement does not parse as one SELECT"
+    def leading_wildcard(pattern: Any) -> bool:
+        """A pattern that starts with % (or one only known at run time): a btree cannot search for it."""
+        if isinstance(pattern, ast.A_Const):
+            return str(getattr(pattern.val, "sval", "")).startswith("%")
+        return isinstance(pattern, ast.ParamRef) or any(
+            isinstance(n, ast.A_Const) and getattr(n.val, "sval", None) == "%" for n in _walk(pattern))
+
+    substring = [n for n in _walk(select) if isinstance(n, ast.A_Expr) and n.name
+                 and n.name[0].sval in ("~~*", "~~") and leading_wildcard(n.rexpr)]
+    pattern = ""
+    if substring:
+        column = next((".".join(str(f.sval) for f in (n.lexpr.fields or ()) if isinstance(f, ast.String))
+                       for n in substring if isinstance(n.lexpr, ast.ColumnRef)), "<column>")
+        pattern = (f"pattern search on {column} (LIKE/ILIKE '%…%'): no btree serves a leading wildcard — a trigram"
+                   f" GIN index does: method: gin, columns: [\"{column.split('.')[-1]} gin_trgm_ops\"] with pg_trgm")
+    if after < before:
+        helped = f"helped: estimated cost {before:,.1f} → {after:,.1f} per call by {', '.join(helped_by) or 'the set'}"
+        return f"{helped}; also a {pattern}" if pattern else helped
+    if pattern:
+        return pattern
+    plan = _plan_of(conn, statement)
+    nodes = list(_nodes(plan)) if plan else []
+    used = sorted({n["Index Name"] for n in nodes if "Index Name" in n})
+    if used:
+        rows = sum(int(n.get("Plan Rows", 0)) for n in nodes if "Index Name" in n)
+        return f"already served by {', '.join(used)} (~{rows:,} rows read by the plan)"
+    aggregate = isinstance(select, ast.SelectStmt) and select.whereClause is None and (
+        select.groupClause or any(isinstance(n, ast.FuncCall) for n in _walk(select.targetList)))
+    if aggregate:
+        return ("a whole-table aggregate: no index makes it cheaper — a materialized view of this query, refreshed"
+                " by pg_cron (materialized_views: with this SELECT), does")
+    scanned = {n.get("Relation Name") for n in nodes if n.get("Node Type") == "Seq Scan"}
+    small = [t for (_, t), rows in sizes.items() if t in scanned and rows < SMALL_TABLE_ROWS]
+    if scanned and len(small) == len(scanned):
+        return f"its tables are small ({', '.join(sorted(small))}: < {SMALL_TABLE_ROWS:,} rows): a scan is right"
+    return f"no candidate made it ≥ {MIN_SAVING:.0%} cheaper for the workload (estimated cost {before:,.1f})"
+
+
 def _workload_cost(conn: psycopg.Connection, statements: list[Statement], hypothetical: list[Candidate]) -> dict[int, float]:
     conn.execute("SELECT hypopg_reset()")
     for candidate in hypothetical:
@@ -468,6 +538,13 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
     sizes = {(r[0], r[1]): float(r[2]) for r in conn.execute(
         "SELECT n.nspname, c.relname, greatest(c.reltuples, 1) FROM pg_class c JOIN pg_namespace n"
         " ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')").fetchall()}
+    helped_by: dict[int, list[str]] = {}
+    for candidate, _, _, helped in advice.chosen:
+        for queryid, _, _ in helped:
+            helped_by.setdefault(queryid, []).append(candidate.name)
+    for statement, before, after in advice.statements:
+        advice.verdicts[statement.queryid] = verdict(conn, statement, before, after,
+                                                     helped_by.get(statement.queryid, []), sizes)
     for statement, before, after in advice.statements:
         files = workload_files(statement, columns, sizes) if after < before else None
         if files:
@@ -599,6 +676,8 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
     lines += ["", "# Statements (queryid, calls, mean ms, estimated cost before → after):"]
     for s, b, a in advice.statements:
         lines.append(f"#   {s.queryid}: {s.calls} calls, {s.mean_ms:.2f} ms, {b:,.1f} → {a:,.1f}  {one_line(s.query)[:90]}")
+        if s.queryid in advice.verdicts:
+            lines.append(f"#     verdict: {advice.verdicts[s.queryid]}")
         if s.queryid in advice.ungated:
             lines.append(f"#     no gate: {advice.ungated[s.queryid]}")
     if advice.redundant:

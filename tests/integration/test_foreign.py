@@ -5,6 +5,7 @@ owner."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -203,6 +204,10 @@ def test_advise_cycle_on_the_foreign_database(servers, foreign_db, tmp_path, cap
     assert "table: app.Tickets" in text or "table: app.members" in text, text
     # the declared workload's text, with the constant pg_stat_statements replaced by $2
     assert any("status = 'open'" in f.read_text() for f in (proposal.parent / "sql" / "workload").glob("*.sql"))
+    # a verdict for every top statement; the substring search is named, with what would serve it
+    statements = [line for line in text.splitlines() if re.match(r"#   -?\d+: \d+ calls", line)]
+    assert statements and text.count("#     verdict: ") == len(statements), text
+    assert "pattern search on title (LIKE/ILIKE '%…%')" in text and "gin_trgm_ops" in text, text
     assert cli.main(["validate", str(proposal)]) == 0
     env = {**os.environ, "DATABASE_URL": foreign_db, "PGCONVERGE_PHASES": str(proposal),
            "PGCONVERGE_BACKUP_DIR": str(tmp_path / "b"), "PGCONVERGE_REPORTS_DIR": str(tmp_path / "r")}
