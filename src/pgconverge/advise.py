@@ -53,8 +53,8 @@ class Candidate:
     def name(self) -> str:
         if self.declared:
             return self.declared
-        parts = ([c.split()[0] for c in self.columns] + (["incl"] if self.include else [])
-                 + (["part"] if self.where else []))
+        parts = ([re.sub(r"\W+", "_", c.split()[0]).strip("_") for c in self.columns]
+                 + (["incl"] if self.include else []) + (["part"] if self.where else []))
         return ("idx_" + "_".join([self.table.lower(), *parts]))[:63]
 
     def create_sql(self) -> str:
@@ -287,7 +287,7 @@ def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], se
             found = owner(ref)
             if found:
                 read.setdefault(found[0], set()).add(found[1])
-    result = []
+    result = _expression_candidates(select, owner)
     for key in sorted(set(equal) | set(ranged) | set(ordered) | set(grouped)):  # sorted: the same pool every run
         eq = list(dict.fromkeys(equal.get(key, [])))
         # then one range column, or the ORDER BY, or the GROUP BY (rows arrive grouped: no sort, no hash)
@@ -310,6 +310,32 @@ def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], se
         # each shape also as a partial index over the rows the constant filters keep
         result += shapes + ([Candidate(c.schema, c.table, c.columns, c.include, where) for c in shapes] if where else [])
     return result
+
+
+# functions an index expression may use that WHERE clauses apply to one column (immutable)
+INDEXABLE_FUNCTIONS = frozenset({"lower", "upper", "btrim", "trim", "md5", "abs"})
+
+
+def _expression_candidates(select: ast.SelectStmt, owner) -> list[Candidate]:
+    """`lower(email) = lower($1)`: the expression the WHERE compares is what the index must hold."""
+    found = []
+    for node in _walk(select.whereClause):
+        if not (isinstance(node, ast.A_Expr) and node.name and node.name[0].sval == "="
+                and isinstance(node.lexpr, ast.FuncCall)):
+            continue
+        name = node.lexpr.funcname[-1].sval if node.lexpr.funcname else ""
+        refs = [a for a in (node.lexpr.args or ()) if isinstance(a, ast.ColumnRef)]
+        if name not in INDEXABLE_FUNCTIONS or len(refs) != 1 or len(node.lexpr.args or ()) != 1:
+            continue
+        column = owner(refs[0])
+        if column is None:
+            continue
+        (schema, table), bare = column
+        plain = re.fullmatch(r"[a-z_][a-z0-9_]*", bare)  # as a DBA writes it: quoted only when it must be
+        element = f"{name}({bare if plain else sql.Identifier(bare).as_string(None)})"
+        definition = sql.SQL("CREATE INDEX ON {} ({})").format(sql.Identifier(schema, table), sql.SQL(element))
+        found.append(Candidate(schema, table, (element,), definition=definition.as_string(None)))
+    return found
 
 
 def _conjuncts(where: Any) -> list[Any]:
@@ -485,7 +511,11 @@ def verdict(conn: psycopg.Connection, statement: Statement, before: float, after
 def _workload_cost(conn: psycopg.Connection, statements: list[Statement], hypothetical: list[Candidate]) -> dict[int, float]:
     conn.execute("SELECT hypopg_reset()")
     for candidate in hypothetical:
-        conn.execute("SELECT hypopg_create_index(%s)", [candidate.create_sql()])
+        try:
+            with conn.transaction():
+                conn.execute("SELECT hypopg_create_index(%s)", [candidate.create_sql()])
+        except psycopg.Error:
+            continue  # a candidate HypoPG cannot represent is costed as absent
     costs = {s.queryid: c for s in statements if (c := _cost(conn, s)) is not None}
     conn.execute("SELECT hypopg_reset()")
     return costs

@@ -24,3 +24,11 @@ def test_a_proposal_with_quotes_and_colons_in_its_text_validates(tmp_path):
     assert index["where"] == "status = 'open: now'" and index["columns"] == ["org_id", "created_at DESC"]
     loaded = spec.load(path)
     assert loaded.phase("advised").indexes[0].where == "status = 'open: now'"
+
+
+def test_an_expression_the_where_compares_is_a_candidate():
+    columns = {("app", "members"): {"id", "email", "org_id"}}
+    found = advise.candidates_of("SELECT id FROM app.members WHERE lower(email) = lower($1)", columns)
+    expression = [c for c in found if c.columns == ("lower(email)",)]
+    assert expression and expression[0].create_sql() == 'CREATE INDEX ON "app"."members" (lower(email))'
+    assert expression[0].name == "idx_members_lower_email"
