@@ -5,6 +5,7 @@ by calls → a phases.yml fragment with the evidence. Read-only on the target: p
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ class Advice:
     # statement → (workload query, parameter query) for those whose parameters can be sampled from the data
     workload: dict[int, tuple[str, str]] = field(default_factory=dict)
     write_rates: dict[str, float] = field(default_factory=dict)
+    write_basis: str = ""
     unused: list[tuple[str, int, str]] = field(default_factory=list)
     # schema, index, bytes, table, columns, why
     redundant: list[tuple[str, str, int, str, str, str]] = field(default_factory=list)
@@ -521,10 +523,33 @@ def _workload_cost(conn: psycopg.Connection, statements: list[Statement], hypoth
     return costs
 
 
+WRITES = ("SELECT s.schemaname, s.relname, (s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::float8, clock_timestamp(),"
+          " coalesce(d.stats_reset, pg_postmaster_start_time()) FROM pg_stat_user_tables s, pg_stat_database d"
+          " WHERE d.datname = current_database()")
+
+
+def write_rates(conn: psycopg.Connection, window_s: float) -> tuple[dict[str, float], str]:
+    """Rows written per second per table: over a window of two readings of the table statistics (what the tables
+    take now), or, without a window, averaged since the statistics were reset (a one-time bulk load counts too)."""
+    first = conn.execute(WRITES).fetchall()
+    if window_s <= 0:
+        averaged: dict[str, float] = {QualifiedName(r[0], r[1]): r[2] / max((r[3] - r[4]).total_seconds(), 1.0)
+                                      for r in first}
+        return averaged, "averaged since the statistics reset"
+    time.sleep(window_s)
+    conn.execute("SELECT pg_stat_clear_snapshot()")  # read the counters afresh, not this transaction's copy
+    second = {(r[0], r[1]): (r[2], r[3]) for r in conn.execute(WRITES).fetchall()}
+    rates: dict[str, float] = {}
+    for schema, table, count, at, _ in first:
+        later, later_at = second.get((schema, table), (count, at))
+        rates[QualifiedName(schema, table)] = max(later - count, 0.0) / max((later_at - at).total_seconds(), 0.001)
+    return rates, f"measured over {window_s:g} s"
+
+
 def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_mean_ms: float = 0.0,
-           top: int = 20, offer_declared: bool = True) -> Advice:
+           top: int = 20, offer_declared: bool = True, write_window_s: float = 0.0) -> Advice:
     """`offer_declared`: phases.yml's own indexes compete with advise's candidates (the bench turns it off to
-    compare advise's choice with them)."""
+    compare advise's choice with them). `write_window_s`: how long to watch the tables' writes."""
     require_hypopg(conn)
     advice = Advice()
     declared = declared_statements(spec)
@@ -583,11 +608,7 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
             # pg_stat_statements keeps no parameter values: only those compared with a column can be sampled
             advice.ungated[statement.queryid] = ("a parameter is compared with no column (LIMIT, interval, an"
                                                  " expression): declare the query under workload: with its values")
-    for schema, table, rate in conn.execute(
-            "SELECT s.schemaname, s.relname, (s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::float8"
-            " / greatest(extract(epoch FROM now() - coalesce(d.stats_reset, pg_postmaster_start_time())), 1)"
-            " FROM pg_stat_user_tables s, pg_stat_database d WHERE d.datname = current_database()").fetchall():
-        advice.write_rates[QualifiedName(schema, table)] = float(rate)
+    advice.write_rates, advice.write_basis = write_rates(conn, write_window_s)
     advice.unused = [(r[0], r[1], str(r[2])) for r in conn.execute(
         "SELECT s.schemaname || '.' || s.indexrelname, pg_relation_size(s.indexrelid),"
         " coalesce(d.stats_reset, pg_postmaster_start_time()) FROM pg_stat_user_indexes s"
@@ -682,7 +703,7 @@ def proposal(advice: Advice, phase_id: str = "advised") -> dict[str, Any]:
             **({"include": list(candidate.include)} if candidate.include else {}),
             **({"where": candidate.where} if candidate.where else {}),
             "serves": f"{origin}{served + '; ' if served else ''}workload cost {before:,.0f} → {after:,.0f} (calls × est."
-                      f" cost); the table takes {writes:.1f} writes/s"
+                      f" cost); the table takes {writes:.1f} writes/s ({advice.write_basis})"
                       + (f"; {advice.chosen_on[candidate.name]}" if candidate.name in advice.chosen_on else "")})
     gates: list[dict[str, Any]] = [{"name": f"{phase_id}_no_invalid_indexes", "kind": "sql",
                                     "sql": "gates/no_invalid_indexes.sql", "expect": "no_rows"}]

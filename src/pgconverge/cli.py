@@ -164,12 +164,14 @@ def cmd_advise(args: argparse.Namespace) -> int:
             url = url_from_env(data["database_url_env"], f"host {name}")
             remember_url(url)
             with open_connection(url, "pgconverge-advise", f"host {name}") as conn:
-                advices[name] = advise.advise(conn, spec, args.min_calls, args.min_mean_ms, args.top)
+                advices[name] = advise.advise(conn, spec, args.min_calls, args.min_mean_ms, args.top,
+                                              write_window_s=args.write_window)
         advice = advise.fleet_advice(advices)
     else:
         url = _database_url(args)
         with open_connection(url, "pgconverge-advise") as conn:
-            advice = advise.advise(conn, spec, args.min_calls, args.min_mean_ms, args.top)
+            advice = advise.advise(conn, spec, args.min_calls, args.min_mean_ms, args.top,
+                                   write_window_s=args.write_window)
     if args.output_dir:
         try:
             path = advise.write_proposal(advice, Path(args.output_dir))
@@ -341,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     adv.add_argument("--min-calls", type=int, default=5)
     adv.add_argument("--min-mean-ms", type=float, default=0.0)
     adv.add_argument("--top", type=int, default=20, help="statements by total time")
+    adv.add_argument("--write-window", type=float, default=3.0, metavar="SECONDS",
+                     help="watch the tables' writes this long (0: average since the statistics reset)")
     adv.add_argument("--group", help="with --inventory: one proposal for every database host of this inventory group"
                                      " (same schema), weighted by each database's own workload")
     adv.add_argument("--output", help="write the workload: and phases: sections here")
