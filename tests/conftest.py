@@ -28,28 +28,33 @@ SCRATCH_LAB = Path(tempfile.gettempdir()) / "pgconverge-test-output" / "lab"
 os.environ["PGCONVERGE_LAB_DIR"] = str(SCRATCH_LAB)
 
 
-@pytest.fixture(scope="session")
-def servers():
-    if os.environ.get("PGCONVERGE_TEST_BACKEND") == "docker":
-        pytest.fail("PGCONVERGE_TEST_BACKEND=docker: the testcontainers backend is not available in this version;"
-                    " unset it to use local servers")
+def cluster_with_template(prefix: str, template: str, seed_value: int):
+    """A throwaway cluster with a seeded scale-S template database owned by the app role; destroyed after."""
     # Not under pytest's tmp dir: that is private to root, and the cluster runs as the postgres user.
-    base = Path(tempfile.mkdtemp(prefix="pgconverge-test-"))
+    base = Path(tempfile.mkdtemp(prefix=prefix))
     base.chmod(0o755)
     lab = Lab(base / "lab")
     try:
         lab.up(echo=lambda _: None)
     except Exception as exc:
         lab.destroy()
-        pytest.fail(f"test servers did not start: {exc}")
+        pytest.fail(f"test servers ({prefix}) did not start: {exc}")
     with psycopg.connect(lab.superuser_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(TEMPLATE), sql.Identifier(APP_ROLE)))
-    with psycopg.connect(lab.superuser_url(TEMPLATE), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(template), sql.Identifier(APP_ROLE)))
+    with psycopg.connect(lab.superuser_url(template), autocommit=True) as conn:
         prepare_app_database(conn, with_cron=False)
-    seed.seed(app_url(lab, TEMPLATE), "S", 42, echo=lambda _: None)
+    seed.seed(app_url(lab, template), "S", seed_value, echo=lambda _: None)
     yield lab
     lab.destroy()
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def servers():
+    if os.environ.get("PGCONVERGE_TEST_BACKEND") == "docker":
+        pytest.fail("PGCONVERGE_TEST_BACKEND=docker: the testcontainers backend is not available in this version;"
+                    " unset it to use local servers")
+    yield from cluster_with_template("pgconverge-test-", TEMPLATE, 42)
 
 
 def app_url(lab: Lab, database: str) -> str:

@@ -428,6 +428,12 @@ def plannable(query: str) -> str:
 
 
 def _cost(conn: psycopg.Connection, statement: Statement) -> float | None:
+    plan = _plan_of(conn, statement)
+    return float(plan["Total Cost"]) if plan else None
+
+
+def _plan_of(conn: psycopg.Connection, statement: Statement) -> dict[str, Any] | None:
+    """The generic plan of a statement, with the hypothetical indexes of the moment (HypoPG's are seen)."""
     count = max((int(n) for n in re.findall(r"\$(\d+)", statement.query)), default=0)
     try:
         with conn.transaction():
@@ -436,21 +442,6 @@ def _cost(conn: psycopg.Connection, statement: Statement) -> float | None:
             arguments = "(" + ", ".join(["NULL"] * count) + ")" if count else ""
             row = conn.execute(f"EXPLAIN (FORMAT JSON) EXECUTE pgconverge_advise{arguments}").fetchone()  # type: ignore[arg-type]
             conn.execute("DEALLOCATE pgconverge_advise")
-    except psycopg.Error:
-        return None
-    return float(row[0][0]["Plan"]["Total Cost"]) if row else None
-
-
-def _plan_of(conn: psycopg.Connection, statement: Statement) -> dict[str, Any] | None:
-    """The generic plan of a statement with what exists now (no hypothetical index)."""
-    count = max((int(n) for n in re.findall(r"\$(\d+)", statement.query)), default=0)
-    try:
-        with conn.transaction():
-            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-            conn.execute(f"PREPARE pgconverge_verdict AS {plannable(statement.query)}")  # type: ignore[arg-type]
-            arguments = "(" + ", ".join(["NULL"] * count) + ")" if count else ""
-            row = conn.execute(f"EXPLAIN (FORMAT JSON) EXECUTE pgconverge_verdict{arguments}").fetchone()  # type: ignore[arg-type]
-            conn.execute("DEALLOCATE pgconverge_verdict")
     except psycopg.Error:
         return None
     return row[0][0]["Plan"] if row else None

@@ -82,6 +82,17 @@ def seconds(duration: str) -> float:
     return int(number) * {"ms": 0.001, "s": 1, "min": 60}[unit]
 
 
+class SchemaObject:
+    """A declared object in a schema: keyed by its QualifiedName everywhere (catalog, plan, markers)."""
+
+    name: str
+    schema: str
+
+    @property
+    def key(self) -> QualifiedName:
+        return QualifiedName(self.schema, self.name)
+
+
 @dataclass(frozen=True)
 class ExtensionSpec:
     name: str
@@ -112,7 +123,7 @@ def split_name(name: str, default_schema: str) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
-class IndexSpec:
+class IndexSpec(SchemaObject):
     name: str
     table: str
     columns: tuple[IndexColumn, ...]
@@ -133,10 +144,6 @@ class IndexSpec:
     @property
     def table_name(self) -> str:
         return self.table.rpartition(".")[2]
-
-    @property
-    def key(self) -> QualifiedName:
-        return QualifiedName(self.schema, self.name)
 
     @property
     def table_key(self) -> QualifiedName:
@@ -161,7 +168,7 @@ class IndexSpec:
 
 
 @dataclass(frozen=True)
-class MatViewSpec:
+class MatViewSpec(SchemaObject):
     name: str
     sql_file: str
     query: str
@@ -172,16 +179,12 @@ class MatViewSpec:
     project: str = ""
 
     @property
-    def key(self) -> QualifiedName:
-        return QualifiedName(self.schema, self.name)
-
-    @property
     def definition_hash(self) -> str:
         return digest({"query": self.query, "unique_key": list(self.unique_key)})
 
 
 @dataclass(frozen=True)
-class ViewSpec:
+class ViewSpec(SchemaObject):
     """A plain view: its query, its options; owner and grants as for materialized views."""
 
     name: str
@@ -195,10 +198,6 @@ class ViewSpec:
     project: str = ""
 
     @property
-    def key(self) -> QualifiedName:
-        return QualifiedName(self.schema, self.name)
-
-    @property
     def options(self) -> tuple[str, ...]:
         """As pg_class.reloptions prints them."""
         return tuple(f"{option}=true" for option, on in (("security_invoker", self.security_invoker),
@@ -210,7 +209,7 @@ class ViewSpec:
 
 
 @dataclass(frozen=True)
-class FunctionSpec:
+class FunctionSpec(SchemaObject):
     name: str
     sql_file: str
     body: str
@@ -219,10 +218,6 @@ class FunctionSpec:
     state: str = "present"
     schema: str = "public"
     project: str = ""
-
-    @property
-    def key(self) -> QualifiedName:
-        return QualifiedName(self.schema, self.name)
 
     @property
     def definition_hash(self) -> str:

@@ -4,18 +4,15 @@ wave exactly once and run as parallel processes whose summaries one report merge
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from pgconverge import cli, fleet
-from pgconverge.lab import APP_ROLE, Lab, prepare_app_database, seed
-from tests.conftest import PYINFRA, REPO, TEMPLATE, app_url
+from pgconverge.lab import APP_ROLE
+from tests.conftest import PYINFRA, REPO, TEMPLATE, app_url, cluster_with_template
 
 pytestmark = pytest.mark.integration
 
@@ -41,22 +38,7 @@ WAVE = {"a0": 0, **{h: 1 for h in ("a1", "a2", "a3", "a4", "a5", "b0")}, **{h: 2
 
 @pytest.fixture(scope="module")
 def second_cluster():
-    base = Path(tempfile.mkdtemp(prefix="pgconverge-fleet-"))
-    base.chmod(0o755)
-    lab = Lab(base / "lab")
-    try:
-        lab.up(echo=lambda _: None)
-    except Exception as exc:
-        lab.destroy()
-        pytest.fail(f"the second cluster did not start: {exc}")
-    with psycopg.connect(lab.superuser_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE fleet_template OWNER {}").format(sql.Identifier(APP_ROLE)))
-    with psycopg.connect(lab.superuser_url("fleet_template"), autocommit=True) as conn:
-        prepare_app_database(conn, with_cron=False)
-    seed.seed(app_url(lab, "fleet_template"), "S", 7, echo=lambda _: None)
-    yield lab
-    lab.destroy()
-    shutil.rmtree(base, ignore_errors=True)
+    yield from cluster_with_template("pgconverge-fleet-", "fleet_template", 7)
 
 
 @pytest.fixture
