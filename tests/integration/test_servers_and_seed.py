@@ -6,6 +6,7 @@ import psycopg
 import pytest
 import redis
 
+from pgconverge.errors import UserError
 from pgconverge.lab import seed
 
 
@@ -43,5 +44,5 @@ def test_seeding_again_is_a_noop_and_same_seed_gives_same_data(fresh_db, cron_db
     checksum = "SELECT md5(string_agg(id::text || p_score::text || status, ',' ORDER BY id)) FROM leads"
     with psycopg.connect(fresh_db) as a, psycopg.connect(cron_db) as b:
         assert a.execute(checksum).fetchone() == b.execute(checksum).fetchone()
-    with pytest.raises(RuntimeError, match="already holds SalesFlow tables"):
+    with pytest.raises(UserError, match="already holds SalesFlow tables"):
         seed.seed(fresh_db, "M", 42)
