@@ -91,6 +91,8 @@ class Advice:
     chosen_on: dict[str, str] = field(default_factory=dict)
     fleet: list[str] = field(default_factory=list)
     verdicts: dict[int, str] = field(default_factory=dict)  # every top statement: helped, or why not
+    # statement → the declared workload query (its name, SQL, parameter query, needs): the proposal reuses it as is
+    declared_queries: dict[int, tuple[str, str, str, str | None]] = field(default_factory=dict)
 
 
 def require_hypopg(conn: psycopg.Connection) -> None:
@@ -591,11 +593,20 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
     for statement, before, after in advice.statements:
         advice.verdicts[statement.queryid] = verdict(conn, statement, before, after,
                                                      helped_by.get(statement.queryid, []), sizes)
-    for statement, before, after in advice.statements:
-        files = workload_files(statement, columns, sizes) if after < before else None
+    for statement, _, _ in advice.statements:
+        declared_name = advice.declared.get(statement.queryid)
+        if declared_name and spec is not None:
+            # the declared workload is the source of truth: its name, its SQL, its own parameter query
+            query = spec.query(declared_name)
+            advice.declared_queries[statement.queryid] = (declared_name, query.sql, query.params_sql or "",
+                                                          query.needs)
+            advice.workload[statement.queryid] = (query.sql, query.params_sql or "")
+            continue
+        # every top statement gets a workload query and a gate, not only the ones an index targets
+        files = workload_files(statement, columns, sizes)
         if files:
             advice.workload[statement.queryid] = files
-        elif after < before:
+        else:
             # pg_stat_statements keeps no parameter values: only those compared with a column can be sampled
             advice.ungated[statement.queryid] = ("a parameter is compared with no column (LIMIT, interval, an"
                                                  " expression): declare the query under workload: with its values")
@@ -653,11 +664,11 @@ def write_proposal(advice: Advice, directory: Path, phase_id: str = "advised") -
         (directory / "sql" / folder).mkdir(parents=True, exist_ok=True)
     (directory / "sql" / "gates" / "no_invalid_indexes.sql").write_text(
         "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE NOT i.indisvalid\n")
-    for number, (queryid, (query, params)) in enumerate(sorted(advice.workload.items()), 1):
-        (directory / "sql" / "workload" / f"{phase_id}_{number}.sql").write_text(
-            f"-- pg_stat_statements queryid {queryid}\n{query}\n")
+    for queryid, name, query, params, _ in workload_entries(advice, phase_id):
+        origin = "declared in phases.yml" if queryid in advice.declared_queries else "pg_stat_statements"
+        (directory / "sql" / "workload" / f"{name}.sql").write_text(f"-- {origin}, queryid {queryid}\n{query}\n")
         if params:
-            (directory / "sql" / "workload" / "params" / f"{phase_id}_{number}.sql").write_text(params + "\n")
+            (directory / "sql" / "workload" / "params" / f"{name}.sql").write_text(params + "\n")
     path = directory / "phases.yml"
     path.write_text("version: 1\n" + to_yaml(advice, phase_id))
     return path
@@ -667,19 +678,30 @@ class NothingToAdvise(UserError):
     """No index would make the workload cheaper: no proposal is written."""
 
 
+def workload_entries(advice: Advice, phase_id: str) -> list[tuple[int, str, str, str, str | None]]:
+    """(queryid, name, SQL, parameter query, needs) of each workload query of the proposal: a declared one keeps its
+    name, the others are numbered."""
+    entries = []
+    for number, (queryid, (query, params)) in enumerate(sorted(advice.workload.items()), 1):
+        declared = advice.declared_queries.get(queryid)
+        entries.append((queryid, *declared) if declared else (queryid, f"{phase_id}_{number}", query, params, None))
+    return entries
+
+
 def proposal(advice: Advice, phase_id: str = "advised") -> dict[str, Any]:
     """The workload: and phases: sections of a proposal, as data."""
     means = {s.queryid: s.mean_ms for s, _, _ in advice.statements}
     document: dict[str, Any] = {}
-    if advice.workload:
+    entries = workload_entries(advice, phase_id)
+    if entries:
         document["workload"] = [
-            {"name": f"{phase_id}_{number}", "sql": f"workload/{phase_id}_{number}.sql",
-             **({"params": f"workload/params/{phase_id}_{number}.sql"} if params else {}),
-             "description": f"pg_stat_statements queryid {queryid}"}
-            for number, (queryid, (_, params)) in enumerate(sorted(advice.workload.items()), 1)]
+            {"name": name, "sql": f"workload/{name}.sql",
+             **({"params": f"workload/params/{name}.sql"} if params else {}), **({"needs": needs} if needs else {}),
+             "description": ("declared in phases.yml" if queryid in advice.declared_queries
+                             else "from pg_stat_statements") + f", queryid {queryid}"}
+            for queryid, name, _, params, needs in entries]
     by_id = {s.queryid: (s, b) for s, b, _ in advice.statements}
-    names = {q: advice.declared.get(q) or (f"{phase_id}_{n}" if q in advice.workload else f"queryid {q}")
-             for n, q in enumerate(sorted(advice.workload), 1)} | {
+    names = {queryid: name for queryid, name, *_ in entries} | {
         q: advice.declared.get(q) or f"queryid {q}" for q in by_id if q not in advice.workload}
     indexes = []
     for candidate, before, after, helped in advice.chosen:
@@ -700,9 +722,9 @@ def proposal(advice: Advice, phase_id: str = "advised") -> dict[str, Any]:
                                     "sql": "gates/no_invalid_indexes.sql", "expect": "no_rows"}]
     # every statement with sampleable parameters is protected, not only the ones an index targets: no worse than
     # before (1.2×, plus 0.5 ms so sub-millisecond noise cannot fail it); a failure reverts what the phase built
-    gates += [{"name": f"{phase_id}_{number}_not_slower", "kind": "latency", "query": f"{phase_id}_{number}",
+    gates += [{"name": f"{name}_not_slower", "kind": "latency", "query": name,
                "max_ratio_to_before": 1.2, "slack_ms": 0.5, "runs": 20}
-              for number, queryid in enumerate(sorted(advice.workload), 1) if queryid in means]
+              for queryid, name, *_ in entries if queryid in means]
     document["phases"] = [{"id": phase_id, "title": "Indexes advised from the real workload (HypoPG estimates)",
                            "on_gate_failure": "revert", "indexes": indexes, "gates": gates}]
     return document

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
 from tests.conftest import PYINFRA, REPO
@@ -208,6 +209,14 @@ def test_advise_cycle_on_the_foreign_database(servers, foreign_db, tmp_path, cap
     statements = [line for line in text.splitlines() if re.match(r"#   -?\d+: \d+ calls", line)]
     assert statements and text.count("#     verdict: ") == len(statements), text
     assert "pattern search on title (LIKE/ILIKE '%…%')" in text and "gin_trgm_ops" in text, text
+    # the declared workload is the source of truth: its names and parameter queries, a gate for every statement
+    document = yaml.safe_load(text)
+    names = {w["name"] for w in document["workload"]}
+    assert {"ticket_title_search", "org_activity", "open_queue"} <= names, names
+    gated = {g["query"] for g in document["phases"][0]["gates"] if g["kind"] == "latency"}
+    assert gated == names and not any(n.startswith("advised_") for n in names), (gated, names)
+    assert (proposal.parent / "sql" / "workload" / "params" / "ticket_title_search.sql").read_text().strip() == \
+        (FOREIGN / "sql" / "workload" / "params" / "org_terms.sql").read_text().strip()
     assert cli.main(["validate", str(proposal)]) == 0
     env = {**os.environ, "DATABASE_URL": foreign_db, "PGCONVERGE_PHASES": str(proposal),
            "PGCONVERGE_BACKUP_DIR": str(tmp_path / "b"), "PGCONVERGE_REPORTS_DIR": str(tmp_path / "r")}
