@@ -260,6 +260,16 @@ def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], se
     equal: dict[tuple[str, str], list[str]] = {}
     ranged: dict[tuple[str, str], list[str]] = {}
     ordered: dict[tuple[str, str], list[str]] = {}
+    # join keys: `JOIN b ON b.a_id = a.id` — both sides are equality columns (the referencing side is the one a
+    # nested loop or merge join needs an index on)
+    for join in (n for n in _walk(select.fromClause) if isinstance(n, ast.JoinExpr)):
+        for node in _walk(join.quals):
+            if isinstance(node, ast.A_Expr) and node.name and node.name[0].sval == "=" \
+                    and isinstance(node.lexpr, ast.ColumnRef) and isinstance(node.rexpr, ast.ColumnRef):
+                for side in (node.lexpr, node.rexpr):
+                    found = owner(side)
+                    if found:
+                        equal.setdefault(found[0], []).append(found[1])
     for node in _walk(select.whereClause):
         if isinstance(node, ast.A_Expr) and isinstance(node.lexpr, ast.ColumnRef):
             found = owner(node.lexpr)

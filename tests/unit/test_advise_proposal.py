@@ -32,3 +32,10 @@ def test_an_expression_the_where_compares_is_a_candidate():
     expression = [c for c in found if c.columns == ("lower(email)",)]
     assert expression and expression[0].create_sql() == 'CREATE INDEX ON "app"."members" (lower(email))'
     assert expression[0].name == "idx_members_lower_email"
+
+
+def test_join_keys_on_the_referencing_side_are_candidates():
+    columns = {("public", "orders"): {"id", "customer_id", "placed_at"}, ("public", "customers"): {"id", "region"}}
+    found = advise.candidates_of("SELECT o.id FROM customers c JOIN orders o ON o.customer_id = c.id"
+                                 " WHERE c.region = $1", columns)
+    assert any(c.table == "orders" and c.columns[0] == "customer_id" for c in found), found
