@@ -571,6 +571,8 @@ class SummaryCommand(PyinfraCommand):
     def execute(self, state, host, connector_arguments) -> bool:
         if Interruption.received:
             return _fail(host, f"interrupted by {Interruption.received}: the run stopped before its end")
+        session(host).finished = True
+        session(host).write_summary()
         entries = session(host).journal
         lines = [e.line for e in entries]
         applied = [e for e in entries if e.kind == "applied"]

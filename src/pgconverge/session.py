@@ -50,6 +50,7 @@ class HostSession:
     wave: int | None = None
     failure: str | None = None
     started: float = field(default_factory=time.time)
+    finished: bool = False  # the run reached its summary: a host whose process died says "incomplete", not "ok"
 
     def record(self, entry: Entry) -> None:
         self.journal.append(entry)
@@ -62,7 +63,8 @@ class HostSession:
     def summary(self) -> dict[str, Any]:
         gates = [e for e in self.journal if e.kind == "gate"]
         drift = [e for e in self.journal if e.kind == "drift"]
-        return {"host": self.name, "wave": self.wave, "result": "failed" if self.failure else "ok",
+        result = "failed" if self.failure else "ok" if self.finished else "incomplete"
+        return {"host": self.name, "wave": self.wave, "result": result,
                 "applied": sum(e.kind == "applied" for e in self.journal), "gates_passed": sum(e.passed for e in gates),
                 "gates": len(gates), "drift": len(drift), "failure": self.failure,
                 "first_failed_gate": next((e.text for e in gates if not e.passed), None),

@@ -55,3 +55,18 @@ def test_snapshots_beyond_the_retention_are_removed_oldest_first(tmp_path):
                        retention=3)
     kept = sorted(p.name for p in (tmp_path / "lab" / "db_a").glob("*.json"))
     assert kept == ["20261129T100000-label-2.json", "20261129T100000-label-3.json", "20261129T100000-label-4.json"]
+
+
+def test_a_host_summary_is_incomplete_until_the_run_reaches_its_end(tmp_path):
+    import json
+
+    from pgconverge.session import Entry, HostSession
+
+    here = HostSession("@db/t1", summary_path=tmp_path / "t1.json")
+    here.record(Entry("applied", "p1", "index x: missing"))
+    assert json.loads((tmp_path / "t1.json").read_text())["result"] == "incomplete"  # a killed run is no pass
+    here.finished = True
+    here.write_summary()
+    assert json.loads((tmp_path / "t1.json").read_text())["result"] == "ok"
+    here.fail("gate g failed")
+    assert json.loads((tmp_path / "t1.json").read_text())["result"] == "failed"
