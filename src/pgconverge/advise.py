@@ -531,6 +531,26 @@ WRITES = ("SELECT s.schemaname, s.relname, (s.n_tup_ins + s.n_tup_upd + s.n_tup_
           " WHERE d.datname = current_database()")
 
 
+def table_rows(conn: psycopg.Connection) -> dict[tuple[str, str], float]:
+    """Estimated rows per table; a partitioned table has none of its own (reltuples -1): its leaves' sum."""
+    return {(r[0], r[1]): float(r[2]) for r in conn.execute(
+        "SELECT n.nspname, c.relname, greatest(CASE WHEN c.relkind = 'p' THEN (SELECT sum(greatest(l.reltuples, 0))"
+        " FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf) ELSE c.reltuples END, 1)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')").fetchall()}
+
+
+def _with_partitioned(conn: psycopg.Connection, rates: dict[str, float]) -> dict[str, float]:
+    """A partitioned table takes the writes of its leaves."""
+    for schema, table, leaf_schema, leaf in conn.execute(
+            "SELECT n.nspname, c.relname, ln.nspname, l.relname FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace, pg_partition_tree(c.oid) t"
+            " JOIN pg_class l ON l.oid = t.relid JOIN pg_namespace ln ON ln.oid = l.relnamespace"
+            " WHERE c.relkind = 'p' AND t.isleaf").fetchall():
+        key = QualifiedName(schema, table)
+        rates[key] = rates.get(key, 0.0) + rates.get(QualifiedName(leaf_schema, leaf), 0.0)
+    return rates
+
+
 def write_rates(conn: psycopg.Connection, window_s: float) -> tuple[dict[str, float], str]:
     """Rows written per second per table: over a window of two readings of the table statistics (what the tables
     take now), or, without a window, averaged since the statistics were reset (a one-time bulk load counts too)."""
@@ -538,7 +558,7 @@ def write_rates(conn: psycopg.Connection, window_s: float) -> tuple[dict[str, fl
     if window_s <= 0:
         averaged: dict[str, float] = {QualifiedName(r[0], r[1]): r[2] / max((r[3] - r[4]).total_seconds(), 1.0)
                                       for r in first}
-        return averaged, "averaged since the statistics reset"
+        return _with_partitioned(conn, averaged), "averaged since the statistics reset"
     time.sleep(window_s)
     conn.execute("SELECT pg_stat_clear_snapshot()")  # read the counters afresh, not this transaction's copy
     second = {(r[0], r[1]): (r[2], r[3]) for r in conn.execute(WRITES).fetchall()}
@@ -546,7 +566,7 @@ def write_rates(conn: psycopg.Connection, window_s: float) -> tuple[dict[str, fl
     for schema, table, count, at, _ in first:
         later, later_at = second.get((schema, table), (count, at))
         rates[QualifiedName(schema, table)] = max(later - count, 0.0) / max((later_at - at).total_seconds(), 0.001)
-    return rates, f"measured over {window_s:g} s"
+    return _with_partitioned(conn, rates), f"measured over {window_s:g} s"
 
 
 def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_mean_ms: float = 0.0,
@@ -593,9 +613,7 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
         pool.remove(best)
         current = best_costs
     advice.statements = [(s, base[s.queryid], current.get(s.queryid, base[s.queryid])) for s in statements]
-    sizes = {(r[0], r[1]): float(r[2]) for r in conn.execute(
-        "SELECT n.nspname, c.relname, greatest(c.reltuples, 1) FROM pg_class c JOIN pg_namespace n"
-        " ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')").fetchall()}
+    sizes = table_rows(conn)
     helped_by: dict[int, list[str]] = {}
     for candidate, _, _, helped in advice.chosen:
         for queryid, _, _ in helped:
