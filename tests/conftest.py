@@ -5,12 +5,15 @@ If a server cannot start, every test that needs it errors with the reason: nothi
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -108,3 +111,23 @@ def run_pyinfra(database_url: str, deploy: str, *args: str, phases: Path | None 
         env["PGCONVERGE_PHASES"] = str(phases)
     return subprocess.run([PYINFRA, "inventory/lab.py", deploy, *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def writing(url: str, statement: str, params: list | None = None):
+    """An application client running `statement` in a loop (every 10 ms) while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute(statement, params)  # type: ignore[arg-type]
+                time.sleep(0.01)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

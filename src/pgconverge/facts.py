@@ -96,15 +96,16 @@ class _Rollback(Exception):
 
 
 def table_shapes(conn: psycopg.Connection, tables: list[str]) -> dict[str, str]:
-    """What an index's rendering depends on, per table: its columns with their types and collations, and its
-    partition key. Databases of a fleet whose tables have the same shape render a declared index the same way."""
+    """What an index's rendering depends on, per table: its columns with their types and collations, its partition
+    key, the search path (how names print). Databases of a fleet whose tables have the same shape render a declared
+    index the same way."""
     rows = conn.execute(
         "SELECT n.nspname || '.' || c.relname, string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)"
         " || ' ' || a.attcollation::text, ', ' ORDER BY a.attnum) || ' | ' || coalesce(pg_get_partkeydef(c.oid), '')"
+        " || ' | ' || current_setting('search_path')"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-        " WHERE (n.nspname || '.' || c.relname) = ANY(%s) GROUP BY 1, c.oid"
-        " UNION ALL SELECT '', current_setting('search_path')", [tables]).fetchall()
+        " WHERE (n.nspname || '.' || c.relname) = ANY(%s) GROUP BY 1, c.oid", [tables]).fetchall()
     return dict(rows)
 
 
@@ -135,9 +136,9 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                 except psycopg.Error:
                     pass  # the apply will say why
             for number, index in enumerate(declared):
-                # what the server's print of it depends on: the table's shape, the extensions, the search path
+                # what the server's print of it depends on: the table's shape and the extensions there
                 reuse = (index.key, index.definition_hash, shapes.get(str(index.table_key)),
-                         tuple(sorted(catalog.extensions)), shapes.get(""))
+                         tuple(sorted(catalog.extensions)))
                 if shared is not None and reuse[2] is not None and reuse in shared:
                     canonical, problem = shared[reuse]
                     if canonical:

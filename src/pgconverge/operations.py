@@ -122,7 +122,7 @@ class SqlCommand(PyinfraCommand):
             run_step(conn, url, self.step, self.settings, host.log)
             session(host).record(Entry("applied", self.step.phase, f"{self.step.object}: {self.step.why}"
                                                                   f" ({time.monotonic() - started:.1f} s)",
-                                       undo=self.step.undo, lock_step=self.step))
+                                       undo=self.step.undo, step=self.step))
             # Fault-injection tests slow the run down so that a kill can land between any two steps.
             time.sleep(float(os.environ.get("PGCONVERGE_STEP_DELAY") or 0))
             return True
@@ -203,7 +203,7 @@ class GateCommand(PhaseCommand):
         applied = [e for e in session(target).journal if e.kind == "applied" and e.phase == phase_id]
         undone, kept = [], []
         for entry in reversed(applied):
-            step = entry.lock_step
+            step = entry.step
             if entry.undo is None:
                 if step is not None and step.action not in (Action.MARK, Action.ATTACH, Action.GRANT):
                     kept.append(step.object)

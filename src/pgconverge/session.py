@@ -25,7 +25,7 @@ class Entry:
     text: str
     passed: bool = True
     undo: str | None = None  # applied: the statement that removes the new object it created
-    lock_step: Any = None  # applied: the step itself (its lock decides how the undo waits)
+    step: Any = None  # applied: the step itself (its kind and lock decide how its undo runs)
 
     @property
     def line(self) -> str:

@@ -4,7 +4,6 @@ phases.yml fragment that validates and converges; never a write to the target.""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import psycopg
@@ -231,28 +230,14 @@ def test_fleet_advice_one_proposal_for_tenants_with_different_traffic(servers, t
 
 def test_write_rates_are_measured_over_a_window_not_averaged_since_the_reset(fresh_db):
     """Only crm_notes takes writes during the window: the window sees that, and leads takes none."""
-    import threading
-
     from pgconverge import advise
-
-    stop = threading.Event()
-
-    def writer() -> None:
-        with psycopg.connect(fresh_db, autocommit=True) as conn:
-            owner = conn.execute("SELECT user_id, lead_id FROM crm_notes LIMIT 1").fetchone()
-            while not stop.is_set():
-                conn.execute("UPDATE crm_notes SET user_id = user_id WHERE lead_id = %s", [owner[1]])
-                time.sleep(0.01)
+    from tests.conftest import writing
 
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         averaged, basis = advise.write_rates(conn, 0)
         assert basis == "averaged since the statistics reset" and all(rate >= 0 for rate in averaged.values())
-        thread = threading.Thread(target=writer)
-        thread.start()
-        try:
+        lead = conn.execute("SELECT lead_id FROM crm_notes LIMIT 1").fetchone()[0]
+        with writing(fresh_db, "UPDATE crm_notes SET user_id = user_id WHERE lead_id = %s", [lead]):
             measured, basis = advise.write_rates(conn, 2.5)
-        finally:
-            stop.set()
-            thread.join()
     assert basis == "measured over 2.5 s"
     assert measured["public.leads"] == 0 and measured["public.crm_notes"] > 0

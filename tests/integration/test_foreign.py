@@ -267,28 +267,13 @@ def test_a_view_on_the_managed_rollup_and_a_second_project_on_the_same_database(
 
 
 def test_a_partitioned_table_has_its_leaves_rows_and_writes_for_advise(foreign_db):
-    import threading
-    import time
-
     from pgconverge import advise
+    from tests.conftest import writing
 
     with psycopg.connect(foreign_db, autocommit=True) as conn:
         assert advise.table_rows(conn)[("app", "ticket_events")] >= 140_000  # not reltuples -1 of the parent
-        stop = threading.Event()
-
-        def writer() -> None:
-            with psycopg.connect(foreign_db, autocommit=True) as other:
-                while not stop.is_set():
-                    other.execute("INSERT INTO app.ticket_events SELECT ticket_id, org_id, 'email', 'replied',"
-                                  " '2026-11-20' FROM app.ticket_events LIMIT 1")
-                    time.sleep(0.01)
-
-        thread = threading.Thread(target=writer)
-        thread.start()
-        try:
+        with writing(foreign_db, "INSERT INTO app.ticket_events SELECT ticket_id, org_id, 'email', 'replied',"
+                                 " '2026-11-20' FROM app.ticket_events LIMIT 1"):
             rates, _ = advise.write_rates(conn, 2.0)
-        finally:
-            stop.set()
-            thread.join()
     assert rates["app.ticket_events"] > 0 and rates["app.ticket_events_2026_11_email"] > 0
     assert rates["app.ticket_events"] >= rates["app.ticket_events_2026_11_email"]
