@@ -4,6 +4,7 @@ by calls → a phases.yml fragment with the evidence. Read-only on the target: p
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,8 @@ from pglast.enums.parsenodes import A_Expr_Kind, SortByDir
 from pglast.enums.primnodes import BoolExprType, NullTestType
 from pglast.stream import RawStream
 from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from .errors import UserError
 from .names import QualifiedName
@@ -38,6 +41,8 @@ class Statement:
     mean_ms: float
     total_ms: float
     calls_per_s: float = 0.0  # since pg_stat_statements was last reset
+    # a few sampled sets of $1, $2, … from the data it reads: costed as custom plans; () → the generic plan
+    values: tuple[tuple[Any, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,11 @@ class Advice:
     chosen_on: dict[str, str] = field(default_factory=dict)
     fleet: list[str] = field(default_factory=list)
     verdicts: dict[int, str] = field(default_factory=dict)  # every top statement: helped, or why not
+    # candidates that saved the most but were left out, and why (a statement costlier, a risky plan)
+    rejected: list[tuple[Candidate, int, str]] = field(default_factory=list)  # candidate, statement, why
+    # statement → why → the left-out candidates it applies to
+    warnings: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+    maintenance: dict[str, float] = field(default_factory=dict)  # candidate → est. write cost per second
     # statement → the declared workload query (its name, SQL, parameter query, needs): the proposal reuses it as is
     declared_queries: dict[int, tuple[str, str, str, str | None]] = field(default_factory=dict)
 
@@ -439,24 +449,34 @@ def plannable(query: str) -> str:
     return TYPED_LITERAL.sub(lambda m: f"${m.group(2)}::{m.group(1)}", query)
 
 
-def _cost(conn: psycopg.Connection, statement: Statement) -> float | None:
-    plan = _plan_of(conn, statement)
-    return float(plan["Total Cost"]) if plan else None
-
-
-def _plan_of(conn: psycopg.Connection, statement: Statement) -> dict[str, Any] | None:
-    """The generic plan of a statement, with the hypothetical indexes of the moment (HypoPG's are seen)."""
+def _plan_of(conn: psycopg.Connection, statement: Statement, values: tuple[Any, ...] | None = None
+             ) -> dict[str, Any] | None:
+    """The statement's plan with the hypothetical indexes of the moment (HypoPG's are seen): a custom plan for
+    sampled parameter values (what the planner does for the application's first executions), else the generic one."""
     count = max((int(n) for n in re.findall(r"\$(\d+)", statement.query)), default=0)
+    custom = bool(count and values and len(values) >= count)
     try:
         with conn.transaction():
-            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            conn.execute(f"SET LOCAL plan_cache_mode = {'force_custom_plan' if custom else 'force_generic_plan'}")  # type: ignore[arg-type]
             conn.execute(f"PREPARE pgconverge_advise AS {plannable(statement.query)}")  # type: ignore[arg-type]
-            arguments = "(" + ", ".join(["NULL"] * count) + ")" if count else ""
-            row = conn.execute(f"EXPLAIN (FORMAT JSON) EXECUTE pgconverge_advise{arguments}").fetchone()  # type: ignore[arg-type]
+            arguments = [_literal(conn, v) for v in values[:count]] if custom and values else ["NULL"] * count
+            row = conn.execute("EXPLAIN (FORMAT JSON) EXECUTE pgconverge_advise"  # type: ignore[arg-type]
+                               + (f"({', '.join(arguments)})" if count else "")).fetchone()
             conn.execute("DEALLOCATE pgconverge_advise")
     except psycopg.Error:
         return None
     return row[0][0]["Plan"] if row else None
+
+
+def _literal(conn: psycopg.Connection, value: Any) -> str:
+    # a jsonb value read by a parameter query comes back as a dict
+    return sql.Literal(Jsonb(value) if isinstance(value, dict) else value).as_string(conn)
+
+
+def _plans(conn: psycopg.Connection, statement: Statement, every_set: bool) -> list[dict[str, Any]]:
+    """Its plan for the first sampled set (or the generic plan), or for every sampled set."""
+    sets: list[tuple[Any, ...] | None] = list(statement.values if every_set else statement.values[:1]) or [None]
+    return [plan for values in sets if (plan := _plan_of(conn, statement, values)) is not None]
 
 
 def _nodes(plan: dict[str, Any]):
@@ -495,8 +515,8 @@ def verdict(conn: psycopg.Connection, statement: Statement, before: float, after
         return f"{helped}; also a {pattern}" if pattern else helped
     if pattern:
         return pattern
-    plan = _plan_of(conn, statement)
-    nodes = list(_nodes(plan)) if plan else []
+    plans = _plans(conn, statement, every_set=False)
+    nodes = list(_nodes(plans[0])) if plans else []
     used = sorted({n["Index Name"] for n in nodes if "Index Name" in n})
     if used:
         rows = sum(int(n.get("Plan Rows", 0)) for n in nodes if "Index Name" in n)
@@ -513,20 +533,273 @@ def verdict(conn: psycopg.Connection, statement: Statement, before: float, after
     return f"no candidate made it ≥ {MIN_SAVING:.0%} cheaper for the workload (estimated cost {before:,.1f})"
 
 
-def _workload_cost(conn: psycopg.Connection, statements: list[Statement], hypothetical: list[Candidate]) -> dict[int, float]:
+@dataclass
+class Costing:
+    """Every statement's estimated cost per call with a set of hypothetical indexes, and the plans behind it."""
+
+    costs: dict[int, float]
+    plans: dict[int, list[dict[str, Any]]]
+    hypothetical: dict[str, Candidate]  # HypoPG's name of each hypothetical index → its candidate
+
+
+def _workload_cost(conn: psycopg.Connection, statements: list[Statement], hypothetical: list[Candidate],
+                   every_set: bool = False) -> Costing:
     conn.execute("SELECT hypopg_reset()")
+    names: dict[str, Candidate] = {}
     for candidate in hypothetical:
         try:
             with conn.transaction():
-                conn.execute("SELECT hypopg_create_index(%s)", [candidate.create_sql()])
+                row = conn.execute("SELECT indexname FROM hypopg_create_index(%s)", [candidate.create_sql()]).fetchone()
+                if row:
+                    names[str(row[0])] = candidate
         except psycopg.Error:
             continue  # a candidate HypoPG cannot represent is costed as absent
-    costs = {s.queryid: c for s in statements if (c := _cost(conn, s)) is not None}
+    plans = {s.queryid: found for s in statements if (found := _plans(conn, s, every_set))}
     conn.execute("SELECT hypopg_reset()")
-    return costs
+    costs = {q: sum(float(p["Total Cost"]) for p in found) / len(found) for q, found in plans.items()}
+    return Costing(costs, plans, names)
 
 
-WRITES = ("SELECT s.schemaname, s.relname, (s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::float8, clock_timestamp(),"
+# a bitmap arm reading more than this share of its table is a low-selectivity index
+LOW_SELECTIVITY = 0.05
+
+
+def plan_hazards(plan: dict[str, Any], hypothetical: dict[str, Candidate], rows: dict[tuple[str, str], float],
+                 referenced: set[str]) -> list[tuple[Candidate, str]]:
+    """Where a plan bets on an estimate a new index invites: a partial index on columns the statement never
+    mentions, read whole for its WHERE alone (all its entries, per loop, if the predicate's estimate is off), or a
+    partial or low-selectivity index ANDed into a bitmap with another index."""
+    found = []
+    for node in _nodes(plan):
+        candidate = hypothetical.get(node.get("Index Name", ""))
+        keys = {c.split()[0].strip('"') for c in candidate.columns} if candidate else set()
+        if candidate and candidate.where and "Index Cond" not in node and not keys & referenced:
+            found.append((candidate, f"its plan would read all of {candidate.name} (no index condition, only its WHERE"
+                                     f" {candidate.where}) — it rests on that predicate's row estimate"))
+        if node.get("Node Type") != "BitmapAnd":
+            continue
+        arms = [child.get("Index Name", "?") for child in node.get("Plans", [])]
+        for child in node.get("Plans", []):
+            candidate = hypothetical.get(child.get("Index Name", ""))
+            share = float(child.get("Plan Rows", 0)) / max(rows.get((candidate.schema, candidate.table), 1.0), 1.0) \
+                if candidate else 0.0
+            if candidate and (candidate.where or share > LOW_SELECTIVITY):
+                others = ", ".join(hypothetical[a].name if a in hypothetical else a for a in arms
+                                   if a != child.get("Index Name"))
+                kind = "partial" if candidate.where else f"{share:.0%} of the table"
+                found.append((candidate, f"its plan would AND {candidate.name} ({kind}) with {others} in a bitmap"
+                                         " — a combination the estimate favours and"
+                                         f" a busy table may not"))
+    return found
+
+
+def statement_hazards(costing: Costing, statements: list[Statement],
+                      rows: dict[tuple[str, str], float]) -> dict[int, list[tuple[Candidate, str]]]:
+    """Each statement's risky plan shapes with the costing's hypothetical indexes."""
+    found: dict[int, list[tuple[Candidate, str]]] = {}
+    for statement in statements:
+        referenced = referenced_columns(statement.query)
+        hazards = [h for plan in costing.plans.get(statement.queryid, [])
+                   for h in plan_hazards(plan, costing.hypothetical, rows, referenced)]
+        if hazards:
+            found[statement.queryid] = list(dict.fromkeys(hazards))
+    return found
+
+
+# estimated cost units a written row costs each index of its table (the descent and the leaf page, WAL)
+WRITE_COST = 3.0
+
+
+SAMPLED_SETS = 3
+
+
+def parameter_names(query: str) -> list[str]:
+    """A workload query's %(name)s parameters in the order positional() numbers them."""
+    return list(dict.fromkeys(re.findall(r"%\((\w+)\)s", query)))
+
+
+def sampled_values(conn: psycopg.Connection, statement: Statement, query: str, params_sql: str,
+                   declared: bool) -> tuple[tuple[Any, ...], ...]:
+    """A few rows of the statement's parameter query as its $1, $2, … (a declared query's by the order its names
+    first appear, advise's own query's columns are p1, p2, …); () when there is none or it reads nothing."""
+    count = max((int(n) for n in re.findall(r"\$(\d+)", statement.query)), default=0)
+    if not params_sql or not count:
+        return ()
+    order = parameter_names(query) if declared else [f"p{n}" for n in range(1, count + 1)]
+    try:
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cursor:
+            # the comment keeps this sampling out of what advise reads from pg_stat_statements
+            rows = cursor.execute(f"/* pgconverge */ SELECT * FROM ({params_sql}) AS params"  # type: ignore[arg-type]
+                                  f" LIMIT {SAMPLED_SETS}").fetchall()
+    except psycopg.Error:
+        return ()
+    return tuple(tuple(row[k] for k in order) for row in rows if all(k in row for k in order))
+
+
+def referenced_columns(query: str) -> set[str]:
+    """The column names a statement mentions anywhere (unqualified)."""
+    try:
+        statement = pglast.parse_sql(query)[0].stmt
+    except pglast.parser.ParseError:
+        return set()
+    return {name[1] for n in _walk(statement) if isinstance(n, ast.ColumnRef) and (name := _column_name(n))}
+
+
+def per_second(costs: dict[int, float], statements: list[Statement]) -> float:
+    """The workload's estimated cost per second: each statement's cost per call × its calls per second."""
+    rate = {s.queryid: s.calls_per_s for s in statements}
+    return sum(rate.get(q, 0.0) * c for q, c in costs.items())
+
+
+def upkeep(candidate: Candidate, advice: Advice) -> float:
+    """Estimated cost per second of keeping the index up to date: rows its table takes per second × WRITE_COST."""
+    cost = advice.write_rates.get(QualifiedName(candidate.schema, candidate.table), 0.0) * WRITE_COST
+    advice.maintenance[candidate.name] = cost
+    return cost
+
+
+def costlier(before: float | None, after: float | None) -> bool:
+    return before is not None and after is not None and after > before * 1.001 + 0.01
+
+
+def objection(conn: psycopg.Connection, candidate: Candidate, current: Costing, trial: Costing, statements: list[Statement],
+              rows: dict[tuple[str, str], float]) -> tuple[int, str] | None:
+    """Why a candidate must not join the set: a predicate the planner misjudges, a statement it makes costlier, or
+    a risky plan it invites."""
+    if candidate.where:
+        stale = _misestimate(conn, candidate.schema, candidate.table, one_line(candidate.where).replace('"', ""),
+                             rows.get((candidate.schema, candidate.table), 1.0))
+        if stale:
+            target = next((q for q, before in current.costs.items() if trial.costs.get(q, before) < before),
+                          statements[0].queryid)
+            return target, stale
+    for statement in statements:
+        before, after = current.costs.get(statement.queryid), trial.costs.get(statement.queryid)
+        if costlier(before, after):
+            return statement.queryid, f"it would make this statement's estimate costlier ({before:,.1f} → {after:,.1f})"
+    for queryid, found in statement_hazards(trial, statements, rows).items():
+        for suspect, why in found:
+            if suspect == candidate:
+                return queryid, why
+    return None
+
+
+# a predicate's row estimate this many times off what a sample finds: the table's statistics are stale
+MISESTIMATE = 10.0
+
+
+@functools.lru_cache(maxsize=256)
+def _misestimate(conn: psycopg.Connection, schema: str, table: str, where: str, rows: float) -> str | None:
+    return predicate_misestimate(conn, Candidate(schema, table, (), where=where), rows)
+
+
+def predicate_misestimate(conn: psycopg.Connection, candidate: Candidate, rows: float) -> str | None:
+    """A partial candidate's WHERE as the planner estimates it against what a sample of the table finds: HypoPG
+    sizes the index, and the planner prices every plan that reads it, on that estimate."""
+    table = sql.Identifier(candidate.schema, candidate.table)
+    share = min(100.0, max(0.1, 100_000 / max(rows, 1.0) * 100))  # ~100k rows read
+    try:
+        with conn.transaction():
+            plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {}").format(
+                table, sql.SQL(candidate.where))).fetchone()
+            found = conn.execute(sql.SQL("/* pgconverge */ SELECT count(*) FROM {} TABLESAMPLE SYSTEM ({})"
+                                         " REPEATABLE (7) WHERE {}").format(
+                table, sql.Literal(round(share, 3)), sql.SQL(candidate.where))).fetchone()
+    except psycopg.Error:
+        return None
+    if not plan or not found:
+        return None
+    estimated, sampled = float(plan[0][0]["Plan"]["Plan Rows"]), float(found[0]) * 100 / share
+    if max(estimated, sampled) < 1000 or max(estimated, sampled) < MISESTIMATE * max(min(estimated, sampled), 1.0):
+        return None
+    return (f"the planner estimates {estimated:,.0f} row(s) WHERE {candidate.where} on {candidate.schema}.{candidate.table},"
+            f" a {share:g} % sample finds ~{sampled:,.0f}: its statistics are stale (ANALYZE it, then advise again)"
+            " — a partial index priced on them is a bet every plan that reads it would take")
+
+
+def choose(conn: psycopg.Connection, statements: list[Statement], pool: list[Candidate], advice: Advice,
+           rows: dict[tuple[str, str], float]) -> list[Candidate]:
+    """Greedy: each round the candidate that lowers the workload's estimated cost per second most, net of its
+    upkeep, among those that make no statement costlier and invite no risky plan; stop below MIN_SAVING."""
+    pool = list(pool)
+    current = _workload_cost(conn, statements, [])
+    chosen: list[Candidate] = []
+    while pool and len(chosen) < MAX_INDEXES:
+        now = per_second(current.costs, statements)
+        trials = []
+        for candidate in pool:
+            costing = _workload_cost(conn, statements, [*chosen, candidate])
+            trials.append((per_second(costing.costs, statements) + upkeep(candidate, advice), candidate, costing))
+        picked = None
+        for score, candidate, costing in sorted(trials, key=lambda t: t[0]):
+            if now - score < MIN_SAVING * now:
+                break
+            why = objection(conn, candidate, current, costing, statements, rows)
+            if why is None:
+                picked = (candidate, costing)
+                break
+            leave_out(advice, candidate, *why)
+            pool.remove(candidate)
+        if picked is None:
+            break
+        chosen.append(picked[0])
+        pool.remove(picked[0])
+        current = picked[1]
+    return chosen
+
+
+def leave_out(advice: Advice, candidate: Candidate, queryid: int, why: str) -> None:
+    advice.rejected.append((candidate, queryid, why))
+    advice.warnings.setdefault(queryid, {}).setdefault(why, []).append(candidate.name)
+
+
+def settle(conn: psycopg.Connection, statements: list[Statement], chosen: list[Candidate], base: Costing,
+           advice: Advice, rows: dict[tuple[str, str], float]) -> list[Candidate]:
+    """The chosen set costed with every sampled parameter set against no new index at all: while a statement is
+    costlier than before or its plan takes a risky shape, the index responsible (the latest chosen that undoes it)
+    is left out."""
+    chosen = list(chosen)
+    while chosen:
+        final = _workload_cost(conn, statements, chosen, every_set=True)
+        culprit = None
+        for statement in statements:
+            before, after = base.costs.get(statement.queryid), final.costs.get(statement.queryid)
+            if not costlier(before, after):
+                continue
+            why = (f"with the whole set this statement's estimate is costlier than before ({before:,.1f} →"
+                   f" {after:,.1f}) over its sampled parameters")
+            suspect = next((c for c in reversed(chosen) if not costlier(before, _workload_cost(
+                conn, [statement], [x for x in chosen if x != c], every_set=True).costs.get(statement.queryid))),
+                chosen[-1])
+            culprit = (suspect, statement.queryid, why)
+            break
+        if culprit is None:
+            hazards = statement_hazards(final, statements, rows)
+            culprit = next(((c, q, why) for q, found in hazards.items() for c, why in found), None)
+        if culprit is None:
+            return chosen
+        leave_out(advice, *culprit)
+        chosen.remove(culprit[0])
+    return chosen
+
+
+def attribute(conn: psycopg.Connection, statements: list[Statement], chosen: list[Candidate], base: Costing,
+              advice: Advice) -> Costing:
+    """Each index in the order chosen, with every sampled parameter set: the workload's estimated cost per second
+    before and after it, and the statements it made cheaper."""
+    current = base
+    for number, candidate in enumerate(chosen, 1):
+        costing = _workload_cost(conn, statements, chosen[:number], every_set=True)
+        helped = tuple((q, current.costs[q], after) for q, after in costing.costs.items()
+                       if q in current.costs and after < current.costs[q] - 0.01)
+        advice.chosen.append((candidate, per_second(current.costs, statements), per_second(costing.costs, statements),
+                              helped))
+        current = costing
+    return current
+
+
+# rows that touch every index: inserts and updates that are not HOT (deletes leave entries for vacuum)
+WRITES = ("SELECT s.schemaname, s.relname, (s.n_tup_ins + s.n_tup_upd - s.n_tup_hot_upd)::float8, clock_timestamp(),"
           " coalesce(d.stats_reset, pg_postmaster_start_time()) FROM pg_stat_user_tables s, pg_stat_database d"
           " WHERE d.datname = current_database()")
 
@@ -588,40 +861,8 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
             " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND a.attnum > 0"
             " AND NOT a.attisdropped AND n.nspname NOT IN ('pg_catalog', 'information_schema')").fetchall():
         columns.setdefault((schema, table), set()).add(column)
-    pool = list(dict.fromkeys(c for s in statements for c in candidates_of(s.query, columns)))
-    if offer_declared:
-        existing = {f"{r[0]}.{r[1]}" for r in conn.execute(
-            "SELECT schemaname, indexname FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")}
-        pool += declared_candidates(spec, existing)
-    base = _workload_cost(conn, statements, [])
-    statements = [s for s in statements if s.queryid in base]
-    calls = {s.queryid: s.calls for s in statements}
-
-    def total(costs: dict[int, float]) -> float:
-        return sum(calls[q] * c for q, c in costs.items())
-
-    current = base
-    chosen: list[Candidate] = []
-    while pool and len(chosen) < MAX_INDEXES:
-        trials = [(total(costs := _workload_cost(conn, statements, [*chosen, c])), c, costs) for c in pool]
-        best_total, best, best_costs = min(trials, key=lambda t: t[0])
-        if total(current) - best_total < MIN_SAVING * total(current):
-            break
-        helped = tuple((q, current[q], c) for q, c in best_costs.items() if c < current.get(q, c))
-        advice.chosen.append((best, total(current), best_total, helped))
-        chosen.append(best)
-        pool.remove(best)
-        current = best_costs
-    advice.statements = [(s, base[s.queryid], current.get(s.queryid, base[s.queryid])) for s in statements]
     sizes = table_rows(conn)
-    helped_by: dict[int, list[str]] = {}
-    for candidate, _, _, helped in advice.chosen:
-        for queryid, _, _ in helped:
-            helped_by.setdefault(queryid, []).append(candidate.name)
-    for statement, before, after in advice.statements:
-        advice.verdicts[statement.queryid] = verdict(conn, statement, before, after,
-                                                     helped_by.get(statement.queryid, []), sizes)
-    for statement, _, _ in advice.statements:
+    for statement in statements:
         declared_name = advice.declared.get(statement.queryid)
         if declared_name and spec is not None:
             # the declared workload is the source of truth: its name, its SQL, its own parameter query
@@ -638,7 +879,32 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
             # pg_stat_statements keeps no parameter values: only those compared with a column can be sampled
             advice.ungated[statement.queryid] = ("a parameter is compared with no column (LIMIT, interval, an"
                                                  " expression): declare the query under workload: with its values")
+    statements = [replace(s, values=sampled_values(conn, s, *advice.workload.get(s.queryid, ("", "")),
+                                                   declared=s.queryid in advice.declared_queries))
+                  for s in statements]
+    # what the tables take now weighs each candidate's upkeep against what it saves
     advice.write_rates, advice.write_basis = write_rates(conn, write_window_s)
+    pool = list(dict.fromkeys(c for s in statements for c in candidates_of(s.query, columns)))
+    if offer_declared:
+        existing = {f"{r[0]}.{r[1]}" for r in conn.execute(
+            "SELECT schemaname, indexname FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")}
+        pool += declared_candidates(spec, existing)
+    base = _workload_cost(conn, statements, [], every_set=True)
+    statements = [s for s in statements if s.queryid in base.costs]
+    chosen = choose(conn, statements, pool, advice, sizes)
+    chosen = settle(conn, statements, chosen, base, advice, sizes)
+    final = attribute(conn, statements, chosen, base, advice)
+    advice.statements = [(s, base.costs[s.queryid], final.costs.get(s.queryid, base.costs[s.queryid]))
+                         for s in statements]
+    helped_by: dict[int, list[str]] = {}
+    for candidate, _, _, helped in advice.chosen:
+        for queryid, _, _ in helped:
+            helped_by.setdefault(queryid, []).append(candidate.name)
+    for statement, before, after in advice.statements:
+        advice.verdicts[statement.queryid] = verdict(conn, statement, before, after,
+                                                     helped_by.get(statement.queryid, []), sizes)
+        for why, names in advice.warnings.get(statement.queryid, {}).items():
+            advice.verdicts[statement.queryid] += f"; left out {', '.join(names)}: {why}"
     advice.unused = [(r[0], r[1], str(r[2])) for r in conn.execute(
         "SELECT s.schemaname || '.' || s.indexrelname, pg_relation_size(s.indexrelid),"
         " coalesce(d.stats_reset, pg_postmaster_start_time()) FROM pg_stat_user_indexes s"
@@ -743,8 +1009,9 @@ def proposal(advice: Advice, phase_id: str = "advised") -> dict[str, Any]:
             "columns": list(candidate.columns),
             **({"include": list(candidate.include)} if candidate.include else {}),
             **({"where": candidate.where} if candidate.where else {}),
-            "serves": f"{origin}{served + '; ' if served else ''}workload cost {before:,.0f} → {after:,.0f} (calls × est."
-                      f" cost); the table takes {writes:.1f} writes/s ({advice.write_basis})"
+            "serves": f"{origin}{served + '; ' if served else ''}workload cost {before:,.0f} → {after:,.0f} per second"
+                      f" (calls/s × est. cost); the table takes {writes:.1f} writes/s ({advice.write_basis}): upkeep"
+                      f" ~{advice.maintenance.get(candidate.name, writes * WRITE_COST):,.0f}/s"
                       + (f"; {advice.chosen_on[candidate.name]}" if candidate.name in advice.chosen_on else "")})
     gates: list[dict[str, Any]] = [{"name": f"{phase_id}_no_invalid_indexes", "kind": "sql",
                                     "sql": "gates/no_invalid_indexes.sql", "expect": "no_rows"}]
@@ -772,6 +1039,14 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
             lines.append(f"#     verdict: {advice.verdicts[s.queryid]}")
         if s.queryid in advice.ungated:
             lines.append(f"#     no gate: {advice.ungated[s.queryid]}")
+    if advice.rejected:
+        lines += ["", "# Left out although they saved the most at their turn (the application's plans come first):"]
+        names = {queryid: name for queryid, name, *_ in workload_entries(advice, phase_id)}
+        reasons: dict[str, list[str]] = {}
+        for c, q, why in advice.rejected:
+            reasons.setdefault(f"for {names.get(q, f'queryid {q}')}: {why}", []).append(
+                f"{c.name} ({', '.join(c.columns)})" + (f" WHERE {c.where}" if c.where else ""))
+        lines += [f"#   {', '.join(found)} — {why}" for why, found in reasons.items()]
     if advice.redundant:
         lines += ["", "# Redundant indexes, for review. pgconverge drops only what it manages: declare one as it is (it is",
                   "# adopted, no build), converge, then set state: absent and converge again."]
@@ -786,7 +1061,7 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
 
 def fleet_advice(advices: dict[str, Advice]) -> Advice:
     """One proposal for databases with the same schema: every index chosen on any of them, ranked by the workload
-    cost it saves summed over the fleet (calls × estimated cost, each database's own pg_stat_statements), kept while
+    cost it saves summed over the fleet (calls/s × estimated cost, each database's own pg_stat_statements), kept while
     it saves at least MIN_SAVING of the fleet's total; workload queries and gates from the database with the most
     work; the evidence per database as comments."""
     if not advices:
@@ -797,8 +1072,8 @@ def fleet_advice(advices: dict[str, Advice]) -> Advice:
         for candidate, before, after, _ in advice.chosen:
             saving[candidate] = saving.get(candidate, 0.0) + before - after
             where.setdefault(candidate, []).append(host)
-    total = sum(sum(b * s.calls for s, b, _ in a.statements) for a in advices.values()) or 1.0
-    busiest = max(advices, key=lambda h: sum(b * s.calls for s, b, _ in advices[h].statements))
+    total = sum(sum(b * s.calls_per_s for s, b, _ in a.statements) for a in advices.values()) or 1.0
+    busiest = max(advices, key=lambda h: sum(b * s.calls_per_s for s, b, _ in advices[h].statements))
     merged = replace(advices[busiest], chosen=[], fleet=[], chosen_on={})
     remaining = total
     for candidate in sorted(saving, key=lambda c: -saving[c])[:MAX_INDEXES]:
@@ -809,8 +1084,8 @@ def fleet_advice(advices: dict[str, Advice]) -> Advice:
                                             f" ({', '.join(where[candidate])})")
         remaining -= saving[candidate]
     for host, advice in sorted(advices.items()):
-        work = sum(b * s.calls for s, b, _ in advice.statements)
-        top = max(advice.statements, key=lambda t: t[1] * t[0].calls, default=None)
+        work = sum(b * s.calls_per_s for s, b, _ in advice.statements)
+        top = max(advice.statements, key=lambda t: t[1] * t[0].calls_per_s, default=None)
         merged.fleet.append(
             f"{host}: {len(advice.statements)} statements, {100 * work / total:.0f} % of the fleet's estimated"
             f" workload; its own choice: {', '.join(c.name for c, *_ in advice.chosen) or 'none'}"

@@ -1,0 +1,1 @@
+SELECT title_id AS title, branch_id AS branch FROM lending.copies WHERE id % 997 = 0
