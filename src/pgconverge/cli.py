@@ -217,6 +217,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(bench.catalog_markdown(figures))
         print(f"written: {args.output}/catalog/catalog.json")
         return 0
+    if args.advise and args.app:
+        app = Path(args.app)
+        if not (app / "phases.yml").is_file() or not (app / "sql" / "schema").is_dir():
+            raise UserError(f"--app {app}: no phases.yml and sql/schema/ there — point it at a test application's"
+                            " folder (e.g. tests/boxoffice)")
+        app_report = bench.app_advise_comparison(app, args.rows, args.runs, Path(args.output) / app.name, Path.cwd())
+        print(bench.app_advise_markdown(app_report))
+        print(f"written: {args.output}/{app.name}/advise.json, advise.md")
+        return 0
     if args.advise:
         compared = bench.advise_comparison(spec, args.scale, args.runs, out_dir, Path.cwd())
         print(bench.advise_markdown(compared))
@@ -364,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", default="reports/bench")
     bench.add_argument("--advise", action="store_true",
                        help="instead: phase 1 removed, workload replayed, advise's indexes vs the shipped ones")
+    bench.add_argument("--app", metavar="DIR",
+                       help="with --advise: a test application's folder (phases.yml, sql/schema/) instead of SalesFlow")
+    bench.add_argument("--rows", type=int, default=1_200_000, help="with --app: rows of its main table")
     bench.add_argument("--fleet", metavar="N,N,…",
                        help="converge and no-op times of fleets of N databases (e.g. 1,20,100) and their ratio to one")
     bench.add_argument("--catalog", action="store_true",

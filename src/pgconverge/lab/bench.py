@@ -320,7 +320,8 @@ def advise_comparison(spec: Spec, scale: str, runs: int, out_dir: Path, repo: Pa
     with connect(url) as conn:
         before = measure(conn, spec, "phase1", min(runs, 20), 5, log)  # the replay advise reads
         started = time.monotonic()
-        advice = advise.advise(conn, spec, offer_declared=False)  # advise's own choice against the shipped set
+        # advise's own choice against the shipped set; writes measured as the CLI does (no writer: none)
+        advice = advise.advise(conn, spec, offer_declared=False, write_window_s=1.0)
         advise_s = time.monotonic() - started
     # the proposal as a user gets it from `advise --output-dir`
     advised_spec = load(advise.write_proposal(advice, Path(tempfile.mkdtemp(prefix="pgconverge-advised-"))))
@@ -526,3 +527,125 @@ def fleet_markdown(figures: dict[str, Any]) -> str:
     lines += [f"| {r['databases']} | {r['clusters']} | {r['converge_s']} s | {r['converge_ratio']}× |"
               f" {r['noop_median_s']} s | {r['noop_ratio']}× |" for r in figures["sizes"]]
     return "\n".join(lines + ["", "target: no-op(20) ≤ 2× no-op(1)", ""])
+
+
+def load_app(lab: Lab, app: Path, database: str, rows: int, log) -> str:
+    """A fresh database for a test application: its sql/schema/*.sql run by the application's owner in order,
+    `:orders` standing for the size of its main table; returns its URL."""
+    from psycopg import sql as pgsql
+
+    from . import APP_ROLE, prepare_app_database
+
+    with psycopg.connect(lab.superuser_url(), autocommit=True) as conn:
+        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(database)))
+        conn.execute(pgsql.SQL("CREATE DATABASE {} OWNER {}").format(pgsql.Identifier(database),
+                                                                    pgsql.Identifier(APP_ROLE)))
+    with psycopg.connect(lab.superuser_url(database), autocommit=True) as conn:
+        prepare_app_database(conn, with_cron=False)
+    url = lab.urls()["DATABASE_URL"].rsplit("/", 1)[0] + f"/{database}"
+    started = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for path in sorted((app / "sql" / "schema").glob("*.sql")):
+            conn.execute(path.read_text().replace(":orders", str(rows)))  # type: ignore[arg-type]
+        counts = conn.execute("SELECT string_agg(format('%s %s', relname, to_char(n_live_tup, 'FM9,999,999')), ', '"
+                              " ORDER BY n_live_tup DESC) FROM pg_stat_user_tables WHERE n_live_tup >= 100000"
+                              ).fetchone()
+    log(f"  loaded {app.name} in {time.monotonic() - started:.0f} s: {counts[0] if counts else ''}")
+    return url
+
+
+def measure_workload(conn: psycopg.Connection, spec: Spec, runs: int, budget_s: float, stage: str,
+                     log) -> dict[str, Any]:
+    """p50/p95/p99 of every declared workload query whose object exists at this stage."""
+    params = gates.ParamSampler(conn, spec)
+    result: dict[str, Any] = {}
+    for query in spec.workload:
+        if query.needs and conn.execute("SELECT to_regclass(%s) IS NULL AND to_regproc(%s) IS NULL",
+                                        [query.needs, query.needs]).fetchone()[0]:  # type: ignore[index]
+            continue
+        samples = gates.time_within(conn, query, params, runs, budget_s)
+        result[query.name] = {"runs": len(samples), **gates.percentiles(samples, 3)}
+        log(f"  {stage:<12} {query.name:<28} p95 {result[query.name]['p95_ms']:>10.2f} ms ({len(samples)} runs)")
+    return result
+
+
+def app_advise_comparison(app: Path, rows: int, runs: int, out_dir: Path, repo: Path, log=print) -> dict[str, Any]:
+    """A test application of our own: its workload replayed on its bare schema, `advise` asked (its own choice,
+    not the application's declared indexes), its proposal applied and measured, then rolled back and the
+    application's hand-written phases applied and measured: p95 per query before → advised → hand-written, and
+    advise's verdict for each."""
+    import tempfile
+
+    from .. import advise
+    from ..spec import load
+
+    spec = load(app / "phases.yml")
+    lab = Lab(repo / ".lab" / f"bench-{app.name}")
+    lab.up(echo=log)
+    url = load_app(lab, app, app.name, rows, log)
+    with psycopg.connect(lab.superuser_url(app.name), autocommit=True) as su:
+        su.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+                   " WHERE datname = current_database()), 0)")
+    with connect(url) as conn:
+        before = measure_workload(conn, spec, min(runs, 30), 10, "before", log)  # the replay advise reads
+        started = time.monotonic()
+        advice = advise.advise(conn, spec, offer_declared=False, write_window_s=1.0)
+        advise_s = time.monotonic() - started
+    report: dict[str, Any] = {"app": app.name, "rows": rows, "advise_s": round(advise_s, 2), "indexes": [
+        {"name": c.name, "table": str(QualifiedName(c.schema, c.table)), "columns": list(c.columns),
+         "include": list(c.include), "where": c.where} for c, *_ in advice.chosen],
+        "left_out": [{"name": c.name, "why": why} for c, _, why in advice.rejected], "before": before}
+    names = advice.declared
+    report["verdicts"] = {names.get(s.queryid, str(s.queryid)): advice.verdicts.get(s.queryid, "")
+                          for s, _, _ in advice.statements}
+    report["estimates"] = {names.get(s.queryid, str(s.queryid)): [round(b, 1), round(a, 1)]
+                           for s, b, a in advice.statements}
+    if advice.chosen:
+        advised_spec = load(advise.write_proposal(advice, Path(tempfile.mkdtemp(prefix="pgconverge-advised-"))))
+        converge(url, advised_spec, "advised", log)
+        with connect(url) as conn:
+            conn.execute("VACUUM ANALYZE")
+            report["advised"] = measure_workload(conn, spec, runs, 20, "advised", log)
+        rollback_all(url, advised_spec)
+    else:
+        report["advised"] = before
+    for phase in spec.phases:
+        converge(url, spec, phase.id, log)
+    with connect(url) as conn:
+        conn.execute("VACUUM ANALYZE")
+        report["hand_written"] = measure_workload(conn, spec, runs, 20, "hand-written", log)
+    lab.down()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "advise.json").write_text(json.dumps(report, indent=2, default=str))
+    (out_dir / "advise.md").write_text(app_advise_markdown(report))
+    return report
+
+
+# a query is no worse than before within this ratio plus this slack (what the proposal's gates allow)
+NOT_SLOWER = (1.2, 0.5)
+
+
+def app_advise_markdown(report: dict[str, Any]) -> str:
+    ratio, slack = NOT_SLOWER
+    lines = [f"### advise on {report['app']} ({report['rows']:,} orders): p95 ms per query", "",
+             f"advise took {report['advise_s']} s and chose {len(report['indexes'])} indexes: "
+             + "; ".join(f"{i['table']} ({', '.join(i['columns'])})"
+                         + (f" INCLUDE ({', '.join(i['include'])})" if i.get("include") else "")
+                         + (f" WHERE {i['where']}" if i.get("where") else "") for i in report["indexes"]), "",
+             "| query | before | advised | hand-written | advised / hand-written | slower than before? | verdict |",
+             "|---|---:|---:|---:|---:|---|---|"]
+    slower = []
+    for name, hand in report["hand_written"].items():
+        before = report["before"].get(name, {}).get("p95_ms")
+        advised = report["advised"].get(name, {}).get("p95_ms")
+        versus = f"{advised / hand['p95_ms']:.2f}×" if advised is not None and hand["p95_ms"] else "—"
+        worse = before is not None and advised is not None and advised > ratio * before + slack
+        if worse:
+            slower.append(name)
+        lines.append(f"| {name} | {before if before is not None else '—'} | {advised if advised is not None else '—'}"
+                     f" | {hand['p95_ms']} | {versus} | {'YES' if worse else 'no'} |"
+                     f" {report['verdicts'].get(name, '(not a top statement)')} |")
+    lines += ["", f"slower after advise than before (beyond {ratio}× + {slack} ms): {', '.join(slower) or 'none'}"]
+    if report.get("left_out"):
+        lines += ["", "left out: " + "; ".join(f"{x['name']} ({x['why']})" for x in report["left_out"])]
+    return "\n".join(lines) + "\n"
