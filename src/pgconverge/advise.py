@@ -26,10 +26,10 @@ from .errors import UserError
 from .names import QualifiedName
 from .spec import Spec
 
-# stop when the next index saves less than this share of the estimated cost that indexes can still lower …
+# an index is worth its upkeep when it saves this share of the estimated cost that indexes can still lower …
 MIN_SAVING = 0.10
-# … or less than this share of the whole workload's
-MIN_SHARE = 0.01
+# … or makes a top statement at least this much cheaper (cost after / before)
+HALVES = 0.5
 MAX_INDEXES = 12
 # catalog queries, our own (kpi, advise, gates read pg_* and hypopg) and pg_cron's
 SKIP = re.compile(r"\b(pg_|information_schema|hypopg|cron\.|pgconverge)", re.IGNORECASE)
@@ -302,10 +302,14 @@ def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], se
         if found:
             grouped.setdefault(found[0], []).append(found[1])
     constant: dict[tuple[str, str], list[str]] = {}
+    pinned: dict[tuple[str, str], set[str]] = {}  # columns the constant filters fix to one value
     for conjunct in _conjuncts(select.whereClause):
         predicate = _constant_filter(conjunct, owner)
         if predicate:
             constant.setdefault(predicate[0], []).append(predicate[1])
+            subject = owner(conjunct.lexpr) if isinstance(conjunct, ast.A_Expr) else None
+            if subject and conjunct.name[0].sval == "=" and conjunct.kind == A_Expr_Kind.AEXPR_OP:
+                pinned.setdefault(predicate[0], set()).add(subject[1])
     read: dict[tuple[str, str], set[str]] = {}
     for part in (select.targetList, select.whereClause, select.groupClause, select.sortClause,
                  select.distinctClause):
@@ -333,8 +337,11 @@ def _select_candidates(select: ast.SelectStmt, columns: dict[tuple[str, str], se
         elif rest and len(rest) <= 4:
             shapes.append(Candidate(key[0], key[1], keys, tuple(rest)))
         where = " AND ".join(dict.fromkeys(constant.get(key, [])))
-        # each shape also as a partial index over the rows the constant filters keep
-        result += shapes + ([Candidate(c.schema, c.table, c.columns, c.include, where) for c in shapes] if where else [])
+        # each shape also as a partial index over the rows the constant filters keep, without the key columns the
+        # predicate fixes to one value (every entry would hold the same)
+        fixed = pinned.get(key, set())
+        result += shapes + ([Candidate(c.schema, c.table, tuple(x for x in c.columns if x.split()[0] not in fixed)
+                                       or c.columns, c.include, where) for c in shapes] if where else [])
     return result
 
 
@@ -532,8 +539,8 @@ def verdict(conn: psycopg.Connection, statement: Statement, before: float, after
     small = [t for (_, t), rows in sizes.items() if t in scanned and rows < SMALL_TABLE_ROWS]
     if scanned and len(small) == len(scanned):
         return f"its tables are small ({', '.join(sorted(small))}: < {SMALL_TABLE_ROWS:,} rows): a scan is right"
-    return (f"no candidate saved ≥ {MIN_SAVING:.0%} of what indexes could still lower (or {MIN_SHARE:.0%} of the"
-            f" workload): estimated cost {before:,.1f}")
+    return (f"no candidate halved its estimated cost ({before:,.1f}) or saved ≥ {MIN_SAVING:.0%} of what indexes"
+            " could still lower")
 
 
 @dataclass
@@ -726,8 +733,8 @@ def predicate_misestimate(conn: psycopg.Connection, candidate: Candidate, rows: 
 def choose(conn: psycopg.Connection, statements: list[Statement], pool: list[Candidate], advice: Advice,
            rows: dict[tuple[str, str], float]) -> list[Candidate]:
     """Greedy: each round the candidate that lowers the workload's estimated cost per second most, net of its
-    upkeep, among those that make no statement costlier and invite no risky plan; stop when it saves less than
-    MIN_SAVING of what indexes can still make cheaper (or MIN_SHARE of the whole)."""
+    upkeep, among those that make no statement costlier and invite no risky plan and that save MIN_SAVING of what
+    indexes can still make cheaper or halve a statement's cost; stop when none is left."""
     pool = list(pool)
     current = _workload_cost(conn, statements, [])
     chosen: list[Candidate] = []
@@ -742,8 +749,12 @@ def choose(conn: psycopg.Connection, statements: list[Statement], pool: list[Can
                                  if any(t[2].costs.get(q, c) < 0.99 * c for t in trials)}, statements)
         picked = None
         for score, candidate, costing in sorted(trials, key=lambda t: t[0]):
-            if now - score < max(MIN_SAVING * improvable, MIN_SHARE * now):
-                break
+            if score >= now:
+                break  # its upkeep costs more than it saves
+            # worth an index: a real share of what can still be lowered, or a statement at least twice as cheap
+            halves = any(c <= HALVES * current.costs.get(q, c) for q, c in costing.costs.items())
+            if now - score < MIN_SAVING * improvable and not halves:
+                continue
             why = objection(conn, candidate, current, costing, statements, rows)
             if why is None:
                 picked = (candidate, costing)
