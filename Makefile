@@ -67,9 +67,11 @@ bench-fleet: deps venv
 bench-catalog: deps venv
 	$(BIN)/pgconverge bench --catalog
 
-# Phase 1 removed, workload replayed: advise's indexes vs the shipped ones (reports/bench/<scale>/advise.md)
+# Phase 1 removed, workload replayed: advise's indexes vs the shipped ones (reports/bench/<scale>/advise.md); then
+# the same on the box office test application, 1.2 M orders (reports/bench/boxoffice/advise.md)
 bench-advise: deps venv
 	$(BIN)/pgconverge bench --advise --scale $(or $(BENCH_SCALE),L)
+	$(BIN)/pgconverge bench --advise --app tests/boxoffice
 
 # Full fault matrix: kill -9 at every step of every phase and the backup, rerun, check (see tests/fault_matrix.py)
 faults: deps venv
