@@ -218,6 +218,8 @@ class GateCommand(PhaseCommand):
                 undone.append(step.object)
             except StepFailed as exc:
                 kept.append(f"{step.object} ({exc})")
+        # a partitioned index's per-partition steps go with its parent's DROP
+        kept = [k for k in kept if k not in undone]
         return (f"dropped {', '.join(undone) or 'nothing'}"
                 + (f"; not reverted (replaced in place or not removable): {', '.join(dict.fromkeys(kept))}" if kept else ""))
 

@@ -151,3 +151,19 @@ def test_a_unique_index_without_the_partition_key_stops_the_plan_before_anything
     assert result.returncode != 0 and "Traceback" not in combined
     assert "must include all partitioning columns" in combined
     assert "readings" not in attached(url)
+
+
+def test_a_failed_gate_reverts_a_partitioned_index_and_says_so_once(metering):
+    """The parent's DROP takes its per-partition indexes with it: they are reverted, not 'not reverted'."""
+    url, phases = metering
+    before = attached(url)
+    (phases.parent / "sql" / "gates" / "never.sql").write_text("SELECT 'a row the gate does not want'")
+    phases.write_text(PHASES.replace("    indexes:", "    on_gate_failure: revert\n    indexes:")
+                      + "      - name: never_passes\n        kind: sql\n        sql: gates/never.sql\n"
+                        "        expect: no_rows\n")
+    failed = run_pyinfra(url, "deploys/phase.py", "--data", "phase=meters", "-y", phases=phases)
+    out = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "partition public.readings_2026_03_north" in out, out[-3000:]
+    assert "gate never_passes (query None) failed" not in out
+    assert "reverted: dropped index readings_meter_time" in out and "not reverted" not in out, out[-3000:]
+    assert attached(url) == before

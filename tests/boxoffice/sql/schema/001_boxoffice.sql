@@ -73,8 +73,8 @@ SELECT o, 'O' || lpad(upper(to_hex(o)), 8, '0'), 1 + (o::bigint * 7919) % greate
        1 + (o::bigint * 104729) % 20000,
        CASE WHEN o % 50 = 0 THEN 'n' WHEN o % 17 = 0 THEN 'c' WHEN o % 23 = 0 THEN 'e' ELSE 'p' END,
        1500 + (o * 13) % 20000,
-       timestamptz '2025-12-01' + make_interval(secs => (o::bigint * 26) % 31000000),
-       timestamptz '2025-12-01' + make_interval(secs => (o::bigint * 26) % 31000000 + 900)
+       timestamptz '2025-12-01' + make_interval(secs => (o::bigint * 104723) % 31000000),
+       timestamptz '2025-12-01' + make_interval(secs => (o::bigint * 104723) % 31000000 + 900)
 FROM generate_series(1, :orders) o;
 INSERT INTO box.payments
 SELECT o.id, o.id, o.customer_id, (ARRAY['card', 'paypal', 'sepa', 'voucher'])[1 + o.id % 4], o.total_cents,
