@@ -30,6 +30,7 @@ from .spec import Spec
 MIN_SAVING = 0.10
 # … or makes a top statement at least this much cheaper (cost after / before)
 HALVES = 0.5
+DECLARED_EDGE = 0.05
 MAX_INDEXES = 12
 # catalog queries, our own (kpi, advise, gates read pg_* and hypopg) and pg_cron's
 SKIP = re.compile(r"\b(pg_|information_schema|hypopg|cron\.|pgconverge)", re.IGNORECASE)
@@ -748,7 +749,9 @@ def choose(conn: psycopg.Connection, statements: list[Statement], pool: list[Can
         improvable = per_second({q: c for q, c in current.costs.items()
                                  if any(t[2].costs.get(q, c) < 0.99 * c for t in trials)}, statements)
         picked = None
-        for score, candidate, costing in sorted(trials, key=lambda t: t[0]):
+        # an index phases.yml already declares wins over advise's own when it saves within DECLARED_EDGE as much
+        ranked = sorted(trials, key=lambda t: now - (now - t[0]) * (1 + DECLARED_EDGE) if t[1].declared else t[0])
+        for score, candidate, costing in ranked:
             if score >= now:
                 break  # its upkeep costs more than it saves
             # worth an index: a real share of what can still be lowered, or a statement at least twice as cheap
