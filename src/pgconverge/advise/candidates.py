@@ -51,7 +51,7 @@ def declared_statements(spec: Spec | None) -> dict[str, tuple[str, str]]:
 def declared_candidates(spec: Spec | None, existing: set[str]) -> list[Candidate]:
     """The indexes phases.yml declares and the database lacks, as candidates beside advise's own: the proposal
     then says which of them the workload needs."""
-    from .kinds.index import create_index_sql
+    from ..kinds.index import create_index_sql
 
     found = []
     for phase in spec.phases if spec else ():
