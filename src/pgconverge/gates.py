@@ -46,6 +46,14 @@ class GateResult:
 TIMED = frozenset({"latency", "explain"})
 
 
+def parameter_rows(conn: psycopg.Connection, params_sql: str, limit: int) -> list[dict[str, Any]]:
+    """The first `limit` rows of a workload query's parameter SQL, as dicts."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        # the comment keeps this sampling out of what advise reads from pg_stat_statements
+        return cursor.execute(f"/* pgconverge */ SELECT * FROM ({params_sql}) AS params"  # type: ignore[arg-type]
+                              f" LIMIT {limit}").fetchall()
+
+
 class ParamSampler:
     """Parameters for the workload's queries, drawn from the rows of each query's parameter SQL (seeded, so two
     runs draw the same sequence)."""
@@ -60,10 +68,7 @@ class ParamSampler:
         if query.name not in self.rows:
             rows: list[dict[str, Any]] = [{}]
             if query.params_sql:
-                with self.conn.cursor(row_factory=dict_row) as cursor:
-                    # the comment keeps this sampling out of what advise reads from pg_stat_statements
-                    rows = cursor.execute(f"/* pgconverge */ SELECT * FROM ({query.params_sql}) AS params"  # type: ignore[arg-type]
-                                          f" LIMIT {SAMPLE_ROWS}").fetchall()
+                rows = parameter_rows(self.conn, query.params_sql, SAMPLE_ROWS)
                 if not rows:
                     raise UserError(f"workload query {query.name}: its params SQL returned no rows —"
                                       " the table is empty or the sample finds nothing; gates and kpi need data")

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from pgconverge import cli
+from pgconverge.lab import reset_statements
 from tests.conftest import REPO, run_pyinfra
 from tests.integration.test_converge import ok
 
@@ -35,8 +36,7 @@ def state(url: str) -> str:
 def replay(servers, url: str, capsys) -> None:
     """The application's queries, as the KPI classes run them, after a reset of this database's statistics."""
     with psycopg.connect(servers.superuser_url(url.rsplit("/", 1)[1]), autocommit=True) as conn:
-        conn.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
-                     " WHERE datname = current_database()), 0)")
+        reset_statements(conn)
     assert cli.main(["kpi", "--database-url", url, "--runs", "10"]) == 0
     capsys.readouterr()
 
@@ -199,8 +199,7 @@ def test_fleet_advice_one_proposal_for_tenants_with_different_traffic(servers, t
             monkeypatch.setenv(f"TENANT_{i}_URL", url)
             entries.append(f'("@db/t{i}", {{"database_url_env": "TENANT_{i}_URL"}})')
             with psycopg.connect(servers.superuser_url(name), autocommit=True) as conn:
-                conn.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
-                             " WHERE datname = current_database()), 0)")
+                reset_statements(conn)
             assert cli.main(["kpi", "--database-url", url, "--runs", str(3 + 5 * i)]) == 0
             if i >= 3:  # two tenants read one lead's thread far more than the others do
                 with psycopg.connect(url) as conn:

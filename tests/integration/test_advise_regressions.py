@@ -5,16 +5,15 @@ and say why; a hand-written phase that builds it must be reverted by its gate, l
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 
 import psycopg
 import pytest
 import yaml
 
 from pgconverge import cli
-from tests.conftest import PYINFRA, REPO
+from pgconverge.lab import reset_statements
+from tests.conftest import REPO, run_pyinfra
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +33,7 @@ def lending_db(servers, fresh_db) -> str:
         for statement in filter(str.strip, re.sub(r"(?m)^--.*$", "", schema).split(";")):
             conn.execute(statement)  # type: ignore[arg-type]
     with psycopg.connect(servers.superuser_url(fresh_db.rsplit("/", 1)[1]), autocommit=True) as conn:
-        conn.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
-                     " WHERE datname = current_database()), 0)")
+        reset_statements(conn)
     assert cli.main(["kpi", "--database-url", fresh_db, "--phases", str(LENDING / "phases.yml"), "--runs", "30"]) == 0
     return fresh_db
 
@@ -63,12 +61,10 @@ def test_advise_leaves_out_the_partial_index_the_stale_statistics_would_misprice
     assert shape(lending_db) == before  # read-only: plans, hypothetical indexes and a sample
 
 
-def test_the_gate_reverts_a_hand_written_index_that_slows_the_shelf_query(lending_db, tmp_path):
+def test_the_gate_reverts_a_hand_written_index_that_slows_the_shelf_query(lending_db):
     before = shape(lending_db)
-    env = {**os.environ, "DATABASE_URL": lending_db, "PGCONVERGE_PHASES": str(LENDING / "phases.yml"),
-           "PGCONVERGE_BACKUP_DIR": str(tmp_path / "b"), "PGCONVERGE_REPORTS_DIR": str(tmp_path / "r")}
-    result = subprocess.run([PYINFRA, "inventory/lab.py", "deploys/phase.py", "-y", "--data", "phase=desk_queue"],
-                            cwd=REPO, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    result = run_pyinfra(lending_db, "deploys/phase.py", "-y", "--data", "phase=desk_queue",
+                         phases=LENDING / "phases.yml")
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-3000:]
     assert "index loans_open_by_desk: missing" in out, out[-3000:]  # it was built …

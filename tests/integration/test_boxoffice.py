@@ -4,16 +4,15 @@ the declared workload as the proposal's workload, and a proposal that validates 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 
 import psycopg
 import pytest
 import yaml
 
 from pgconverge import cli
-from tests.conftest import PYINFRA, REPO
+from pgconverge.lab import reset_statements
+from tests.conftest import REPO, run_pyinfra
 from tests.integration.test_converge import ok
 
 pytestmark = pytest.mark.integration
@@ -29,8 +28,7 @@ def boxoffice_db(servers, fresh_db) -> str:
                      .replace(":orders", str(ORDERS)))
         conn.execute("VACUUM ANALYZE")  # what autovacuum would have done by the time anyone advises
     with psycopg.connect(servers.superuser_url(fresh_db.rsplit("/", 1)[1]), autocommit=True) as conn:
-        conn.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
-                     " WHERE datname = current_database()), 0)")
+        reset_statements(conn)
     assert cli.main(["kpi", "--database-url", fresh_db, "--phases", str(BOXOFFICE / "phases.yml"),
                      "--runs", "10"]) == 0
     return fresh_db
@@ -63,11 +61,8 @@ def test_advise_on_the_box_office(boxoffice_db, tmp_path, capsys):
     gated = {g["query"] for g in document["phases"][0]["gates"] if g["kind"] == "latency"}
     assert gated == names and document["phases"][0]["on_gate_failure"] == "revert"
     assert cli.main(["validate", str(proposal / "phases.yml")]) == 0
-    env = {**os.environ, "DATABASE_URL": boxoffice_db, "PGCONVERGE_PHASES": str(proposal / "phases.yml"),
-           "PGCONVERGE_BACKUP_DIR": str(tmp_path / "b"), "PGCONVERGE_REPORTS_DIR": str(tmp_path / "r")}
-    result = subprocess.run([PYINFRA, "inventory/lab.py", "deploys/phase.py", "-y", "--data", "phase=advised"],
-                            cwd=REPO, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
-    out = ok(result)
+    out = ok(run_pyinfra(boxoffice_db, "deploys/phase.py", "-y", "--data", "phase=advised",
+                         phases=proposal / "phases.yml", timeout=600))
     assert "gates passed" in out and "FAILED" not in out, out[-3000:]
     with psycopg.connect(boxoffice_db) as conn:
         # the payments index on the partitioned parent, valid, with one attached index per monthly partition
@@ -80,10 +75,7 @@ def test_advise_on_the_box_office(boxoffice_db, tmp_path, capsys):
 
 def test_advise_output_dir_on_a_converged_database_validates_or_says_nothing_to_advise(boxoffice_db, tmp_path,
                                                                                         capsys):
-    env = {**os.environ, "DATABASE_URL": boxoffice_db, "PGCONVERGE_PHASES": str(BOXOFFICE / "phases.yml"),
-           "PGCONVERGE_BACKUP_DIR": str(tmp_path / "b"), "PGCONVERGE_REPORTS_DIR": str(tmp_path / "r")}
-    ok(subprocess.run([PYINFRA, "inventory/lab.py", "deploys/all.py", "-y"], cwd=REPO, env=env, capture_output=True,
-                      text=True, stdin=subprocess.DEVNULL, timeout=600))
+    ok(run_pyinfra(boxoffice_db, "deploys/all.py", "-y", phases=BOXOFFICE / "phases.yml", timeout=600))
     capsys.readouterr()
     code = cli.main(["advise", "--database-url", boxoffice_db, "--phases", str(BOXOFFICE / "phases.yml"),
                      "--write-window", "0.5", "--output-dir", str(tmp_path / "again")])

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from psycopg import sql
 
+from pgconverge.lab import reset_statements
 from tests.conftest import PYINFRA, REPO
 
 pytestmark = pytest.mark.integration
@@ -194,8 +195,7 @@ def test_advise_cycle_on_the_foreign_database(servers, foreign_db, tmp_path, cap
     with psycopg.connect(servers.superuser_url(servers.database), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA extensions")
         conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg WITH SCHEMA extensions")
-        conn.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
-                     " WHERE datname = current_database()), 0)")
+        reset_statements(conn)
     phases = str(FOREIGN / "phases.yml")
     assert cli.main(["kpi", "--database-url", foreign_db, "--phases", phases, "--runs", "10"]) == 0
     assert cli.main(["advise", "--database-url", foreign_db, "--phases", phases,

@@ -9,9 +9,9 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from ..errors import UserError
+from ..gates import parameter_rows
 from ..names import QualifiedName
 from .candidates import is_select, plannable
 from .model import Statement
@@ -66,10 +66,8 @@ def sampled_values(conn: psycopg.Connection, statement: Statement, query: str, p
         return ()
     order = parameter_names(query) if declared else [f"p{n}" for n in range(1, count + 1)]
     try:
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cursor:
-            # the comment keeps this sampling out of what advise reads from pg_stat_statements
-            rows = cursor.execute(f"/* pgconverge */ SELECT * FROM ({params_sql}) AS params"  # type: ignore[arg-type]
-                                  f" LIMIT {SAMPLED_SETS}").fetchall()
+        with conn.transaction():
+            rows = parameter_rows(conn, params_sql, SAMPLED_SETS)
     except psycopg.Error:
         return ()
     return tuple(tuple(row[k] for k in order) for row in rows if all(k in row for k in order))

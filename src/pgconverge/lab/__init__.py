@@ -277,6 +277,12 @@ class Lab:
         raise LabError(mask(f"redis-server did not answer on 127.0.0.1:{state.redis_port}: {log}"))
 
 
+def reset_statements(conn: psycopg.Connection) -> None:
+    """Forget this database's pg_stat_statements (as a superuser): the replay that follows is what advise reads."""
+    conn.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+                 " WHERE datname = current_database()), 0)")
+
+
 def prepare_app_database(conn: psycopg.Connection, with_cron: bool) -> None:
     """What Supabase does for the app: extensions enabled in schema extensions, the API roles reading new tables
     and executing new functions by default."""

@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..execute import connect, run_step
 from ..names import QualifiedName
 from ..spec import Spec
-from . import Lab, seed
+from . import Lab, reset_statements, seed
 
 # KPI class → the query each stage uses: the best one that the stage's objects make possible.
 CLASSES: dict[str, dict[str, str]] = {
@@ -315,8 +315,7 @@ def advise_comparison(spec: Spec, scale: str, runs: int, out_dir: Path, repo: Pa
     rollback_all(url, spec)
     with psycopg.connect(lab.superuser_url(lab.database), autocommit=True) as su:
         su.execute("CREATE EXTENSION IF NOT EXISTS hypopg WITH SCHEMA extensions")
-        su.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
-                   " WHERE datname = current_database()), 0)")
+        reset_statements(su)
     with connect(url) as conn:
         before = measure(conn, spec, "phase1", min(runs, 20), 5, log)  # the replay advise reads
         started = time.monotonic()
@@ -557,16 +556,12 @@ def load_app(lab: Lab, app: Path, database: str, rows: int, log) -> str:
 
 def measure_workload(conn: psycopg.Connection, spec: Spec, runs: int, budget_s: float, stage: str,
                      log) -> dict[str, Any]:
-    """p50/p95/p99 of every declared workload query whose object exists at this stage."""
-    params = gates.ParamSampler(conn, spec)
-    result: dict[str, Any] = {}
-    for query in spec.workload:
-        if query.needs and conn.execute("SELECT to_regclass(%s) IS NULL AND to_regproc(%s) IS NULL",
-                                        [query.needs, query.needs]).fetchone()[0]:  # type: ignore[index]
-            continue
-        samples = gates.time_within(conn, query, params, runs, budget_s)
-        result[query.name] = {"runs": len(samples), **gates.percentiles(samples, 3)}
-        log(f"  {stage:<12} {query.name:<28} p95 {result[query.name]['p95_ms']:>10.2f} ms ({len(samples)} runs)")
+    """snapshot's p50/p95/p99 of every declared workload query whose object exists at this stage, logged."""
+    from ..snapshot import measure_workload as measured
+
+    result = measured(conn, spec, runs, budget_s)
+    for name, figures in result.items():
+        log(f"  {stage:<12} {name:<28} p95 {figures['p95_ms']:>10.2f} ms ({figures['runs']} runs)")
     return result
 
 
@@ -585,8 +580,7 @@ def app_advise_comparison(app: Path, rows: int, runs: int, out_dir: Path, repo: 
     lab.up(echo=log)
     url = load_app(lab, app, app.name, rows, log)
     with psycopg.connect(lab.superuser_url(app.name), autocommit=True) as su:
-        su.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
-                   " WHERE datname = current_database()), 0)")
+        reset_statements(su)
     with connect(url) as conn:
         before = measure_workload(conn, spec, min(runs, 30), 10, "before", log)  # the replay advise reads
         started = time.monotonic()
