@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-import re
 import statistics
 import time
 from collections.abc import Iterator
@@ -16,9 +15,10 @@ from typing import Any
 import psycopg
 from croniter import croniter
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
+from . import evidence
 from .errors import UserError
+from .evidence import Baseline, Verdict, nodes, used_params
 from .spec import GateSpec, Spec, WorkloadQuery, seconds
 
 # a run starts a little after its due minute; count it as on time within this slack
@@ -62,41 +62,29 @@ class ParamSampler:
         self.conn = conn
         self.spec = spec
         self.seed = seed
-        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.drawn: dict[str, list[dict[str, Any]]] = {}
 
-    def _rows(self, query: WorkloadQuery) -> list[dict[str, Any]]:
-        if query.name not in self.rows:
+    def rows(self, query: WorkloadQuery) -> list[dict[str, Any]]:
+        if query.name not in self.drawn:
             rows: list[dict[str, Any]] = [{}]
             if query.params_sql:
                 rows = parameter_rows(self.conn, query.params_sql, SAMPLE_ROWS)
                 if not rows:
                     raise UserError(f"workload query {query.name}: its params SQL returned no rows —"
                                       " the table is empty or the sample finds nothing; gates and kpi need data")
-            self.rows[query.name] = rows
-        return self.rows[query.name]
+            self.drawn[query.name] = rows
+        return self.drawn[query.name]
 
     def stream(self, query: WorkloadQuery) -> Iterator[dict[str, Any]]:
-        rows = self._rows(query)
+        rows = self.rows(query)
         rng = random.Random(f"{self.seed}:{query.name}")
         while True:
             yield rng.choice(rows)
 
 
-def _used_params(query: str, params: dict[str, Any]) -> dict[str, Any]:
-    names = set(re.findall(r"%\((\w+)\)s", query))
-    # a jsonb value read by a parameter query comes back as a dict: send it back as jsonb
-    return {k: Jsonb(v) if isinstance(v, dict) else v for k, v in params.items() if k in names}
-
-
-def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield node
-    for child in node.get("Plans", []):
-        yield from _plan_nodes(child)
-
-
 def explain(conn: psycopg.Connection, query: str, params: dict[str, Any], analyze: bool = False) -> dict[str, Any]:
     options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
-    row = conn.execute(f"EXPLAIN ({options}) {query}", _used_params(query, params)).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(f"EXPLAIN ({options}) {query}", used_params(query, params)).fetchone()  # type: ignore[arg-type]
     assert row is not None
     document = row[0] if isinstance(row[0], list) else json.loads(row[0])
     result: dict[str, Any] = document[0]
@@ -130,9 +118,9 @@ def partition_ancestors(conn: psycopg.Connection, names: set[str]) -> dict[str, 
 
 def gate_plan(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler) -> GateResult:
     query = spec.query(gate.get("query"))
-    nodes = list(_plan_nodes(explain(conn, query.sql, next(params.stream(query)))["Plan"]))
-    used = {n["Index Name"] for n in nodes if "Index Name" in n}
-    scanned = {n.get("Relation Name", "?") for n in nodes if n["Node Type"] == "Seq Scan"}
+    plan = list(nodes(explain(conn, query.sql, next(params.stream(query)))["Plan"]))
+    used = {n["Index Name"] for n in plan if "Index Name" in n}
+    scanned = {n.get("Relation Name", "?") for n in plan if n["Node Type"] == "Seq Scan"}
     above = partition_ancestors(conn, used | scanned)
     indexes = sorted({a for name in used for a in above[name]})
     seq_scans = sorted({a for name in scanned for a in above[name]})
@@ -169,7 +157,7 @@ def time_query(conn: psycopg.Connection, query: WorkloadQuery, params: ParamSamp
     source = params.stream(query)
     samples = []
     for run in range(warmup + runs):
-        batch = [_used_params(query.sql, next(source)) for _ in range(query.per_call)]
+        batch = [used_params(query.sql, next(source)) for _ in range(query.per_call)]
         started = time.perf_counter()
         for values in batch:
             conn.execute(query.sql, values).fetchall()  # type: ignore[arg-type]
@@ -183,36 +171,89 @@ def summary(samples: list[float]) -> str:
             f" ms over {len(samples)} runs")
 
 
-def latency_verdict(gate: GateSpec, p95: float, before: float | None) -> tuple[bool, str]:
+def bound_verdict(gate: GateSpec, p95: float) -> tuple[bool, str]:
+    """The absolute bound a gate declares (p95_ms) keeps its timing: the user asked for milliseconds."""
     bound = gate.get("p95_ms")
+    return bound is None or p95 <= bound, f"p95 ≤ {bound} ms" if bound is not None else ""
+
+
+@dataclass(frozen=True)
+class PhaseChanges:
+    """What a phase changed, as a gate needs to know it: the relations and indexes it built, replaced or dropped
+    (unqualified, as EXPLAIN names them), and whether it changed something a plan may not name (a function, a view)."""
+
+    names: frozenset[str] = frozenset()
+    opaque: bool = False
+
+
+# steps that change no way of reading: a marker comment, a grant, a schedule
+READ_NEUTRAL = frozenset({"mark", "grant", "schedule"})
+
+
+def phase_changes(steps: list[Any]) -> PhaseChanges:
+    """What the applied steps of a phase changed that a plan reads (pure: the steps from the run's journal)."""
+    names: set[str] = set()
+    opaque = False
+    for step in steps:
+        if str(step.action) in READ_NEUTRAL:
+            continue
+        opaque = opaque or step.target in ("function", "view")
+        names.add(step.object.split()[-1].rsplit(".", 1)[-1])
+        if step.builds:
+            names.add(step.builds.rsplit(".", 1)[-1].strip('"'))
+    return PhaseChanges(frozenset(names), opaque)
+
+
+def take_baseline(conn: psycopg.Connection, gate: GateSpec, query: WorkloadQuery, params: ParamSampler) -> Baseline:
+    """Before a phase: the gated statement on its tail-covering parameter sets, and its wall-clock p95 (shown)."""
+    baseline = evidence.take_baseline(conn, query.sql, params.rows(query), f"{params.seed}:{query.name}",
+                                      timed=gate.get("compare_by") == "time")
+    baseline.p95_ms = percentile(time_query(conn, query, params, gate.get("runs", 30)), 95)
+    return baseline
+
+
+def compare_with_before(conn: psycopg.Connection, query: WorkloadQuery, gate: GateSpec, before: Baseline,
+                        changes: PhaseChanges) -> tuple[Verdict, str]:
+    """The ratio to before, judged by the plan, then the work; by time only where the gate says compare_by: time."""
     ratio = gate.get("max_ratio_to_before")
-    slack = gate.get("slack_ms") or 0.0  # sub-millisecond noise must not fail a ratio
-    passed = bound is None or p95 <= bound
-    threshold = [f"p95 ≤ {bound} ms"] if bound is not None else []
-    if ratio is not None:
-        if before is None:
-            threshold.append(f"≤ {ratio}× before (no value from before the phase in this run: not compared)")
-        else:
-            passed = passed and p95 <= ratio * before + slack
-            plus = f" + {slack} ms" if slack else ""
-            threshold.append(f"≤ {ratio}× before{plus} ({before:.2f} ms → ≤ {ratio * before + slack:.2f} ms)")
-    return passed, ", ".join(threshold)
+    after = [evidence.read(conn, query.sql, s) for s in before.sets]
+    if evidence.plan_unchanged(before, after, set(changes.names), changes.opaque):
+        return (Verdict(True, f"plan unchanged on {len(after)} parameter sets — not affected by this phase"),
+                f"≤ {ratio}× before")
+    if gate.get("compare_by") == "time":
+        slack = gate.get("slack_ms") or 0.0
+        times = evidence.paired_times(conn, query.sql, before.sets, rounds=min(len(t) for t in before.times))
+        plus = f" + {slack} ms" if slack else ""
+        return (evidence.judge_time(before, times, ratio, slack, f"{gate.name}"),
+                f"time ≤ {ratio}× before{plus}, slower only when the interval lies above it")
+    return evidence.judge_work(before, after, ratio), f"work ≤ {ratio}× before on every parameter set"
 
 
 def gate_latency(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler,
-                 before: float | None = None) -> GateResult:
+                 before: Baseline | None = None, changes: PhaseChanges | None = None) -> GateResult:
     query = spec.query(gate.get("query"))
     samples = time_query(conn, query, params, gate.get("runs", 30))
-    passed, threshold = latency_verdict(gate, percentile(samples, 95), before)
-    measured = summary(samples)
+    passed, threshold = bound_verdict(gate, percentile(samples, 95))
+    timing = summary(samples)
     if not passed:
         # One re-measurement before failing: a busy machine's one bad moment must not stop a deploy.
         again = time_query(conn, query, params, gate.get("runs", 30))
         if percentile(again, 95) < percentile(samples, 95):
             samples = again
-        passed, threshold = latency_verdict(gate, percentile(samples, 95), before)
-        measured = summary(samples) + " (best of 2 measurements)"
-    return GateResult(gate.name, "latency", passed, measured, threshold)
+        passed, threshold = bound_verdict(gate, percentile(samples, 95))
+        timing = summary(samples) + " (best of 2 measurements)"
+    ratio = gate.get("max_ratio_to_before")
+    if ratio is None:
+        return GateResult(gate.name, "latency", passed, timing, threshold)
+    thresholds = [threshold] if threshold else []
+    if before is None:
+        thresholds.append(f"≤ {ratio}× before (no value from before the phase in this run: not compared)")
+        return GateResult(gate.name, "latency", passed, timing, ", ".join(thresholds))
+    verdict, rule = compare_with_before(conn, query, gate, before, changes or PhaseChanges())
+    was = f", before p95 {before.p95_ms:.2f} ms" if before.p95_ms is not None else ""
+    # the timing is evidence only where the user bounded it; next to a plan or work verdict it is information
+    measured = f"{verdict.evidence}; timing {'' if threshold else 'for information '}{timing}{was}"
+    return GateResult(gate.name, "latency", passed and verdict.passed, measured, ", ".join([*thresholds, rule]))
 
 
 def gate_explain(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler) -> GateResult:
@@ -338,12 +379,12 @@ def gate_security(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateR
 
 
 def run_gate(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler,
-             before: float | None = None) -> GateResult:
-    return replace(_run_gate(conn, spec, gate, params, before), query=gate.get("query") or "")
+             before: Baseline | None = None, changes: PhaseChanges | None = None) -> GateResult:
+    return replace(_run_gate(conn, spec, gate, params, before, changes), query=gate.get("query") or "")
 
 
 def _run_gate(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler,
-              before: float | None = None) -> GateResult:
+              before: Baseline | None = None, changes: PhaseChanges | None = None) -> GateResult:
     try:
         if gate.kind == "sql":
             return gate_sql(conn, spec, gate)
@@ -356,7 +397,7 @@ def _run_gate(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: Para
         if gate.kind == "plan":
             return gate_plan(conn, spec, gate, params)
         if gate.kind == "latency":
-            return gate_latency(conn, spec, gate, params, before)
+            return gate_latency(conn, spec, gate, params, before, changes)
         return gate_explain(conn, spec, gate, params)
     except (psycopg.Error, UserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

@@ -168,9 +168,11 @@ class GateCommand(PhaseCommand):
         if skipped:
             host.log(f"{phase.id}: nothing changed, timed gates not re-run: {', '.join(skipped)}"
                      " (deploys/verify.py times them; settings.noop_gates: all to always)")
+        changes = gates.phase_changes([e.step for e in session(host).journal
+                                       if e.kind == "applied" and e.phase == phase.id and e.step is not None])
         for gate in (g for g in phase.gates if g.name not in skipped):
             with stopwatch():  # one database timed at a time: another host's timing loop is not this one's latency
-                result = gates.run_gate(conn, self.spec, gate, params, session(host).before.get(gate.name))
+                result = gates.run_gate(conn, self.spec, gate, params, session(host).before.get(gate.name), changes)
             session(host).record(Entry("gate", phase.id, result.line(), result.passed))
             if result.passed:
                 host.log(result.line())
@@ -225,7 +227,8 @@ class GateCommand(PhaseCommand):
 
 
 class BaselineCommand(PhaseCommand):
-    """Before a phase changes anything: p95 of each latency gate that compares with before (max_ratio_to_before)."""
+    """Before a phase changes anything: each gate that compares with before (max_ratio_to_before) reads its statement
+    on tail-covering parameter sets (plans, blocks; timings where it compares time)."""
 
     def execute(self, state, host, connector_arguments) -> bool:
         try:
@@ -242,12 +245,15 @@ class BaselineCommand(PhaseCommand):
                              " not there yet — no 'before'; judged by its absolute bound")
                     continue
                 try:
-                    samples = gates.time_query(conn, query, params, gate.get("runs", 30))
+                    baseline = gates.take_baseline(conn, gate, query, params)
                 except psycopg.Error as exc:
                     raise UserError(f"gate {gate.name}, query {query.name}: {str(exc).strip().splitlines()[0]}"
                                     " — fix the query or its params in phases.yml") from None
-                session(host).before[gate.name] = gates.percentile(samples, 95)
-                host.log(f"before {self.phase_id}: {gate.get('query')} {gates.summary(samples)}")
+                session(host).before[gate.name] = baseline
+                heavy = baseline.heaviest()
+                host.log(f"before {self.phase_id}: {gate.get('query')} on {len(baseline.sets)} parameter sets,"
+                         f" {sum(r.blocks for r in baseline.readings):,} blocks (heaviest set {heavy.blocks:,} blocks,"
+                         f" {heavy.rows:,} rows read), p95 {baseline.p95_ms:.2f} ms")
         except (UserError, psycopg.Error) as exc:
             return _fail(host, f"measuring before {self.phase_id}: {exc}")
         return True

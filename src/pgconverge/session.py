@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from .evidence import Baseline
 from .spec import Spec, load
 
 
@@ -44,7 +45,7 @@ class HostSession:
     run_locked: bool = False
     refused: str | None = None  # the connection check's one line: every later operation of the host stops
     journal: list[Entry] = field(default_factory=list)
-    before: dict[str, float] = field(default_factory=dict)  # latency gate → p95 measured before its phase
+    before: dict[str, Baseline] = field(default_factory=dict)  # latency gate → its statement before its phase
     # a fleet's rollout reads each host's outcome from here (rewritten as the run goes: a failed host stops early)
     summary_path: Path | None = None
     wave: int | None = None

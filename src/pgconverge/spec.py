@@ -31,7 +31,7 @@ GATE_FIELDS: dict[str, tuple[set[str], set[str]]] = {
     # kind: (required, allowed besides name/kind/description)
     "sql": ({"sql", "expect"}, {"sql", "expect", "value"}),
     "plan": ({"query"}, {"query", "uses_index", "no_seq_scan_on"}),
-    "latency": ({"query"}, {"query", "p95_ms", "runs", "max_ratio_to_before", "slack_ms"}),
+    "latency": ({"query"}, {"query", "p95_ms", "runs", "max_ratio_to_before", "slack_ms", "compare_by"}),
     "freshness": ({"materialized_view", "within"}, {"materialized_view", "within"}),
     "security": (set(), set()),
     "cron_health": (set(), {"jobs"}),
