@@ -1,0 +1,85 @@
+"""Gates on a busy machine: two CPU-bound processes and a writing client run beside every converge. A not-slower
+gate on a statement whose plan the phase does not change passes as "plan unchanged" even at a ratio of 1.0 with no
+slack (a stopwatch would fail it on noise); the lending regression fails on the work it does and is reverted. No
+assertion here depends on how long anything took."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_pyinfra, writing
+from tests.integration.test_advise_regressions import LENDING, lending_db, shape  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.integration
+
+UNRELATED_INDEX = """
+  - id: loan_history
+    title: "Loans by date: an index the shelf query never reads"
+    on_gate_failure: revert
+    indexes:
+      - name: loans_by_lent_at
+        table: loans
+        columns: [lent_at]
+    gates:
+      - name: shelf_unchanged
+        kind: latency
+        query: copies_on_shelf
+        max_ratio_to_before: 1.0
+        runs: 20
+"""
+
+
+@contextlib.contextmanager
+def busy_cpus(count: int = 2):
+    """`count` processes spinning on the CPU, as a busy machine's neighbours do."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+@pytest.fixture
+def lending_project(tmp_path) -> Path:
+    shutil.copytree(LENDING, tmp_path / "lending")
+    phases = tmp_path / "lending" / "phases.yml"
+    phases.write_text(phases.read_text() + UNRELATED_INDEX)
+    return phases
+
+
+def converge_under_load(url: str, phase: str, phases: Path) -> str:
+    writes = "INSERT INTO lending.loans (id, copy_id, desk_id, lent_at) SELECT max(id) + 1, 1, 1, now() FROM lending.loans"
+    with busy_cpus(), writing(url, writes):
+        result = run_pyinfra(url, "deploys/phase.py", "-y", "--data", f"phase={phase}", phases=phases)
+    out = result.stdout + result.stderr
+    assert "Traceback" not in out, out[-3000:]
+    return out if result.returncode == 0 else "EXIT≠0\n" + out
+
+
+def test_a_gate_on_a_statement_the_phase_does_not_change_passes_under_load(lending_db, lending_project):  # noqa: F811
+    out = converge_under_load(lending_db, "loan_history", lending_project)
+    assert not out.startswith("EXIT≠0"), out[-3000:]
+    line = re.search(r"gate shelf_unchanged \(latency, query copies_on_shelf\) passed: measured plan unchanged on"
+                     r" (\d) parameter sets — not affected by this phase; timing for information p50 [\d.]+ / p95"
+                     r" [\d.]+ .*threshold ≤ 1.0× before", out)
+    assert line and int(line.group(1)) >= 2, out[-3000:]
+    assert "reverted" not in out
+
+
+def test_a_regression_fails_on_its_work_under_load_and_is_reverted(lending_db, lending_project):  # noqa: F811
+    before = shape(lending_db)
+    out = converge_under_load(lending_db, "desk_queue", lending_project)
+    assert out.startswith("EXIT≠0"), out[-3000:]
+    assert re.search(r"gate shelf_not_slower \(query copies_on_shelf\) failed after the phase was applied — reverted:"
+                     r" dropped index loans_open_by_desk; .* FAILED: measured plan changed; work [\d,]+ → [\d,]+"
+                     r" blocks over \d parameter sets, per-set ratio median [\d.]+ / worst [\d.]+", out), out[-3000:]
+    assert shape(lending_db) == before
