@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import errors, sql
 
+from . import pacing
 from .connection import open_connection
 from .errors import UserError
 from .plan import Step
@@ -278,9 +279,15 @@ def _jittered(delay: float) -> float:
     return delay * random.uniform(0.5, 1.5)
 
 
+def _interruptible_sleep(wait: float) -> None:
+    time.sleep(wait)
+    Interruption.check()
+
+
 def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings, log: Log) -> None:
     """Apply one step; retry lock timeouts with jittered doubling backoff, then fail naming who holds the lock."""
     Interruption.check()
+    pacing.yield_to_application(conn, step, settings, settings.build_window, log, sleep=_interruptible_sleep)
     attempts = settings.lock_retries + 1
     delay = settings.retry_backoff_seconds
     if step.builds:

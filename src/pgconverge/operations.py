@@ -119,7 +119,8 @@ class SqlCommand(PyinfraCommand):
             conn, url = locked_database(host)
             host.log(f"{self.step.object}: {self.step.why}")
             started = time.monotonic()
-            run_step(conn, url, self.step, self.settings, host.log)
+            window = host.data.get("build_window") or self.settings.build_window
+            run_step(conn, url, self.step, replace(self.settings, build_window=window), host.log)
             session(host).record(Entry("applied", self.step.phase, f"{self.step.object}: {self.step.why}"
                                                                   f" ({time.monotonic() - started:.1f} s)",
                                        undo=self.step.undo, step=self.step))

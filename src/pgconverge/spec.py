@@ -74,6 +74,12 @@ class Settings:
     # on a converge that changed nothing in a phase: "untimed" gates only (a fleet's no-op does not re-time every
     # database's queries; verify does), or "all"
     noop_gates: str = "untimed"
+    # builds yield to the application: pause before a build while PostgreSQL shows stress, up to max_build_pause
+    pause_builds_at_lock_waiters: int = 5
+    pause_builds_at_replication_lag: str = "30s"
+    pause_builds_at_active_sessions: int = 0  # 0: not watched (a busy pool is not stress by itself)
+    max_build_pause: str = "10min"
+    build_window: str | None = None  # "HH:MM-HH:MM" UTC; host data build_window overrides it
 
 
 def seconds(duration: str) -> float:

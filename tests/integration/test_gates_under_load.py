@@ -6,12 +6,15 @@ assertion here depends on how long anything took."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import run_pyinfra, writing
@@ -83,3 +86,49 @@ def test_a_regression_fails_on_its_work_under_load_and_is_reverted(lending_db, l
                      r" dropped index loans_open_by_desk; .* FAILED: measured plan changed; work [\d,]+ → [\d,]+"
                      r" blocks over \d parameter sets, per-set ratio median [\d.]+ / worst [\d.]+", out), out[-3000:]
     assert shape(lending_db) == before
+
+
+def settings_with(phases: Path, lines: str) -> None:
+    phases.write_text(phases.read_text().replace("  lock_timeout: 3s\n", f"  lock_timeout: 3s\n{lines}", 1))
+
+
+def test_a_build_pauses_while_sessions_wait_for_locks_and_the_next_run_builds(lending_db, lending_project):  # noqa: F811
+    settings_with(lending_project, "  pause_builds_at_lock_waiters: 0\n  max_build_pause: 4s\n")
+    with psycopg.connect(lending_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.desk_notes (id int, note text)")
+        conn.execute("INSERT INTO public.desk_notes VALUES (1, '')")
+    # two clerks editing one note: the second waits for the first's row lock
+    holder = psycopg.connect(lending_db)
+    holder.execute("SELECT * FROM public.desk_notes WHERE id = 1 FOR UPDATE")
+    waiter = threading.Thread(target=lambda: psycopg.connect(lending_db, autocommit=True).execute(
+        "UPDATE public.desk_notes SET note = 'returned' WHERE id = 1"))
+    waiter.start()
+    try:
+        stopped = run_pyinfra(lending_db, "deploys/phase.py", "-y", "--data", "phase=loan_history",
+                              phases=lending_project, timeout=120)
+    finally:
+        holder.rollback()
+        holder.close()
+        waiter.join()
+    out = stopped.stdout + stopped.stderr
+    assert stopped.returncode != 0 and "Traceback" not in out, out[-3000:]
+    assert "pausing before index loans_by_lent_at: 1 sessions waiting for locks (> 0)" in out, out[-3000:]
+    assert ("index loans_by_lent_at: the database stayed under stress for 4s (1 sessions waiting for locks (> 0)):"
+            " not built — run again at a quieter time") in out, out[-3000:]
+    with psycopg.connect(lending_db) as conn:
+        assert conn.execute("SELECT to_regclass('lending.loans_by_lent_at')").fetchone()[0] is None
+    again = run_pyinfra(lending_db, "deploys/phase.py", "-y", "--data", "phase=loan_history", phases=lending_project)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "pausing" not in again.stdout + again.stderr
+
+
+def test_outside_the_build_window_nothing_is_built(lending_db, lending_project):  # noqa: F811
+    now = dt.datetime.now(dt.UTC)
+    window = f"{(now + dt.timedelta(hours=2)):%H:%M}-{(now + dt.timedelta(hours=3)):%H:%M}"
+    settings_with(lending_project, f'  build_window: "{window}"\n')
+    result = run_pyinfra(lending_db, "deploys/phase.py", "-y", "--data", "phase=loan_history", phases=lending_project)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in out, out[-3000:]
+    assert f"index loans_by_lent_at: outside the build window {window} UTC" in out, out[-3000:]
+    with psycopg.connect(lending_db) as conn:
+        assert conn.execute("SELECT to_regclass('lending.loans_by_lent_at')").fetchone()[0] is None
