@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-hypopg redis-server pgbouncer cron python3-venv
 SCALE ?= M
 
-.PHONY: deps venv lab demo test lint lint-sql check bench bench-catalog bench-fleet bench-advise faults clean
+.PHONY: deps venv lab demo test lint lint-sql check bench bench-catalog bench-fleet bench-advise bench-gates faults clean
 
 # Debian packages the lab and the tests need; installed only when missing (root on Debian).
 deps:
@@ -58,6 +58,7 @@ bench: deps venv
 	$(BIN)/pgconverge bench --scale $(or $(BENCH_SCALE),L)
 	$(BIN)/pgconverge bench --catalog
 	$(BIN)/pgconverge bench --fleet 1,20,100
+	$(BIN)/pgconverge bench --gates
 
 # Converge and no-op of fleets of 1, 20 and 100 databases (two clusters above 20): reports/bench/fleet/
 bench-fleet: deps venv
@@ -72,6 +73,11 @@ bench-catalog: deps venv
 bench-advise: deps venv
 	$(BIN)/pgconverge bench --advise --scale $(or $(BENCH_SCALE),L)
 	$(BIN)/pgconverge bench --advise --app tests/boxoffice
+
+# Gates on a busy machine: 10 converges each of a correct phase (work, then time) and a regression, beside two
+# CPU-bound processes and a writing client (reports/bench/gates/)
+bench-gates: deps venv
+	$(BIN)/pgconverge bench --gates
 
 # Full fault matrix: kill -9 at every step of every phase and the backup, rerun, check (see tests/fault_matrix.py)
 faults: deps venv

@@ -212,6 +212,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(bench.fleet_markdown(fleet_figures))
         print(f"written: {args.output}/fleet/fleet.json")
         return 0
+    if args.gates:
+        from .lab import bench_gates
+
+        report = bench_gates.gates_under_load(Path.cwd(), Path(args.app or "tests/lending"),
+                                              Path(args.output) / "gates", converges=args.converges)
+        print(bench_gates.gates_markdown(report))
+        print(f"written: {args.output}/gates/gates.json, gates.md")
+        return 0
     if args.catalog:
         figures = bench.catalog_noop(Path(spec.path), Path.cwd(), Path(args.output) / "catalog", args.tables)
         print(bench.catalog_markdown(figures))
@@ -381,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--catalog", action="store_true",
                        help="instead: no-op converge time on a database with --tables other tables (scale S)")
     bench.add_argument("--tables", type=int, default=3000)
+    bench.add_argument("--gates", action="store_true",
+                       help="gates under load: the lending app converged again and again beside two CPU-bound"
+                            " processes and a writing client (a correct phase never reverted, a regression always)")
+    bench.add_argument("--converges", type=int, default=10, help="with --gates: converges per series")
     bench.set_defaults(func=cmd_bench)
 
     snap = commands.add_parser("snapshot", help="read-only health snapshot as JSON under reports/<env>/<host>/")

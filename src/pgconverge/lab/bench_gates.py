@@ -1,0 +1,205 @@
+"""`pgconverge bench --gates`: gates on a busy machine. The lending test application (a million loans, stale
+statistics) converged again and again by the real pyinfra CLI while two CPU-bound processes spin and a client
+writes loans the whole time: a correct phase must never be reverted, the regression (a partial index that turns the
+shelf query into a join over every open loan) always. Also the client's write latency idle and during the builds."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+
+from .. import gates
+from ..execute import connect
+from . import APP_ROLE, Lab, prepare_app_database
+
+# a phase a DBA would write for the desk's count: it changes that query's plan and not the shelf query's
+CORRECT_PHASE = """
+  - id: desk_counts
+    title: "Open loans per desk: an index on desk and return"
+    on_gate_failure: revert
+    indexes:
+      - name: loans_by_desk_returned
+        table: loans
+        columns: [desk_id, returned_at]
+    gates:
+      - name: shelf_still_fast
+        kind: latency
+        query: copies_on_shelf
+        max_ratio_to_before: 1.2
+        slack_ms: 0.5
+        runs: 20{compare}
+      - name: desk_not_slower
+        kind: latency
+        query: open_at_desk
+        max_ratio_to_before: 1.2
+        slack_ms: 0.5
+        runs: 20{compare}
+"""
+WRITE = ("INSERT INTO lending.loans (id, copy_id, desk_id, lent_at)"
+         " SELECT max(id) + 1, 1 + (random() * 99999)::int, 1 + (random() * 3)::int, now() FROM lending.loans")
+
+
+@contextlib.contextmanager
+def busy_cpus(count: int) -> Iterator[None]:
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+class Writer:
+    """An application client inserting a loan every 10 ms; its latencies and failures, per window."""
+
+    def __init__(self, url: str):
+        self.url, self.latencies, self.failures = url, [], []  # type: ignore[var-annotated]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        with psycopg.connect(self.url, autocommit=True, application_name="bench-writer") as conn:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                try:
+                    conn.execute(WRITE)
+                    self.latencies.append((time.perf_counter() - started) * 1000)
+                except psycopg.Error as exc:
+                    self.failures.append(str(exc).splitlines()[0])
+                time.sleep(0.01)
+
+    def window(self) -> int:
+        return len(self.latencies)
+
+    def p99(self, since: int, until: int | None = None) -> float:
+        samples = self.latencies[since:until] or [0.0]
+        return round(gates.percentile(samples, 99), 2)
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def load_lending(lab: Lab, app: Path, loans: int) -> str:
+    with psycopg.connect(lab.superuser_url(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS lending WITH (FORCE)")
+        conn.execute(pgsql.SQL("CREATE DATABASE lending OWNER {}").format(pgsql.Identifier(APP_ROLE)))
+    with psycopg.connect(lab.superuser_url("lending"), autocommit=True) as conn:
+        prepare_app_database(conn, with_cron=False)
+    url = lab.urls()["DATABASE_URL"].rsplit("/", 1)[0] + "/lending"
+    schema = (app / "sql" / "schema.sql").read_text().replace(":loans", str(loans))
+    with connect(url) as conn:
+        for statement in filter(str.strip, re.sub(r"(?m)^--.*$", "", schema).split(";")):
+            conn.execute(statement)  # type: ignore[arg-type]
+    return url
+
+
+def gate_lines(out: str) -> list[str]:
+    return sorted({m.group(1) for m in re.finditer(r"\] (gate \w+ \(latency.*)", out)})
+
+
+def stopwatch_would_fail(line: str, ratio: float = 1.2, slack: float = 0.5) -> bool:
+    """The rule before plans and work: the p95 after against ratio × the p95 before + slack."""
+    after = re.search(r"/ p95 ([\d.]+) .*before p95 ([\d.]+) ms", line)
+    return bool(after) and float(after.group(1)) > ratio * float(after.group(2)) + slack  # type: ignore[union-attr]
+
+
+def gates_under_load(repo: Path, app: Path, out_dir: Path, converges: int = 10, loans: int = 1_000_000,
+                     cpus: int = 2, log=print) -> dict[str, Any]:
+    lab = Lab(repo / ".lab" / "bench-gates")
+    lab.up(echo=log)
+    url = load_lending(lab, app, loans)
+    project = out_dir / "project"
+    shutil.rmtree(project, ignore_errors=True)
+    shutil.copytree(app, project)
+    env = {**os.environ, "DATABASE_URL": url, "PGCONVERGE_REPORTS_DIR": str(out_dir / "reports"),
+           "PGCONVERGE_BACKUP_DIR": str(out_dir / "backups")}
+    pyinfra = [str(Path(sys.executable).parent / "pyinfra"), "inventory/lab.py"]
+
+    def run(phases: Path, deploy: str, phase: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*pyinfra, deploy, "-y", "--data", f"phase={phase}"], cwd=repo,
+                              env={**env, "PGCONVERGE_PHASES": str(phases)},
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1800)
+
+    report: dict[str, Any] = {"loans": loans, "converges": converges, "cpu_spinners": cpus, "series": []}
+    base = (project / "phases.yml").read_text()
+    series = [("correct phase, compare_by: work", "desk_counts", CORRECT_PHASE.format(compare=""), True),
+              ("correct phase, compare_by: time", "desk_counts",
+               CORRECT_PHASE.format(compare="\n        compare_by: time"), True),
+              ("regression (partial index, stale statistics)", "desk_queue", "", False)]
+    with busy_cpus(cpus), Writer(url) as writer:
+        time.sleep(5)
+        idle_from = writer.window()
+        time.sleep(10)
+        report["write_p99_idle_ms"] = writer.p99(idle_from)
+        for label, phase, extra, correct in series:
+            phases = project / f"phases-{phase}-{len(report['series'])}.yml"
+            phases.write_text(base + extra)
+            reverted, by_stopwatch, seconds, during = 0, 0, [], []
+            evidence: dict[str, str] = {}
+            for i in range(converges):
+                since = writer.window()
+                started = time.monotonic()
+                done = run(phases, "deploys/phase.py", phase)
+                seconds.append(time.monotonic() - started)
+                during.append(writer.p99(since))
+                out = done.stdout + done.stderr
+                if "Traceback" in out or (done.returncode != 0 and "reverted:" not in out):
+                    raise RuntimeError(f"{label}, converge {i + 1}: {out[-1500:]}")
+                reverted += "reverted:" in out
+                by_stopwatch += any(stopwatch_would_fail(line) for line in gate_lines(out))
+                for line in gate_lines(out):  # one example per gate, verdict and kind of evidence
+                    evidence.setdefault(re.sub(r"[\d,.]+", "#", line.split(";")[0]), line)
+                if done.returncode == 0:
+                    undo = run(phases, "deploys/rollback.py", phase)
+                    if undo.returncode != 0:
+                        raise RuntimeError(f"rollback after {label}: {(undo.stdout + undo.stderr)[-1500:]}")
+                log(f"  {label}: converge {i + 1}/{converges}: {'reverted' if 'reverted:' in out else 'kept'}"
+                    f" in {seconds[-1]:.1f} s, write p99 {during[-1]} ms")
+            report["series"].append({"label": label, "correct": correct, "reverted": reverted,
+                                     "stopwatch_would_revert": by_stopwatch,
+                                     "apply_s_median": round(gates.percentile(seconds, 50), 1),
+                                     "write_p99_during_ms_median": round(gates.percentile(during, 50), 2),
+                                     "evidence": list(evidence.values())})
+        report["writes"], report["failed_writes"] = len(writer.latencies), len(writer.failures)
+    lab.down()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "gates.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "gates.md").write_text(gates_markdown(report))
+    return report
+
+
+def gates_markdown(report: dict[str, Any]) -> str:
+    lines = [f"### Gates under load: the lending application ({report['loans']:,} loans), {report['cpu_spinners']}"
+             " CPU-bound processes and a writing client throughout", "",
+             "| series | converges | reverted | expected | the stopwatch rule (p95 ≤ 1.2× before + 0.5 ms) would have"
+             " reverted | apply median | write p99 during (median) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in report["series"]:
+        want = 0 if s["correct"] else report["converges"]
+        lines.append(f"| {s['label']} | {report['converges']} | {s['reverted']} | {want} | {s['stopwatch_would_revert']}"
+                     f" | {s['apply_s_median']} s"
+                     f" | {s['write_p99_during_ms_median']} ms |")
+    lines += ["", f"write p99 with the CPUs busy, no converge: {report['write_p99_idle_ms']} ms; writes"
+              f" {report['writes']:,}, failed {report['failed_writes']}", "", "evidence printed (one line per gate"
+              " and outcome):", ""]
+    lines += [f"- `{line[:400]}`" for s in report["series"] for line in s["evidence"]]
+    return "\n".join(lines + [""])
