@@ -31,6 +31,15 @@ SCRATCH_LAB = Path(tempfile.gettempdir()) / "pgconverge-test-output" / "lab"
 os.environ["PGCONVERGE_LAB_DIR"] = str(SCRATCH_LAB)
 
 
+def pg_tool(name: str) -> str:
+    """pg_dump/pg_restore that fit the test servers' major (Debian's 15, or PGCONVERGE_PG_BIN's build)."""
+    from pgconverge import clienttools
+    from pgconverge.lab import PG_BIN
+
+    major = clienttools.tool_major(PG_BIN / "postgres") or 15
+    return str(clienttools.find(name, major, str(PG_BIN)).path)
+
+
 def cluster_with_template(prefix: str, template: str, seed_value: int):
     """A throwaway cluster with a seeded scale-S template database owned by the app role; destroyed after."""
     # Not under pytest's tmp dir: that is private to root, and the cluster runs as the postgres user.

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from . import clienttools
 from .connection import open_connection
 from .secrets import mask, remember_url
 
@@ -33,6 +34,7 @@ class BackupRecord:
     entries: int
     size: int
     mode: str = "schema"
+    tool: str = ""  # the pg_dump that took it: "pg_dump 18 (/usr/lib/postgresql/18/bin/pg_dump)"
 
 
 def libpq_env(url: str) -> dict[str, str]:
@@ -51,16 +53,19 @@ def _run(argv: list[str], env: dict[str, str], what: str) -> subprocess.Complete
     try:
         result = subprocess.run(argv, env=env, capture_output=True, text=True)
     except FileNotFoundError:
-        raise BackupFailed(f"{argv[0]} is not installed — install postgresql-client-15") from None
+        raise BackupFailed(f"{argv[0]} is not installed — install the postgresql-client of the server's major") \
+            from None
     if result.returncode != 0:
         raise BackupFailed(mask(f"{what} failed: {tool_reason(result.stderr) or f'exit {result.returncode}'}"))
     return result
 
 
 def tool_reason(stderr: str) -> str:
-    """pg_dump/pg_restore end with 'detail: Query was: …'; the reason is the error line before it."""
+    """pg_dump/pg_restore end with 'detail: Query was: …'; the reason is the error line before it, with the details
+    that explain it (a version mismatch names both versions there)."""
     lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
-    errors = [line.split("error: ", 1)[1] for line in lines if "error: " in line]
+    errors = [line.split(": ", 2)[-1] if "error: " in line else line.split("detail: ", 1)[1] for line in lines
+              if "error: " in line or ("detail: " in line and "Query was:" not in line)]
     return "; ".join(dict.fromkeys(errors)) if errors else (lines[-1] if lines else "")
 
 
@@ -96,7 +101,8 @@ def _snapshot_facts(conn: psycopg.Connection, with_counts: bool, schemas: tuple[
 
 
 def take_backup(url: str, directory: Path, environment: str, label: str, retention: int = 5, *,
-                host: str = "cli", mode: str = "schema", schemas: tuple[str, ...] = ()) -> BackupRecord:
+                host: str = "cli", mode: str = "schema", schemas: tuple[str, ...] = (),
+                pg_bin: str | None = None) -> BackupRecord:
     """pg_dump -Fc from one exported snapshot (schema only, or with data), verified by pg_restore --list, with a
     .sha256 and a .json sidecar (tables, row counts seen in that snapshot, cron jobs); older ones pruned.
     A schema backup can be limited to the schemas the phases change (pg_dump locks every table it dumps, and
@@ -119,6 +125,9 @@ def take_backup(url: str, directory: Path, environment: str, label: str, retenti
             with open_connection(url, "pgconverge-backup", autocommit=False) as conn:
                 conn.execute("SET idle_in_transaction_session_timeout = 0")
                 conn.commit()
+                dump = clienttools.find("pg_dump", conn.info.server_version // 10000, pg_bin)
+                restore = clienttools.find("pg_restore", dump.major, str(dump.path.parent))
+                argv[0] = str(dump.path)
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
                 facts = _snapshot_facts(conn, with_counts=mode == "full", schemas=schemas if mode != "full" else ())
@@ -128,7 +137,7 @@ def take_backup(url: str, directory: Path, environment: str, label: str, retenti
         except psycopg.Error as exc:
             raise BackupFailed(mask(f"cannot read the database for the backup: {str(exc).strip().splitlines()[0]}")) \
                 from None
-        listing = _run(["pg_restore", "--list", str(partial)], env, "pg_restore --list")
+        listing = _run([str(restore.path), "--list", str(partial)], env, "pg_restore --list")
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -144,7 +153,7 @@ def take_backup(url: str, directory: Path, environment: str, label: str, retenti
     target.with_name(target.name + ".sha256").write_text(f"{digest}  {target.name}\n")
     partial.rename(target)
     prune(directory, retention)
-    return BackupRecord(target, digest, entries, target.stat().st_size, mode)
+    return BackupRecord(target, digest, entries, target.stat().st_size, mode, str(dump))
 
 
 def remove_orphaned_partials(directory: Path) -> None:
@@ -196,7 +205,13 @@ def create_scratch(scratch_url: str, name: str) -> None:
                 " database; nothing was restored") from None
 
 
-def restore_drill(url: str, directory: Path, echo=print, scratch_url: str | None = None) -> bool:
+def server_major(url: str) -> int:
+    with open_connection(url, "pgconverge-backup") as conn:
+        return conn.info.server_version // 10000
+
+
+def restore_drill(url: str, directory: Path, echo=print, scratch_url: str | None = None,
+                  pg_bin: str | None = None) -> bool:
     """Restore the newest backup of this host into a scratch database (on `scratch_url`'s server, else the
     database's own) and compare it with what the backup's own snapshot held (tables, and row counts for a data
     backup): later writes to the live database don't matter."""
@@ -214,10 +229,11 @@ def restore_drill(url: str, directory: Path, echo=print, scratch_url: str | None
     recorded: dict[str, int | None] = sidecar["tables"]
     full = sidecar.get("mode") == "full"
     schemas: dict[str, str] = sidecar.get("extensions", {})
+    restore = str(clienttools.find("pg_restore", server_major(url), pg_bin).path)
     scratch = f"pgconverge_drill_{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S%f}"
     create_scratch(url, scratch)
     try:
-        listing = _run(["pg_restore", "--list", str(newest)], env, "pg_restore --list").stdout
+        listing = _run([restore, "--list", str(newest)], env, "pg_restore --list").stdout
         # Extensions may need a superuser (pg_stat_statements) or one database (pg_cron): create what this role
         # may, leave the rest out; they hold no table data of the app.
         extensions = re.findall(r"^\d+; \d+ \d+ EXTENSION - (\S+) ", listing, re.M)  # "4; 3079 16433 EXTENSION - pg_trgm"
@@ -243,7 +259,7 @@ def restore_drill(url: str, directory: Path, echo=print, scratch_url: str | None
                                      for s in created_schemas))
         with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as handle:
             handle.write(kept + "\n")
-        _run(["pg_restore", "--no-owner", "--no-acl", "--exit-on-error", "-L", handle.name, "-d", scratch, str(newest)],
+        _run([restore, "--no-owner", "--no-acl", "--exit-on-error", "-L", handle.name, "-d", scratch, str(newest)],
              {**env, "PGDATABASE": scratch}, "pg_restore")
         os.unlink(handle.name)
         with psycopg.connect(url, dbname=scratch, autocommit=True) as conn:

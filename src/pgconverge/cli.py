@@ -115,6 +115,7 @@ def cmd_kpi(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     from . import backup
+    from .clienttools import NoMatchingClient
 
     url = _database_url(args)
     directory = backup.host_directory(Path(args.backup_dir), args.environment, args.host)
@@ -125,11 +126,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
             record = backup.take_backup(url, directory, args.environment, "manual", args.retention, host=args.host,
                                         mode=args.mode)
             print(f"{record.path} ({record.mode}, {record.size:,} bytes, {record.entries} entries,"
-                  f" sha256 {record.sha256})")
+                  f" sha256 {record.sha256}, {record.tool})")
             return 0
         scratch = args.scratch_url or os.environ.get(args.scratch_url_env or "") or None
         return 0 if backup.restore_drill(url, directory, scratch_url=scratch) else 1
-    except backup.BackupFailed as exc:
+    except (backup.BackupFailed, NoMatchingClient) as exc:
         print(f"pgconverge backup: {exc}", file=sys.stderr)
         return 1
 
@@ -325,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_phases(validate)
     validate.set_defaults(func=cmd_validate)
 
-    lab = commands.add_parser("lab", help="the local lab: PostgreSQL 15 + pg_cron + Redis on loopback")
+    lab = commands.add_parser("lab", help="the local lab: PostgreSQL (Debian's 15 or PGCONVERGE_PG_BIN's) + pg_cron + Redis")
     lab.add_argument("action", choices=["up", "down", "status", "seed"])
     lab.add_argument("--scale", choices=sorted(seed_module.SCALES), default="S")
     lab.add_argument("--seed", type=int, default=42)

@@ -250,10 +250,24 @@ def _run_statements(conn: psycopg.Connection, step: Step) -> None:
         if step.transactional:
             with conn.transaction():
                 for statement in step.statements:
-                    conn.execute(statement)  # type: ignore[arg-type]
+                    _execute_noting(conn, statement)
         else:
             for statement in step.statements:
-                conn.execute(statement)  # type: ignore[arg-type]
+                _execute_noting(conn, statement)
+
+
+def _execute_noting(conn: psycopg.Connection, statement: str) -> None:
+    """One statement; a failure carries it as a note, so the message names the statement that failed."""
+    try:
+        conn.execute(statement)  # type: ignore[arg-type]
+    except psycopg.Error as exc:
+        exc.add_note(statement)
+        raise
+
+
+def failed_statement(exc: BaseException, step: Step) -> str:
+    notes = getattr(exc, "__notes__", None)
+    return notes[-1] if notes else step.statements[0]
 
 
 def drop_failed_build(conn: psycopg.Connection, step: Step, settings: Settings) -> str:
@@ -347,7 +361,7 @@ def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings,
                     f" converge that phase against {cron_home.group(1)}, where they are scheduled with"
                     " cron.schedule_in_database")) from None
             raise StepFailed(mask(f"{step.object}: {_first_line(exc)}{left} — while running: "
-                                  f"{step.statements[0][:160]}")) from None
+                                  f"{failed_statement(exc, step)[:160]}")) from None
         finally:
             stop.set()
             if watcher is not None:

@@ -49,8 +49,8 @@ TIMED = frozenset({"latency", "explain"})
 def parameter_rows(conn: psycopg.Connection, params_sql: str, limit: int) -> list[dict[str, Any]]:
     """The first `limit` rows of a workload query's parameter SQL, as dicts."""
     with conn.cursor(row_factory=dict_row) as cursor:
-        # the comment keeps this sampling out of what advise reads from pg_stat_statements
-        return cursor.execute(f"/* pgconverge */ SELECT * FROM ({params_sql}) AS params"  # type: ignore[arg-type]
+        # the alias marks this sampling as ours in pg_stat_statements: it survives normalisation, a comment does not
+        return cursor.execute(f"SELECT * FROM ({params_sql}) AS pgconverge_params"  # type: ignore[arg-type]
                               f" LIMIT {limit}").fetchall()
 
 

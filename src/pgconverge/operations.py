@@ -290,11 +290,11 @@ class BackupCommand(LabelledCommand):
             started = time.monotonic()
             record = backup.take_backup(url, directory, environment, self.label,
                                         int(host.data.get("backup_retention") or 5), host=host.name, mode=self.mode,
-                                        schemas=self.schemas)
+                                        schemas=self.schemas, pg_bin=host.data.get("pg_bin"))
         except (backup.BackupFailed, UserError, OSError) as exc:
             return _fail(host, f"backup before {self.label} failed, nothing was changed: {exc}")
         line = (f"backup {record.path} ({record.mode}, {record.size:,} bytes, {record.entries} entries,"
-                f" sha256 {record.sha256[:12]}…, {time.monotonic() - started:.1f} s)")
+                f" sha256 {record.sha256[:12]}…, {time.monotonic() - started:.1f} s, {record.tool})")
         host.log(line)
         session(host).record(Entry("backup", self.label, line))
         return True

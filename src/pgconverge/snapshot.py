@@ -44,8 +44,8 @@ def measure_workload(conn: psycopg.Connection, spec: Spec, runs: int,
 
 def present(conn: psycopg.Connection, name: str) -> bool:
     """A relation or function of that (optionally schema-qualified) name exists."""
-    # the comment keeps this catalog check out of what advise reads from pg_stat_statements
-    row = conn.execute("/* pgconverge */ SELECT coalesce(to_regclass(%s)::text, to_regproc(%s)::text) IS NOT NULL",
+    # the column name marks it as ours in pg_stat_statements (PG 18 stores the text without a leading comment)
+    row = conn.execute("SELECT coalesce(to_regclass(%s)::text, to_regproc(%s)::text) IS NOT NULL AS pgconverge_present",
                        [name, name]).fetchone()
     return bool(row and row[0])
 

@@ -15,7 +15,7 @@ import redis
 
 from pgconverge import cli
 from pgconverge.lab import free_port
-from tests.conftest import PYINFRA, REPO, run_pyinfra
+from tests.conftest import PYINFRA, REPO, pg_tool, run_pyinfra
 from tests.integration.test_converge import catalog_oids, ok
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ def test_phase_starts_with_a_verified_schema_backup_and_the_drill_matches(cron_d
     assert len(dumps) == 1 and f"backup {dumps[0]} (schema," in out
     recorded = (dumps[0].parent / (dumps[0].name + ".sha256")).read_text().split()[0]
     assert hashlib.sha256(dumps[0].read_bytes()).hexdigest() == recorded
-    listing = subprocess.run(["pg_restore", "--list", str(dumps[0])], capture_output=True, text=True, check=True)
+    listing = subprocess.run([pg_tool("pg_restore"), "--list", str(dumps[0])], capture_output=True, text=True, check=True)
     assert "TABLE public message_events" in listing.stdout
     assert "TABLE DATA" not in listing.stdout  # what the phases change: schema, not the data
     assert cli.main(["backup", "restore-drill", "--database-url", cron_db, "--backup-dir", str(tmp_path),

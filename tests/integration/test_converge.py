@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from tests.conftest import PYINFRA, REPO, run_pyinfra
+from tests.conftest import PYINFRA, REPO, pg_tool, run_pyinfra
 
 pytestmark = pytest.mark.integration
 
@@ -211,7 +211,7 @@ def test_failing_gate_stops_the_run_with_value_and_threshold(cron_db, project):
 
 
 def schema_dump(url: str) -> str:
-    text = subprocess.run(["pg_dump", "--schema-only", "--no-owner", url], capture_output=True, text=True,
+    text = subprocess.run([pg_tool("pg_dump"), "--schema-only", "--no-owner", url], capture_output=True, text=True,
                           check=True).stdout
     # pg_dump 15.14+ brackets the dump with a random \restrict key: not part of the schema
     return "\n".join(line for line in text.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
@@ -227,6 +227,18 @@ def test_rollback_phase1_restores_schema_and_reapply_works(cron_db):
         assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 0
     ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
     assert len(catalog_oids(cron_db)) == 23
+
+
+def test_a_superusers_rollback_unschedules_the_owners_cron_jobs(cron_db, servers):
+    """pg_cron's cron.unschedule(name) finds only the caller's own jobs: a superuser rolling back the jobs the owner
+    scheduled stopped half-way ("could not find valid entry for job") after the functions were dropped."""
+    ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
+    superuser = servers.superuser_url(servers.database)
+    out = ok(run_pyinfra(superuser, "deploys/rollback.py", "-y", "--data", "phase=phase2"))
+    assert "could not find valid entry" not in out
+    with psycopg.connect(superuser) as conn:
+        assert conn.execute("SELECT count(*) FROM cron.job").fetchone()[0] == 0
+        assert conn.execute("SELECT to_regproc('calculate_lead_event_stats')").fetchone()[0] is None
 
 
 def test_missing_database_url_is_one_clear_line(cron_db):
@@ -288,3 +300,18 @@ def test_pyinfra_json_output_stays_pure_json(cron_db):
     assert before["Converge phase1: Quick wins: baseline statistics and 12 concurrent indexes"] == ["@local"]
     ok(run_pyinfra(cron_db, "deploys/all.py", "-y"))
     assert all(hosts == [] for hosts in changed_ops().values())
+
+
+def test_a_failed_step_names_the_statement_that_failed_not_its_first(fresh_db):
+    from pgconverge.execute import StepFailed, connect, run_step
+    from pgconverge.model import Action, Lock, Step
+    from pgconverge.spec import Settings
+
+    step = Step(("CREATE TABLE swap_probe (id int)", "CREATE INDEX ON swap_probe (no_such_column)"), "probe",
+                "table swap_probe", Lock.ACCESS_EXCLUSIVE, "p", transactional=True, action=Action.CREATE)
+    with connect(fresh_db) as conn:
+        with pytest.raises(StepFailed) as failed:
+            run_step(conn, fresh_db, step, Settings(), lambda _line: None)
+        assert conn.execute("SELECT to_regclass('swap_probe')").fetchone()[0] is None  # one transaction: undone
+    assert "while running: CREATE INDEX ON swap_probe (no_such_column)" in str(failed.value)
+    assert 'column "no_such_column" does not exist' in str(failed.value)

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from pgconverge import cli
 from pgconverge.lab import Lab, seed
-from tests.conftest import PYINFRA, REPO, run_pyinfra
+from tests.conftest import PYINFRA, REPO, pg_tool, run_pyinfra
 from tests.integration.test_converge import ok
 
 pytestmark = pytest.mark.integration
@@ -225,7 +225,7 @@ def test_full_backup_is_available_per_phase(cron_db, project, tmp_path):
     out = ok(run_pyinfra(cron_db, "deploys/phase1.py", "-y", "--data", f"backup_dir={tmp_path}", phases=phases))
     [dump] = (tmp_path / "lab" / "local").glob("*-phase1.dump")
     assert f"backup {dump} (full," in out
-    listing = subprocess.run(["pg_restore", "--list", str(dump)], capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run([pg_tool("pg_restore"), "--list", str(dump)], capture_output=True, text=True, check=True).stdout
     assert "TABLE DATA public message_events" in listing
 
 

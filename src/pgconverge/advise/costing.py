@@ -195,7 +195,7 @@ def predicate_misestimate(conn: psycopg.Connection, candidate: Candidate, rows: 
         with conn.transaction():
             plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {}").format(
                 table, sql.SQL(candidate.where))).fetchone()
-            found = conn.execute(sql.SQL("/* pgconverge */ SELECT count(*) FROM {} TABLESAMPLE SYSTEM ({})"
+            found = conn.execute(sql.SQL("SELECT count(*) AS pgconverge_sample FROM {} TABLESAMPLE SYSTEM ({})"
                                          " REPEATABLE (7) WHERE {}").format(
                 table, sql.Literal(round(share, 3)), sql.SQL(candidate.where))).fetchone()
     except psycopg.Error:

@@ -26,8 +26,10 @@ def require_hypopg(conn: psycopg.Connection) -> None:
     if row:
         conn.execute("SELECT set_config('search_path', current_setting('search_path') || ', ' || %s, false)", [row[0]])
         return
-    raise UserError("HypoPG is not installed in this database — install postgresql-15-hypopg and run CREATE"
-                      " EXTENSION hypopg as a superuser (or advise against a copy that has it); nothing was read")
+    major = conn.info.server_version // 10000
+    raise UserError(f"HypoPG is not installed in this database — install it for PostgreSQL {major} (Debian:"
+                    f" postgresql-{major}-hypopg) and run CREATE EXTENSION hypopg as a superuser (or advise against a"
+                    " copy that has it); nothing was read")
 
 
 def top_statements(conn: psycopg.Connection, min_calls: int, min_mean_ms: float, top: int) -> list[Statement]:

