@@ -31,6 +31,25 @@ SCRATCH_LAB = Path(tempfile.gettempdir()) / "pgconverge-test-output" / "lab"
 os.environ["PGCONVERGE_LAB_DIR"] = str(SCRATCH_LAB)
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "needs_hypopg: advise's tests, which need HypoPG in the server build")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """On another server build (PGCONVERGE_PG_BIN, e.g. PostgreSQL 18 from PyPI) pg_cron and HypoPG may be missing:
+    the tests that need them are skipped there by name, with the reason; on Debian's 15 they always run."""
+    from pgconverge.lab import DEBIAN_PG_BIN, PG_BIN, has_library
+
+    if PG_BIN == DEBIAN_PG_BIN:
+        return
+    for item in items:
+        for library, needed in (("pg_cron", {"cron_db", "cron_kit"} & set(item.fixturenames)),
+                                ("hypopg", item.get_closest_marker("needs_hypopg"))):
+            if needed and not has_library(library):
+                item.add_marker(pytest.mark.skip(reason=f"needs {library}, which the server build in {PG_BIN} lacks"
+                                                        " (Debian packages it for PostgreSQL 15 only)"))
+
+
 def pg_tool(name: str) -> str:
     """pg_dump/pg_restore that fit the test servers' major (Debian's 15, or PGCONVERGE_PG_BIN's build)."""
     from pgconverge import clienttools

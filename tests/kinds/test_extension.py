@@ -31,6 +31,7 @@ def test_create_converged_rollback(kit):
     assert kit.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'") == 0
 
 
+@pytest.mark.needs_hypopg
 def test_one_the_login_may_not_move_is_a_note(kit):
     declared = kit.spec("""
 version: 1
