@@ -43,6 +43,7 @@ def shape(url: str) -> list[tuple]:
         return conn.execute(SHAPE).fetchall()
 
 
+@pytest.mark.needs_hypopg
 def test_advise_leaves_out_the_partial_index_the_stale_statistics_would_misprice(lending_db, tmp_path, capsys):
     before = shape(lending_db)
     capsys.readouterr()
