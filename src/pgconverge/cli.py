@@ -217,7 +217,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .lab import bench_gates
 
         report = bench_gates.gates_under_load(Path.cwd(), Path(args.app or "tests/lending"),
-                                              Path(args.output) / "gates", converges=args.converges)
+                                              Path(args.output) / "gates", converges=args.converges,
+                                              boxoffice_rows=args.rows)
         print(bench_gates.gates_markdown(report))
         print(f"written: {args.output}/gates/gates.json, gates.md")
         return 0
