@@ -64,7 +64,7 @@ def tool_reason(stderr: str) -> str:
     """pg_dump/pg_restore end with 'detail: Query was: …'; the reason is the error line before it, with the details
     that explain it (a version mismatch names both versions there)."""
     lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
-    errors = [line.split(": ", 2)[-1] if "error: " in line else line.split("detail: ", 1)[1] for line in lines
+    errors = [line.split("error: ", 1)[1] if "error: " in line else line.split("detail: ", 1)[1] for line in lines
               if "error: " in line or ("detail: " in line and "Query was:" not in line)]
     return "; ".join(dict.fromkeys(errors)) if errors else (lines[-1] if lines else "")
 

@@ -9,6 +9,7 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.api import FactBase, operation
 from pyinfra.api.command import FunctionCommand
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, crontab, files, server
 
 from .envfile import SAFE_NAME, env_file
@@ -41,8 +42,11 @@ def nightly_backups(present: bool = True) -> None:
     if not targets:
         raise SystemExit(f"{host.name}: no database host of environment {environment} in this inventory names a"
                          " database_url_env — add the databases this host should back up")
+    # pg_dump refuses a server newer than itself: the client of the servers' major (host data postgres_major)
+    major = host.data.get("postgres_major")
+    pg_bin = f"/usr/lib/postgresql/{int(major)}/bin/" if major else ""
     if present:
-        apt.packages(name="Install PostgreSQL client and cron", packages=["postgresql-client", "cron"])
+        install_client(major)
         files.directory(name="Config directory", path=config_dir, mode="700")
     for label, url_env in targets:
         script = f"{bin_dir}/pgconverge-backup-{environment}-{label}"
@@ -57,7 +61,7 @@ def nightly_backups(present: bool = True) -> None:
         files.directory(name=f"Backup directory {dump_dir}", path=dump_dir, mode="700")
         env_file(name=f"Backup connection in {env_path}", path=env_path, values_env={"DATABASE_URL": url_env})
         written = files.put(name=f"Backup script {script}", src=StringIO(render_backup_script(
-            dump_dir, prefix, retention, env_path)), dest=script, mode="755")
+            dump_dir, prefix, retention, env_path, pg_bin)), dest=script, mode="755")
         crontab.crontab(name=f"Nightly backup of {label} at 02:30", command=script, minute="30", hour="2",
                         cron_name=cron_name)
         if host.data.get("backup_run_now"):
@@ -115,7 +119,23 @@ def _check_newest_backup(state, host, backup_dir: str, prefix: str) -> bool:
     return True
 
 
-def render_backup_script(dump_dir: str, prefix: str, retention: int, env_path: str) -> str:
+def install_client(major: Any) -> None:
+    """postgresql-client-N for the declared server major, from the PostgreSQL apt repository where the distribution
+    does not have it (Debian 12 has 15 only); without a declared major, the distribution's default client."""
+    if not major:
+        apt.packages(name="Install PostgreSQL client and cron", packages=["postgresql-client", "cron"])
+        return
+    package = f"postgresql-client-{int(major)}"
+    apt.packages(name="Install postgresql-common and cron", packages=["postgresql-common", "cron"])
+    known = host.get_fact(Command, command=f"apt-cache show {package} >/dev/null 2>&1 && echo known || echo unknown")
+    if known != "known":
+        server.shell(name=f"PostgreSQL apt repository ({package} is not in the distribution)",
+                     commands=["/usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y"])
+    apt.packages(name=f"Install {package} (the servers' major)", packages=[package])
+
+
+def render_backup_script(dump_dir: str, prefix: str, retention: int, env_path: str, pg_bin: str = "") -> str:
+    """`pg_bin`: the folder of the client matching the servers' major ("" = PATH)."""
     d = shlex.quote(dump_dir)
     return f"""#!/bin/sh
 # Managed by pgconverge (deploys/backups.py): nightly pg_dump -Fc, verified with pg_restore --list, checksummed.
@@ -126,10 +146,10 @@ exec 9>{d}/.lock
 flock -n 9 || {{ echo "another backup of this database is running" >&2; exit 1; }}
 rm -f {d}/*.dump.partial
 stamp=$(date -u +%Y%m%dT%H%M%S%6NZ)
-db=$(psql "$DATABASE_URL" -Atc 'SELECT current_database()')
+db=$({pg_bin}psql "$DATABASE_URL" -Atc 'SELECT current_database()')
 file={d}/{prefix}$db-$stamp-nightly.dump
-pg_dump -Fc --exclude-table-data="cron.*" -f "$file.partial" "$DATABASE_URL"
-pg_restore --list "$file.partial" > /dev/null
+{pg_bin}pg_dump -Fc --exclude-table-data="cron.*" -f "$file.partial" "$DATABASE_URL"
+{pg_bin}pg_restore --list "$file.partial" > /dev/null
 mv "$file.partial" "$file"
 sha256sum "$file" > "$file.sha256"
 ls -1t {d}/{prefix}*-nightly.dump | tail -n +{retention + 1} | while read -r old; do
