@@ -33,6 +33,7 @@ os.environ["PGCONVERGE_LAB_DIR"] = str(SCRATCH_LAB)
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "needs_hypopg: advise's tests, which need HypoPG in the server build")
+    config.addinivalue_line("markers", "needs_pg_cron: needs pg_cron in the server build (beyond the cron_db fixture)")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -43,7 +44,8 @@ def pytest_collection_modifyitems(config, items) -> None:
     if PG_BIN == DEBIAN_PG_BIN:
         return
     for item in items:
-        for library, needed in (("pg_cron", {"cron_db", "cron_kit"} & set(item.fixturenames)),
+        for library, needed in (("pg_cron", {"cron_db", "cron_kit"} & set(item.fixturenames)
+                                 or item.get_closest_marker("needs_pg_cron")),
                                 ("hypopg", item.get_closest_marker("needs_hypopg"))):
             if needed and not has_library(library):
                 item.add_marker(pytest.mark.skip(reason=f"needs {library}, which the server build in {PG_BIN} lacks"

@@ -15,7 +15,7 @@ from pgconverge.lab import reset_statements
 from tests.conftest import REPO, run_pyinfra
 from tests.integration.test_converge import ok
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.needs_hypopg]
 
 BOXOFFICE = REPO / "tests" / "boxoffice"
 ORDERS = 250_000  # ~19k payments per monthly partition: none of them "small"

@@ -174,6 +174,7 @@ def test_a_gin_index_without_operator_class_is_refused_before_anything_runs(fore
         assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'").fetchone()[0] == 0
 
 
+@pytest.mark.needs_pg_cron
 def test_pg_cron_in_another_database_of_the_cluster_is_one_line(servers, fresh_db, tmp_path):
     """pg_cron lives in one database per cluster; converging it into another says where, and what to do."""
     superuser = servers.superuser_url(fresh_db.rsplit("/", 1)[1])
