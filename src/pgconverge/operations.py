@@ -19,6 +19,7 @@ from . import backup, facts, gates, plan
 from .connection import ConnectionFailed, open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, Interruption, StepFailed, run_step, take_run_lock
+from .kinds import REGISTRY
 from .model import Action, Lock
 from .names import QualifiedName
 from .secrets import mask, url_from_env
@@ -313,6 +314,7 @@ def managed_schemas(spec: Spec) -> tuple[str, ...]:
     for phase in spec.phases:
         schemas |= {i.schema for i in phase.indexes} | {v.schema for v in phase.materialized_views}
         schemas |= {f.schema for f in phase.functions}
+        schemas |= {o.schema for kind in REGISTRY for o in phase.objects.get(kind.section, ())}
     return tuple(sorted(schemas or {spec.settings.schema}))
 
 

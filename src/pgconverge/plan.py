@@ -37,6 +37,7 @@ from .model import (
     render,
     seen_by,
 )
+from .reads import relations_read
 from .spec import Phase, Spec
 
 __all__ = ["Desired", "FunctionShape", "Plan", "Step", "create_index_sql", "drop_index_sql", "plan", "plan_cron_job",
@@ -116,6 +117,11 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
     steps += ownership_steps(phase, catalog, owner)
     handled: set[str] = set()
     refusals: list[str] = []
+    context = PlanContext(phase.grants, desired)
+    # a new view a materialized view of this phase reads is created first; views on those MVs come after them
+    read_by_matviews = read_by(phase.materialized_views)
+    first = [(kind, o) for kind in REGISTRY for o in phase.objects.get(kind.section, ()) if _in(o, read_by_matviews)]
+    steps += _registry_steps(first, catalog, context, owner, handled)
     for view in (v for v in phase.materialized_views if v.state == "present"):
         view_steps = _as_owner(plan_matview(view, catalog, [g for g in phase.grants if g.key == view.key], desired),
                                catalog, view.schema, owner)
@@ -136,15 +142,8 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
         handled.add(function.key)
         steps += function_steps
     steps += privilege_steps
-    context = PlanContext(phase.grants, desired)
-    for kind in REGISTRY:
-        for obj in phase.objects.get(kind.section, ()):
-            kind_steps = kind.plan(obj, catalog, context)
-            if obj.state == "present":
-                kind_steps = _as_owner(kind_steps, catalog, obj.schema, owner)
-            if any(s.action == Action.CREATE for s in kind_steps):
-                handled.add(obj.key)  # its privileges were set in the transaction that created it
-            steps += kind_steps
+    rest = [(kind, o) for kind in REGISTRY for o in phase.objects.get(kind.section, ()) if not _in(o, read_by_matviews)]
+    steps += _registry_steps(rest, catalog, context, owner, handled)
     for grant in phase.grants:
         notes += grant_notes(grant, catalog, created)
         if grant.key not in handled:
@@ -154,6 +153,27 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
         # or acts for the owner of what the job refreshes
         steps += plan_cron_job(job, catalog)
     return Plan(tuple(steps), tuple(notes), tuple(refusals), tuple(unrepairable))
+
+
+def read_by(matviews) -> frozenset[str]:
+    """What the present materialized views read (names as their queries write them)."""
+    return frozenset().union(*(relations_read(v.query) for v in matviews if v.state == "present"))
+
+
+def _in(obj, names: frozenset[str]) -> bool:
+    return obj.state == "present" and (str(obj.key) in names or obj.name in names)
+
+
+def _registry_steps(objects, catalog: Catalog, context: PlanContext, owner: str | None, handled: set) -> list[Step]:
+    steps: list[Step] = []
+    for kind, obj in objects:
+        kind_steps = kind.plan(obj, catalog, context)
+        if obj.state == "present":
+            kind_steps = _as_owner(kind_steps, catalog, obj.schema, owner)
+        if any(s.action == Action.CREATE for s in kind_steps):
+            handled.add(obj.key)  # its privileges were set in the transaction that created it
+        steps += kind_steps
+    return steps
 
 
 def project_conflicts(phase: Phase, catalog: Catalog, project: str) -> list[str]:
@@ -215,9 +235,10 @@ def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
     for phase in reversed(spec.phases_from(from_phase)):
         for job in phase.cron_jobs:
             steps += rollback_cron_job(job, catalog, phase.id)
-        for kind in reversed(REGISTRY):
-            for obj in reversed(phase.objects.get(kind.section, ())):
-                steps += kind.rollback(obj, catalog, phase.id)
+        read = read_by(phase.materialized_views)
+        registry = [(kind, o) for kind in reversed(REGISTRY) for o in reversed(phase.objects.get(kind.section, ()))]
+        for kind, obj in (pair for pair in registry if not _in(pair[1], read)):
+            steps += kind.rollback(obj, catalog, phase.id)
         for function in reversed(phase.functions):
             steps += rollback_function(function, catalog, phase.id)
         for view in reversed(phase.materialized_views):
@@ -229,6 +250,8 @@ def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:
                                 " depend(s) on it — drop those first (they are not pgconverge's), then run again;"
                                 " nothing was changed")
             steps += view_steps
+        for kind, obj in (pair for pair in registry if _in(pair[1], read)):  # after the MVs that read them
+            steps += kind.rollback(obj, catalog, phase.id)
         for index in reversed(phase.indexes):
             steps += rollback_index(index, catalog, phase.id)
         for extension in phase.extensions:

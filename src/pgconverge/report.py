@@ -207,6 +207,8 @@ def every_statement(spec: Spec) -> str:
         functions={f.key: facts.FunctionFact(f.name, "", mark, marked_overloads=(("", mark),))
                    for p in spec.phases for f in p.functions},
         cron_jobs={j.name: facts.CronJobFact(j.name, j.schedule, j.command, "x") for p in spec.phases for j in p.cron_jobs},
+        extensions={e.name: facts.ExtensionFact(e.name, "", e.schema or spec.settings.schema, mark)
+                    for p in spec.phases for e in p.extensions},
         objects={kind.name: {o.key: kind.stand_in(o, mark) for p in spec.phases for o in p.objects.get(kind.section, ())}
                  for kind in REGISTRY},
     )
@@ -262,5 +264,5 @@ def _waivers(step: plan.Step, rolling_back: bool) -> list[str]:
     if rolling_back and step.action == Action.DROP:
         # rollback removes what the phase added, by definition
         return {"materialized view": ["ban-drop-view"], "view": ["ban-drop-view"],
-                "function": ["ban-drop-function"]}.get(step.target, [])
+                "function": ["ban-drop-function"], "extension": ["ban-drop-extension"]}.get(step.target, [])
     return []

@@ -103,3 +103,21 @@ def test_a_declared_view_on_a_managed_mv_follows_its_swap_and_its_rollback(cron_
     assert "phase2: 0 steps to run (converged)" in ok(run_pyinfra(cron_db, "deploys/phase2.py", "--dry", phases=phases))
     ok(run_pyinfra(cron_db, "deploys/rollback.py", "--data", "phase=phase2", "-y", phases=phases))
     assert scalar(cron_db, "SELECT to_regclass('hot_board') IS NULL AND to_regclass('mv_hot_leads') IS NULL") is True
+
+
+def test_a_new_materialized_view_on_a_new_view_of_its_phase_converges_and_rolls_back(kit):
+    """The MV reads the view: created after it, dropped before it (the house issue's ordering bug)."""
+    loaded = kit.spec(PHASES.replace("    grants:", "    materialized_views:\n      - name: hot_board_daily\n"
+                                     "        sql: boards/hot_board_daily.sql\n        unique_key: [p_score]\n"
+                                     "    grants:"),
+                      {"boards/hot_board.sql": QUERY,
+                       "boards/hot_board_daily.sql": "SELECT p_score, count(*) AS leads FROM hot_board GROUP BY p_score"})
+    steps = kit.plan(loaded, "boards").steps
+    order = [s.object for s in steps]
+    assert order.index("view hot_board") < order.index("materialized view hot_board_daily"), order
+    kit.apply(loaded, steps)
+    assert kit.scalar("SELECT count(*) FROM hot_board_daily") >= 1
+    assert kit.plan(loaded, "boards").steps == ()
+    kit.apply(loaded, kit.rollback(loaded, "boards").steps)
+    assert kit.scalar("SELECT to_regclass('hot_board')") is None
+    assert kit.scalar("SELECT to_regclass('hot_board_daily')") is None

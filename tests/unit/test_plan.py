@@ -172,8 +172,9 @@ def test_cron_job_scheduled_rescheduled_or_left():
     other_db = replace(JOB, database="reporting")
     assert "schedule_in_database" in plan.plan_cron_job(other_db, catalog())[0].statements[0]
     gone = replace(JOB, state="absent")
-    assert sqls(plan.plan_cron_job(gone, catalog(cron_jobs={"refresh-hot": same}))) == [
-        "SELECT cron.unschedule('refresh-hot')"]
+    # by id: cron.unschedule(name) finds only the caller's own jobs
+    assert sqls(plan.plan_cron_job(gone, catalog(cron_jobs={"refresh-hot": replace(same, jobid=12)}))) == [
+        "SELECT cron.unschedule(12::bigint)"]
 
 
 def test_extension_created_updated_or_left():

@@ -14,6 +14,7 @@ from pglast.stream import RawStream
 from psycopg import sql
 
 from ..names import QualifiedName
+from ..reads import walk
 from ..spec import Spec
 from .model import Candidate, Statement
 
@@ -76,16 +77,6 @@ def is_select(query: str) -> bool:
     except pglast.parser.ParseError:
         return False
     return len(parsed) == 1 and isinstance(parsed[0].stmt, ast.SelectStmt)
-
-
-def walk(node: Any):
-    if isinstance(node, tuple | list):
-        for item in node:
-            yield from walk(item)
-    elif isinstance(node, ast.Node):
-        yield node
-        for attribute in node:
-            yield from walk(getattr(node, attribute))
 
 
 def _column_name(ref: ast.ColumnRef) -> tuple[str | None, str] | None:

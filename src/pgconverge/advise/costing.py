@@ -14,7 +14,8 @@ from pglast import ast
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from .candidates import plannable, referenced_columns, walk
+from ..reads import walk
+from .candidates import plannable, referenced_columns
 from .model import MIN_SAVING, Candidate, Statement
 
 
