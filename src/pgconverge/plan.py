@@ -117,7 +117,7 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
     steps += ownership_steps(phase, catalog, owner)
     handled: set[str] = set()
     refusals: list[str] = []
-    context = PlanContext(phase.grants, desired)
+    context = PlanContext(phase.grants, desired, owner)
     # a new view a materialized view of this phase reads is created first; views on those MVs come after them
     read_by_matviews = read_by(phase.materialized_views)
     first = [(kind, o) for kind in REGISTRY for o in phase.objects.get(kind.section, ()) if _in(o, read_by_matviews)]

@@ -3,6 +3,7 @@ rollback, absent — on a real server, as the table owner."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from pgconverge.model import Action
@@ -121,3 +122,18 @@ def test_a_new_materialized_view_on_a_new_view_of_its_phase_converges_and_rolls_
     kit.apply(loaded, kit.rollback(loaded, "boards").steps)
     assert kit.scalar("SELECT to_regclass('hot_board')") is None
     assert kit.scalar("SELECT to_regclass('hot_board_daily')") is None
+
+
+def test_a_view_owned_by_another_role_is_given_back_to_its_schemas_owner(kit, servers):
+    """A developer's role took the view over (the owner is a member of it, as a team role is)."""
+    loaded = kit.spec(PHASES, {"boards/hot_board.sql": QUERY})
+    kit.apply(loaded, kit.plan(loaded, "boards").steps)
+    with psycopg.connect(servers.superuser_url(kit.url.rsplit("/", 1)[1]), autocommit=True) as conn:
+        conn.execute("DO $$ BEGIN CREATE ROLE board_devs NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        conn.execute("GRANT board_devs TO salesflow")
+        conn.execute("ALTER VIEW hot_board OWNER TO board_devs")
+    steps = kit.plan(loaded, "boards").steps
+    assert [(s.action, s.why) for s in steps] == [(Action.ALTER, "owned by board_devs, belongs to salesflow")]
+    kit.apply(loaded, steps)
+    assert kit.scalar("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'hot_board'") == "salesflow"
+    assert kit.plan(loaded, "boards").steps == ()

@@ -21,6 +21,7 @@ class PlanContext:
 
     grants: tuple[GrantSpec, ...] = ()
     desired: Desired = field(default_factory=Desired)
+    owner: str | None = None  # settings.owner: who new and managed objects belong to (else their schema's owner)
 
 
 @dataclass(frozen=True)

@@ -73,20 +73,25 @@ def plan_view(view: ViewSpec, catalog: Catalog, context: PlanContext) -> list[St
         return [Step((create_view_sql(view), mark, *grants), f"missing: create from sql/{view.sql_file}", label,
                      Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, action=Action.CREATE,
                      lock_scope="new object only", undo=render(sql.SQL("DROP VIEW IF EXISTS {}").format(target)))]
+    owner = catalog.owner_for(view.schema, context.owner)
+    # drift of its owner: given back (as whoever runs, which needs the current owner's rights)
+    give_back = [Step((render(sql.SQL("ALTER VIEW {} OWNER TO {}").format(target, sql.Identifier(owner))),),
+                      f"owned by {fact.owner}, belongs to {owner}", label, Lock.ACCESS_EXCLUSIVE, view.phase,
+                      table=view.key, action=Action.ALTER)] if fact.owner and fact.owner != owner else []
     same_query = fact.definition == wanted if wanted else fact.comment == want
     if same_query and set(fact.options) == set(view.options):
         if fact.comment == want:
-            return []
+            return give_back
         why = ("adopt: the live view equals the declared one" if not is_managed(fact.comment)
                else f"re-mark: the live view equals the declared one ({fact.comment} → {want})")
         return [Step((mark,), why, label, Lock.SHARE_UPDATE_EXCLUSIVE, view.phase, table=view.key,
-                     action=Action.MARK)]
+                     action=Action.MARK), *give_back]
     differs = [what for what, differ in (("query", not same_query),
                                          ("options", set(fact.options) != set(view.options))) if differ]
     return [Step((create_view_sql(view, replace=True), mark),
                  f"live {' and '.join(differs)} differ from the declared: CREATE OR REPLACE keeps its grants, owner"
                  " and the views on it", label, Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True,
-                 table=view.key, action=Action.ALTER)]
+                 table=view.key, action=Action.ALTER), *give_back]
 
 
 @of_kind("view")
