@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from pyinfra import host
 
 from . import operations, preview
@@ -28,8 +30,18 @@ def converge(phase_id: str | None = None) -> None:
     operations.run_summary(name="Summary")
 
 
+def _no_confirmation_without_a_terminal() -> None:
+    """verify changes nothing: run from cron or CI without -y, pyinfra's "Press enter to execute" prompt would end
+    in EOFError at its input(); there is nothing to confirm."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        import pyinfra_cli.cli
+
+        pyinfra_cli.cli._do_confirm = lambda _message: True  # type: ignore[attr-defined]
+
+
 def verify() -> None:
     """Drift and every gate of every phase, even after a failure; changes nothing; exit != 0 if anything failed."""
+    _no_confirmation_without_a_terminal()
     spec = load_spec_or_exit()
     if not _is_database_target():
         return
@@ -43,7 +55,7 @@ def verify() -> None:
 def rollback(phase_id: str | None) -> bool:
     """Roll back `phase_id` (the first phase when None) and every later one; True when that is the first phase."""
     spec = load_spec_or_exit()
-    phase_id = phase_or_exit(spec, phase_id or spec.phases[0].id)
+    phase_id = phase_or_exit(spec, phase_id or (spec.phases[0].id if spec.phases else None))
     first = phase_id == spec.phases[0].id
     if not _is_database_target():
         return first

@@ -73,7 +73,8 @@ def deploy_phases(spec: Spec, deploy: str, rollback_phase: str | None) -> tuple[
     if stem == "verify":
         return "verify", [p.id for p in spec.phases]
     if stem == "rollback":
-        return "rollback", [p.id for p in spec.phases_from(rollback_phase or spec.phases[0].id)]
+        start = rollback_phase or (spec.phases[0].id if spec.phases else None)
+        return "rollback", [p.id for p in spec.phases_from(start)] if start else []
     if stem == "phase":  # the generic deploy: deploys/phase.py --data phase=ID, here --phase ID
         if not rollback_phase:
             raise UserError("deploys/phase.py needs --phase ID (as the deploy needs --data phase=ID)")
@@ -212,7 +213,7 @@ def every_statement(spec: Spec) -> str:
         objects={kind.name: {o.key: kind.stand_in(o, mark) for p in spec.phases for o in p.objects.get(kind.section, ())}
                  for kind in REGISTRY},
     )
-    rollback = plan.plan_rollback(spec, applied, spec.phases[0].id).steps
+    rollback = plan.plan_rollback(spec, applied, spec.phases[0].id).steps if spec.phases else ()
     shapes = _live_shapes(spec, empty, applied)
     chunks = []
     for step in (*converge, *rollback, *shapes):

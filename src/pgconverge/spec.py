@@ -466,7 +466,10 @@ def _build(path: Path, data: dict, marks: dict) -> Spec:
     b.project = settings.project
     phases: list[Phase] = []
     ids: list[str] = []
-    for p_index, p in enumerate(data["phases"]):
+    if not data.get("phases") and not data.get("workload"):
+        raise b.fail((), "declares neither phases nor a workload — add phases: (what to converge) or workload:"
+                         " (the queries kpi and advise read)")
+    for p_index, p in enumerate(data.get("phases") or []):
         at = ("phases", p_index)
         pid = b.identifier(p["id"], (*at, "id"), "phase id")
         if pid in ids:
@@ -475,7 +478,7 @@ def _build(path: Path, data: dict, marks: dict) -> Spec:
             if required == pid:
                 raise b.fail((*at, "requires", r_index), f"phase '{pid}' requires itself — remove it")
             if required not in ids:
-                later = any(q.get("id") == required for q in data["phases"])
+                later = any(q.get("id") == required for q in data.get("phases") or [])
                 reason = "a later phase (cycle)" if later else "not a phase"
                 raise b.fail(
                     (*at, "requires", r_index),

@@ -129,3 +129,12 @@ def test_on_gate_failure_revert_drops_what_the_run_created_and_names_the_gate(cr
     with psycopg.connect(cron_db) as conn:
         assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'idx_%'").fetchone()[0] == 0
     assert catalog_oids(cron_db) == before
+
+
+def test_verify_from_cron_without_y_and_without_a_terminal_runs_instead_of_a_traceback(fresh_db):
+    """pyinfra asks "Press enter to execute" and its input() met EOF: verify changes nothing, there is nothing to
+    confirm."""
+    result = run_pyinfra(fresh_db, "deploys/verify.py")  # no -y; stdin is /dev/null, as under cron
+    out = result.stdout + result.stderr
+    assert "EOFError" not in out and "Traceback" not in out, out[-2000:]
+    assert "] gate no_invalid_indexes (sql)" in out and "summary: 0 statements applied" in out, out[-2000:]

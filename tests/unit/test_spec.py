@@ -107,3 +107,14 @@ def test_phase_selection_follows_requires():
     assert [p.id for p in loaded.phases_through("phase3")] == ["phase1", "phase2", "phase3"]
     assert [p.id for p in loaded.phases_through("phase1")] == ["phase1"]
     assert [p.id for p in loaded.phases_from("phase2")] == ["phase2", "phase3"]
+
+
+def test_a_workload_only_phases_yml_validates_and_an_empty_one_says_what_to_add(tmp_path):
+    (tmp_path / "sql" / "workload").mkdir(parents=True)
+    (tmp_path / "sql" / "workload" / "open_orders.sql").write_text("SELECT count(*) FROM orders")
+    (tmp_path / "phases.yml").write_text("version: 1\nworkload:\n  - name: open_orders\n")
+    loaded = spec.load(tmp_path / "phases.yml")
+    assert loaded.phases == () and [q.name for q in loaded.workload] == ["open_orders"]
+    (tmp_path / "phases.yml").write_text("version: 1\n")
+    with pytest.raises(spec.SpecError, match="declares neither phases nor a workload — add phases:"):
+        spec.load(tmp_path / "phases.yml")
