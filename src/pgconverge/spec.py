@@ -204,6 +204,10 @@ class ViewSpec(SchemaObject):
     project: str = ""
 
     @property
+    def source(self) -> str:
+        return f"sql/{self.sql_file}" if self.sql_file else "its inline query"
+
+    @property
     def options(self) -> tuple[str, ...]:
         """As pg_class.reloptions prints them."""
         return tuple(f"{option}=true" for option, on in (("security_invoker", self.security_invoker),
@@ -614,11 +618,14 @@ def _matview(b: _Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
 def _view(b: _Builder, v: dict, at: tuple, phase: str) -> ViewSpec:
     schema, name = split_name(b.identifier(v["name"], (*at, "name"), "view name", qualified=True), b.schema)
     b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
-    query = b.sql_file(v["sql"], (*at, "sql")).strip().rstrip(";").strip()
-    statements = b.parse_sql(query, (*at, "sql"), f"sql/{v['sql']}")
+    # a file under sql/, or the query itself (as params: takes either)
+    in_file = re.fullmatch(r"[\w./-]+\.sql", v["sql"]) is not None
+    query = (b.sql_file(v["sql"], (*at, "sql")) if in_file else v["sql"]).strip().rstrip(";").strip()
+    source = f"sql/{v['sql']}" if in_file else f"the query of view {name}"
+    statements = b.parse_sql(query, (*at, "sql"), source)
     if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
-        raise b.fail((*at, "sql"), f"sql/{v['sql']} must hold exactly one SELECT — the view's query")
-    return ViewSpec(name=name, sql_file=v["sql"], query=query, phase=phase, project=b.project, schema=schema,
+        raise b.fail((*at, "sql"), f"{source} must hold exactly one SELECT — the view's query")
+    return ViewSpec(name=name, sql_file=v["sql"] if in_file else "", query=query, phase=phase, project=b.project, schema=schema,
                     security_invoker=v.get("security_invoker", False), security_barrier=v.get("security_barrier", False),
                     state=v.get("state", "present"))
 

@@ -118,3 +118,15 @@ def test_a_workload_only_phases_yml_validates_and_an_empty_one_says_what_to_add(
     (tmp_path / "phases.yml").write_text("version: 1\n")
     with pytest.raises(spec.SpecError, match="declares neither phases nor a workload — add phases:"):
         spec.load(tmp_path / "phases.yml")
+
+
+def test_a_view_takes_its_query_inline_as_params_do(tmp_path):
+    (tmp_path / "sql").mkdir()
+    (tmp_path / "phases.yml").write_text(
+        "version: 1\nphases:\n  - id: boards\n    title: boards\n    views:\n      - name: open_orders\n"
+        "        sql: \"SELECT id FROM orders WHERE closed_at IS NULL\"\n")
+    view = spec.load(tmp_path / "phases.yml").phases[0].objects["views"][0]
+    assert view.query == "SELECT id FROM orders WHERE closed_at IS NULL" and view.source == "its inline query"
+    (tmp_path / "phases.yml").write_text((tmp_path / "phases.yml").read_text().replace("SELECT id", "DELETE"))
+    with pytest.raises(spec.SpecError, match="phases.yml:7:14: the query of view open_orders"):
+        spec.load(tmp_path / "phases.yml")

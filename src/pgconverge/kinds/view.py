@@ -70,7 +70,7 @@ def plan_view(view: ViewSpec, catalog: Catalog, context: PlanContext) -> list[St
         # its privileges in the creating transaction: default privileges (Supabase's) must never expose it
         grants = [s for g in context.grants if g.key == view.key
                   for s in grant_statements(g, view.name, view.schema, None, False, catalog.roles)]
-        return [Step((create_view_sql(view), mark, *grants), f"missing: create from sql/{view.sql_file}", label,
+        return [Step((create_view_sql(view), mark, *grants), f"missing: create from {view.source}", label,
                      Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, action=Action.CREATE,
                      lock_scope="new object only", undo=render(sql.SQL("DROP VIEW IF EXISTS {}").format(target)))]
     owner = catalog.owner_for(view.schema, context.owner)
