@@ -98,6 +98,7 @@ bench-advise: deps venv
 # CPU-bound processes and a writing client (reports/bench/gates/)
 bench-gates: deps venv
 	$(BIN)/pgconverge bench --gates
+	$(BIN)/pgconverge bench --build-priority --scale $(or $(BENCH_SCALE),L)
 
 # Full fault matrix: kill -9 at every step of every phase and the backup, rerun, check (see tests/fault_matrix.py)
 faults: deps venv

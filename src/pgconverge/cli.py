@@ -213,6 +213,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(bench.fleet_markdown(fleet_figures))
         print(f"written: {args.output}/fleet/fleet.json")
         return 0
+    if args.build_priority:
+        from .lab import bench_gates
+
+        figures = bench_gates.build_priority_at_scale(Path.cwd(), Path(args.output) / "priority", args.scale)
+        print(bench_gates.priority_markdown(figures))
+        print(f"written: {args.output}/priority/priority.json")
+        return 0
     if args.gates:
         from .lab import bench_gates
 
@@ -395,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gates under load: the lending app converged again and again beside two CPU-bound"
                             " processes and a writing client (a correct phase never reverted, a regression always)")
     bench.add_argument("--converges", type=int, default=10, help="with --gates: converges per series")
+    bench.add_argument("--build-priority", action="store_true",
+                       help="phase 1's builds at --scale with the application writing: write p99 idle, at normal and"
+                            " at low build priority")
     bench.set_defaults(func=cmd_bench)
 
     snap = commands.add_parser("snapshot", help="read-only health snapshot as JSON under reports/<env>/<host>/")

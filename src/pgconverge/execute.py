@@ -318,7 +318,8 @@ def run_step(conn: psycopg.Connection, url: str, step: Step, settings: Settings,
                 watcher = threading.Thread(
                     target=_watch_build, args=(url, conn.info.backend_pid, settings, log, stop, watch), daemon=True)
                 watcher.start()
-            _run_once(conn, step)
+            with pacing.build_priority(conn, step, settings.build_priority, log):
+                _run_once(conn, step)
             return
         except errors.LockNotAvailable as exc:
             held_by = blockers(conn, step.table) if not conn.closed else ""

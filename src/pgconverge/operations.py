@@ -121,7 +121,9 @@ class SqlCommand(PyinfraCommand):
             host.log(f"{self.step.object}: {self.step.why}")
             started = time.monotonic()
             window = host.data.get("build_window") or self.settings.build_window
-            run_step(conn, url, self.step, replace(self.settings, build_window=window), host.log)
+            priority = host.data.get("build_priority") or self.settings.build_priority
+            run_step(conn, url, self.step, replace(self.settings, build_window=window, build_priority=priority),
+                     host.log)
             session(host).record(Entry("applied", self.step.phase, f"{self.step.object}: {self.step.why}"
                                                                   f" ({time.monotonic() - started:.1f} s)",
                                        undo=self.step.undo, step=self.step))

@@ -4,11 +4,15 @@ builds nothing. GitLab pauses its background migrations on the same signals."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import re
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 
@@ -97,3 +101,46 @@ def yield_to_application(conn: psycopg.Connection, step: Step, settings: Setting
         sleep(POLL_SECONDS)
         reasons = stress_reasons(read_stress(conn), settings)
     log(f"  resuming {step.object} after {time.monotonic() - started:.0f} s")
+
+
+# nice 19 and the idle I/O class: the build gets the CPU and the disk only when the application leaves them
+LOW_NICE = 19
+
+
+def local_backend(conn: psycopg.Connection) -> int | None:
+    """The pid of this session's server process when it runs on this machine (the lab, a run on the database host),
+    else None: a remote server's processes are out of reach."""
+    pid = conn.info.backend_pid
+    host = conn.info.host or ""
+    if not (host.startswith("/") or host in ("127.0.0.1", "::1", "localhost")):
+        return None
+    try:
+        return pid if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres" else None
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def build_priority(conn: psycopg.Connection, step: Step, priority: str, log: Callable[[str], None]) -> Iterator[None]:
+    """`low`: while a build runs, its server process has the lowest CPU and I/O priority; restored after."""
+    pid = local_backend(conn) if priority == "low" and builds(step) else None
+    if priority == "low" and builds(step) and pid is None:
+        log("  note: build_priority low needs the database server on this machine (the lab, a run on its host):"
+            " not lowered")
+    if pid is None:
+        yield
+        return
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, pid)
+        os.setpriority(os.PRIO_PROCESS, pid, LOW_NICE)
+        subprocess.run(["ionice", "-c", "3", "-p", str(pid)], capture_output=True, check=False)
+    except OSError as exc:
+        log(f"  note: build_priority low: cannot renice the server process {pid} ({exc.strerror}): not lowered")
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, pid, before)
+            subprocess.run(["ionice", "-c", "2", "-n", "4", "-p", str(pid)], capture_output=True, check=False)

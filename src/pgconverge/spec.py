@@ -80,6 +80,7 @@ class Settings:
     pause_builds_at_active_sessions: int = 0  # 0: not watched (a busy pool is not stress by itself)
     max_build_pause: str = "10min"
     build_window: str | None = None  # "HH:MM-HH:MM" UTC; host data build_window overrides it
+    build_priority: str = "normal"  # "low": a build's server process at nice 19, idle I/O (server on this machine)
 
 
 def seconds(duration: str) -> float:

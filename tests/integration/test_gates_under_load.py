@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import re
 import shutil
 import subprocess
@@ -132,3 +133,24 @@ def test_outside_the_build_window_nothing_is_built(lending_db, lending_project):
     assert f"index loans_by_lent_at: outside the build window {window} UTC" in out, out[-3000:]
     with psycopg.connect(lending_db) as conn:
         assert conn.execute("SELECT to_regclass('lending.loans_by_lent_at')").fetchone()[0] is None
+
+
+def test_build_priority_low_lowers_the_build_process_and_gives_it_back(fresh_db):
+    from pgconverge import pacing
+    from pgconverge.execute import connect
+    from pgconverge.model import Action, Lock, Step
+
+    build = Step(("CREATE INDEX CONCURRENTLY …",), "missing", "index x", Lock.SHARE_UPDATE_EXCLUSIVE, "p",
+                 kind="build", action=Action.BUILD_CONCURRENTLY)
+    notes: list[str] = []
+    with connect(fresh_db) as conn:
+        pid = pacing.local_backend(conn)
+        assert pid == conn.info.backend_pid  # the test server runs on this machine
+        before = os.getpriority(os.PRIO_PROCESS, pid)
+        with pacing.build_priority(conn, build, "low", notes.append):
+            assert os.getpriority(os.PRIO_PROCESS, pid) == pacing.LOW_NICE
+            conn.execute("SELECT count(*) FROM message_events").fetchone()
+        assert os.getpriority(os.PRIO_PROCESS, pid) == before
+        with pacing.build_priority(conn, build, "normal", notes.append):
+            assert os.getpriority(os.PRIO_PROCESS, pid) == before
+    assert notes == []

@@ -23,7 +23,7 @@ from psycopg import sql as pgsql
 
 from .. import gates
 from ..execute import connect
-from . import APP_ROLE, Lab, prepare_app_database, reset_statements
+from . import APP_ROLE, Lab, prepare_app_database, reset_statements, seed
 
 # a phase a DBA would write for the desk's count: it changes that query's plan and not the shelf query's
 CORRECT_PHASE = """
@@ -250,4 +250,57 @@ def gates_markdown(report: dict[str, Any]) -> str:
               f" {g['failed_writes']} failed)" for g in groups]
     lines += ["", "evidence printed (one line per gate and outcome):", ""]
     lines += [f"- `{line[:400]}`" for s in every for line in s["evidence"]]
+    return "\n".join(lines + [""])
+
+
+def build_priority_at_scale(repo: Path, out_dir: Path, scale: str = "L", log=print) -> dict[str, Any]:
+    """Phase 1's twelve concurrent builds on SalesFlow at `scale` with the application writing: the writers' p99
+    idle, during the builds at normal priority and at build_priority low (nice 19, idle I/O), and the apply time."""
+    from ..spec import load
+    from .bench import WriteLoad
+
+    lab = Lab(repo / ".lab" / "bench-priority")
+    url = lab.up(echo=log)["DATABASE_URL"]
+    seed.seed(url, scale, 42, echo=log)
+    with connect(url) as conn:
+        conn.execute("VACUUM ANALYZE")
+        leads = [tuple(r) for r in conn.execute("SELECT id, user_id FROM leads ORDER BY id LIMIT 5000").fetchall()]
+    spec = load(repo / "phases.yml")
+    env = {**os.environ, "DATABASE_URL": url, "PGCONVERGE_REPORTS_DIR": str(out_dir / "reports"),
+           "PGCONVERGE_BACKUP_DIR": str(out_dir / "backups"), "PGCONVERGE_PHASES": str(spec.path)}
+    pyinfra = [str(Path(sys.executable).parent / "pyinfra"), "inventory/lab.py"]
+    writers = WriteLoad(url, leads)
+    figures: dict[str, Any] = {"scale": scale, "runs": []}
+    writers.start()
+    time.sleep(15)
+    writers.stop()
+    figures["idle"] = writers.figures()
+    for priority in ("normal", "low", "normal", "low"):
+        writers.start()
+        started = time.monotonic()
+        done = subprocess.run([*pyinfra, "deploys/phase1.py", "-y", "--data", f"build_priority={priority}"],
+                              cwd=repo, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        apply_s = time.monotonic() - started
+        writers.stop()
+        if done.returncode != 0:
+            raise RuntimeError(f"phase1 at build_priority {priority}: {(done.stdout + done.stderr)[-1500:]}")
+        figures["runs"].append({"priority": priority, "apply_s": round(apply_s, 1), **writers.figures()})
+        log(f"  build_priority {priority}: apply {apply_s:.1f} s, write p99 {writers.figures()['p99_ms']} ms")
+        undo = subprocess.run([*pyinfra, "deploys/rollback.py", "-y", "--data", "phase=phase1"], cwd=repo, env=env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if undo.returncode != 0:
+            raise RuntimeError(f"rollback: {(undo.stdout + undo.stderr)[-1500:]}")
+    lab.down()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "priority.json").write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+def priority_markdown(figures: dict[str, Any]) -> str:
+    idle = figures["idle"]["p99_ms"]
+    lines = [f"### Phase 1's builds at scale {figures['scale']} with the application writing", "",
+             f"write p99 idle: {idle} ms", "", "| build_priority | apply | writes | failed | write p99 | × idle |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['priority']} | {r['apply_s']} s | {r['writes']:,} | {r['failed']} | {r['p99_ms']} ms |"
+              f" {r['p99_ms'] / max(idle, 0.01):.1f}× |" for r in figures["runs"]]
     return "\n".join(lines + [""])
