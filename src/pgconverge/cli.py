@@ -139,7 +139,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from . import report
 
     spec = _load_spec(args)
-    plans = report.build(spec, Path(args.inventory), args.deploy, args.phase)
+    data = dict(item.partition("=")[::2] for item in args.data or [])
+    unknown = sorted(set(data) - {"phase"})
+    if unknown:
+        raise UserError(f"plan --data {unknown[0]}=…: only phase=ID is read here (as deploys/phase.py and"
+                        " deploys/rollback.py take it)")
+    plans = report.build(spec, Path(args.inventory), args.deploy, args.phase or data.get("phase"), args.limit)
     text = report.to_json(plans, args.deploy) if args.format == "json" else report.to_markdown(plans, args.deploy)
     if args.output:
         Path(args.output).write_text(text + "\n")
@@ -360,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("deploy", help="e.g. deploys/all.py")
     _add_phases(plan)
     plan.add_argument("--phase", help="for deploys/rollback.py: the first phase to undo; for deploys/phase.py: the phase")
+    plan.add_argument("--data", action="append", metavar="phase=ID", help="as pyinfra takes it: --data phase=ID")
+    plan.add_argument("--limit", action="append", metavar="HOST",
+                      help="only these database hosts (names or globs, as pyinfra's --limit), repeatable")
     plan.add_argument("--format", choices=["md", "json"], default="md")
     plan.add_argument("--output", help="write to this file instead of standard output")
     plan.set_defaults(func=cmd_plan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import runpy
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,16 @@ def risk(step: plan.Step, catalog: facts.Catalog, settings_lock_timeout: str) ->
     return "catalog-only change"
 
 
-def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None = None) -> list[HostPlan]:
+def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None = None,
+          limit: list[str] | None = None) -> list[HostPlan]:
     mode, phase_ids = deploy_phases(spec, deploy, rollback_phase)
     result = []
     rendered: dict = {}  # the hosts of an inventory share one rendering of each declared index (same shapes)
-    for name, data in database_hosts(inventory):
+    hosts = [(n, d) for n, d in database_hosts(inventory) if not limit or any(fnmatch(n, pattern) for pattern in limit)]
+    if limit and not hosts:
+        raise UserError(f"--limit {' '.join(limit)}: no database host of {inventory} matches — the hosts are: "
+                        + ", ".join(n for n, _ in database_hosts(inventory)))
+    for name, data in hosts:
         host_plan = HostPlan(name)
         try:
             url = url_from_env(data["database_url_env"], f"host {name}")

@@ -139,3 +139,20 @@ def test_snapshot_replays_the_workload_and_the_report_has_the_runbook_table(cron
     text = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "| hot_leads_mv | — |" in text and "| dashboard_analytics | " in text
     assert "(calls in between)" in text  # the slow-query share of the calls made after the baseline
+
+
+def test_plan_takes_limit_and_the_deploys_data_phase_and_plans_the_reachable_hosts(fresh_db, tmp_path):
+    """Two database targets, one unreachable: --limit plans one of them; the phase as the deploy takes it."""
+    inventory = tmp_path / "two.py"
+    inventory.write_text('db = [("@db/main", {"database_url_env": "MAIN_URL"}),'
+                         ' ("@db/gone", {"database_url_env": "GONE_URL"})]\n')
+    env = {**os.environ, "MAIN_URL": fresh_db, "GONE_URL": "postgresql://x:y@127.0.0.1:9/none"}
+    run = [PGCONVERGE, "plan", str(inventory), "deploys/phase.py", "--data", "phase=phase1"]
+    both = subprocess.run(run, cwd=REPO, capture_output=True, text=True, env=env)
+    assert both.returncode == 1 and "@db/gone" in both.stdout and "CREATE INDEX CONCURRENTLY" in both.stdout
+    one = subprocess.run([*run, "--limit", "@db/ma*"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert "@db/gone" not in one.stdout and "CREATE INDEX CONCURRENTLY" in one.stdout
+    none = subprocess.run([*run, "--limit", "@db/other"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert none.returncode != 0 and "--limit @db/other: no database host of" in none.stderr + none.stdout
+    assert "Traceback" not in both.stderr + one.stderr + none.stderr
