@@ -18,12 +18,13 @@ from psycopg.conninfo import conninfo_to_dict
 
 from . import clienttools
 from .connection import open_connection
+from .errors import UserError
 from .secrets import mask, remember_url
 
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-class BackupFailed(Exception):
+class BackupFailed(UserError):
     pass
 
 

@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     except spec_module.SpecError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INPUT
-    except (UserError, lab_module.LabError, OSError) as exc:
+    except (UserError, OSError) as exc:  # a LabError and a BackupFailed are UserErrors
         print(f"pgconverge: {mask(str(exc))}", file=sys.stderr)
         return 1
     except psycopg.Error as exc:  # the database refused a read: its reason, not a traceback

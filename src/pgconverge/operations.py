@@ -294,7 +294,7 @@ class BackupCommand(LabelledCommand):
             record = backup.take_backup(url, directory, environment, self.label,
                                         int(host.data.get("backup_retention") or 5), host=host.name, mode=self.mode,
                                         schemas=self.schemas, pg_bin=host.data.get("pg_bin"))
-        except (backup.BackupFailed, UserError, OSError) as exc:
+        except (UserError, OSError) as exc:  # BackupFailed is one
             return _fail(host, f"backup before {self.label} failed, nothing was changed: {exc}")
         line = (f"backup {record.path} ({record.mode}, {record.size:,} bytes, {record.entries} entries,"
                 f" sha256 {record.sha256[:12]}…, {time.monotonic() - started:.1f} s, {record.tool})")

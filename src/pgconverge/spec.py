@@ -16,6 +16,7 @@ import jsonschema
 import pglast
 from croniter import croniter
 
+from .errors import UserError
 from .names import QualifiedName
 from .yamlmarks import Mark, YamlError, load_with_marks
 
@@ -39,7 +40,7 @@ GATE_FIELDS: dict[str, tuple[set[str], set[str]]] = {
 }
 
 
-class SpecError(Exception):
+class SpecError(UserError):
     """A problem in phases.yml: one line with file:line:col, what is wrong and what to do."""
 
     def __init__(self, path: Path | str, mark: Mark | None, message: str):

@@ -23,3 +23,14 @@ def test_a_programs_key_error_is_not_dressed_as_a_users_mistake(monkeypatch):
     monkeypatch.setattr(cli, "cmd_validate", broken)
     with pytest.raises(KeyError):
         cli.main(["validate", "phases.yml"])
+
+
+def test_every_error_a_user_can_act_on_is_a_user_error():
+    from pgconverge.backup import BackupFailed
+    from pgconverge.clienttools import NoMatchingClient
+    from pgconverge.lab import LabError
+    from pgconverge.pacing import PausedTooLong
+    from pgconverge.spec import SpecError
+
+    assert all(issubclass(error, UserError)
+               for error in (BackupFailed, LabError, SpecError, NoMatchingClient, PausedTooLong))

@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from ..errors import UserError
 from ..secrets import mask, remember
 
 DEBIAN_PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -43,7 +44,7 @@ APP_ROLE = "salesflow"
 API_ROLES = ("anon", "authenticated")
 
 
-class LabError(Exception):
+class LabError(UserError):
     pass
 
 
