@@ -109,6 +109,11 @@ def table_shapes(conn: psycopg.Connection, tables: list[str]) -> dict[str, str]:
     return dict(rows)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], catalog: Catalog,
                         shared: dict | None = None) -> Desired:
     """Render each declared index, view and function the way the server prints it, inside a transaction that is
@@ -173,8 +178,8 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                         row = conn.execute("SELECT pg_get_viewdef(to_regclass(%s))", [f"pg_temp.{probe}"]).fetchone()
                         if row and row[0]:
                             desired.matviews[view.key] = row[0]
-                except psycopg.Error:
-                    pass
+                except psycopg.Error as exc:
+                    desired.unrendered[f"materialized view {view.key}"] = _first_line(exc)
             for kind in REGISTRY:
                 for number, obj in enumerate(o for p in phases for o in p.objects.get(kind.section, ())):
                     try:
@@ -182,8 +187,8 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                             definition = kind.render(conn, obj, number)
                             if definition:
                                 desired.definitions.setdefault(kind.name, {})[obj.key] = definition
-                    except psycopg.Error:
-                        pass  # unknown here (e.g. it reads what this run creates first): the marker decides
+                    except psycopg.Error as exc:  # e.g. it reads what this run creates first: the marker decides
+                        desired.unrendered[f"{kind.name} {obj.key}"] = _first_line(exc)
             for function in (f for p in phases for f in p.functions if f.state == "present"):
                 try:
                     with conn.transaction():
@@ -198,8 +203,8 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                         if mine:
                             desired.functions[function.key] = FunctionShape(mine[0], mine[1], mine[2], mine[3], mine[4],
                                                                           tuple(mine[5]))
-                except psycopg.Error:
-                    pass
+                except psycopg.Error as exc:
+                    desired.unrendered[f"function {function.key}"] = _first_line(exc)
             raise _Rollback
     except _Rollback:
         pass

@@ -288,6 +288,8 @@ class Desired:
     # declared indexes still to be built that the server refuses to build: mistakes in phases.yml
     problems: list[str] = field(default_factory=list)
     definitions: dict[str, dict[str, str]] = field(default_factory=dict)  # registry kind → key → server's print
+    # declared objects the server could not render here: their drift is decided by the marker (key → why)
+    unrendered: dict[str, str] = field(default_factory=dict)
 
 
 INDEX_DEFINITION = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON (?:ONLY )?\S+ (USING .*)$", re.DOTALL)

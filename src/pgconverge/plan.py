@@ -205,8 +205,17 @@ def plan(spec: Spec, catalog: Catalog, phase_ids: Iterable[str], desired: Desire
         notes += phase_plan.notes
         refusals += phase_plan.refusals
         unrepairable += phase_plan.unrepairable
-    return Plan(tuple(steps), tuple(notes) + tuple(undeclared_notes(spec, catalog)), tuple(refusals),
-                tuple(unrepairable))
+    return Plan(tuple(steps), tuple(notes) + tuple(undeclared_notes(spec, catalog))
+                + tuple(unrendered_notes(desired, catalog)), tuple(refusals), tuple(unrepairable))
+
+
+def unrendered_notes(desired: Desired | None, catalog: Catalog) -> list[str]:
+    """A live object whose declared definition the server could not print here is compared by its marker only:
+    say so, with the server's reason, instead of silently trusting the marker."""
+    live = {f"materialized view {k}" for k in catalog.matviews} | {f"function {k}" for k in catalog.functions} | {
+        f"{kind.name} {k}" for kind in REGISTRY for k in catalog.objects.get(kind.name, {})}
+    return [f"{what}: compared by its marker only — the server could not render the declared definition here"
+            f" ({why})" for what, why in sorted((desired.unrendered if desired else {}).items()) if what in live]
 
 
 def undeclared_notes(spec: Spec, catalog: Catalog) -> list[str]:

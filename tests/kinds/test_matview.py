@@ -56,3 +56,14 @@ def test_a_hand_made_view_with_the_declared_query_is_adopted(kit):
     steps = kit.plan(loaded, "rollups").steps
     assert [s.action for s in steps if s.target == "materialized view"] == [Action.MARK]
     assert steps[0].why.startswith("adopt")
+
+
+def test_drift_decided_by_the_marker_because_the_server_cannot_render_says_why(kit):
+    loaded = kit.spec(PHASES, {"rollups/mv_owner_leads.sql": QUERY})
+    kit.apply(loaded, kit.plan(loaded, "rollups").steps)
+    unrenderable = kit.spec(PHASES, {"rollups/mv_owner_leads.sql": QUERY.replace("count(*)", "count(no_such_column)")})
+    notes = kit.plan(unrenderable, "rollups").notes
+    assert any(n.startswith("materialized view public.mv_owner_leads: compared by its marker only — the server could"
+                            " not render the declared definition here (column \"no_such_column\" does not exist")
+               for n in notes), notes
+    assert not any("compared by its marker" in n for n in kit.plan(loaded, "rollups").notes)
