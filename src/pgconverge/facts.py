@@ -34,7 +34,7 @@ __all__ = ["Catalog", "CatalogUnreadable", "CronJobFact", "Desired", "ExtensionF
            "IndexFact", "MatViewFact", "canonical_index", "is_managed", "read", "desired_definitions"]
 
 
-def read_relations(conn: psycopg.Connection, schema: str) -> dict[str, int]:
+def read_relations(conn: psycopg.Connection) -> dict[str, int]:
     rows = conn.execute(
         """
         SELECT n.nspname || '.' || c.relname, greatest(c.reltuples, 0)::bigint FROM pg_class c
@@ -63,19 +63,19 @@ def read(conn: psycopg.Connection, schema: str = "public") -> Catalog:
 def _read(conn: psycopg.Connection, schema: str) -> Catalog:
     database, user = conn.execute("SELECT current_database(), current_user").fetchone()  # type: ignore[misc]
     cron_available, cron_jobs = read_cron_jobs(conn)
-    relations = read_relations(conn, schema)
+    relations = read_relations(conn)
     partitions, partition_keys = read_partitions(conn)
     return Catalog(
         database=database,
         current_user=user,
         schema=schema,
-        indexes=read_indexes(conn, schema),
-        matviews=read_matviews(conn, schema),
-        functions=read_functions(conn, schema),
+        indexes=read_indexes(conn),
+        matviews=read_matviews(conn),
+        functions=read_functions(conn),
         cron_jobs=cron_jobs,
         cron_available=cron_available,
         extensions=read_extensions(conn),
-        acls=read_acls(conn, schema),
+        acls=read_acls(conn),
         roles=frozenset(r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()),
         relations=frozenset(relations),
         row_estimates=relations,

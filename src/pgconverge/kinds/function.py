@@ -27,7 +27,7 @@ from ..spec import FunctionSpec, GrantSpec, marker
 from .privileges import grant_statements
 
 
-def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, FunctionFact]:
+def read_functions(conn: psycopg.Connection) -> dict[str, FunctionFact]:
     rows = conn.execute(
         """
         SELECT n.nspname || '.' || p.proname, pg_get_function_identity_arguments(p.oid),

@@ -28,7 +28,7 @@ from ..names import QualifiedName
 from ..spec import IndexSpec, marker
 
 
-def read_indexes(conn: psycopg.Connection, schema: str) -> dict[str, IndexFact]:
+def read_indexes(conn: psycopg.Connection) -> dict[str, IndexFact]:
     rows = conn.execute(
         """
         SELECT n.nspname || '.' || ic.relname, tc.relname, i.indisvalid, pg_get_indexdef(i.indexrelid),

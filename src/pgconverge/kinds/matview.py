@@ -31,7 +31,7 @@ from ..spec import GrantSpec, MatViewSpec, marker
 from .privileges import grant_statements
 
 
-def read_matviews(conn: psycopg.Connection, schema: str) -> dict[str, MatViewFact]:
+def read_matviews(conn: psycopg.Connection) -> dict[str, MatViewFact]:
     rows = conn.execute(
         """
         SELECT n.nspname || '.' || c.relname, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class'), c.oid::bigint,

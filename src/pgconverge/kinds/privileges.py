@@ -22,7 +22,7 @@ from ..model import (
 from ..spec import FunctionSpec, GrantSpec
 
 
-def read_acls(conn: psycopg.Connection, schema: str) -> dict[str, dict[str, frozenset[str]]]:
+def read_acls(conn: psycopg.Connection) -> dict[str, dict[str, frozenset[str]]]:
     rows = conn.execute(
         """
         SELECT n.nspname || '.' || c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
