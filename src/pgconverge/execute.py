@@ -85,7 +85,7 @@ def is_concurrent_index_step(step: Step) -> bool:
 
 def is_exclusive_step(step: Step) -> bool:
     """Steps whose queued lock request would stall every later writer (or query) on the object."""
-    return step.lock.queues_writers and step.kind != "build"
+    return step.lock.queues_writers and not step.long_running
 
 
 def lock_timeout_for(settings: Settings, step: Step) -> str:
@@ -98,7 +98,7 @@ def lock_timeout_for(settings: Settings, step: Step) -> str:
 
 def session_statements(settings: Settings, step: Step) -> tuple[str, ...]:
     """Run before every step: the lock wait that fits the step's lock; no statement timeout for builds."""
-    timeout = "0" if step.kind == "build" or is_concurrent_index_step(step) else settings.statement_timeout
+    timeout = "0" if step.long_running or is_concurrent_index_step(step) else settings.statement_timeout
     return (
         sql.SQL("SET lock_timeout = {}").format(sql.Literal(lock_timeout_for(settings, step))).as_string(None),
         sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout)).as_string(None),

@@ -66,8 +66,8 @@ class Step:
     lock: Lock
     phase: str
     transactional: bool = False
-    # build: long-running (statement_timeout 0, progress logged); ddl: short lock, retried on lock timeout
-    kind: str = "ddl"
+    # a build: statement_timeout 0, progress logged; otherwise a short statement, retried on lock timeout
+    long_running: bool = False
     table: str | None = None
     # the role the step runs as (SET ROLE), so new objects belong to their schema's owner whoever connects
     run_as: str | None = None

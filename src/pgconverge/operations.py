@@ -216,7 +216,7 @@ class GateCommand(PhaseCommand):
                 continue
             concurrent = step.action == Action.BUILD_CONCURRENTLY
             undo = replace(step, statements=(entry.undo,), why="revert after a failed gate", transactional=False,
-                           kind="ddl", undo=None, builds=None, on_failure=(), lock_scope="",
+                           long_running=False, undo=None, builds=None, on_failure=(), lock_scope="",
                            action=Action.DROP_CONCURRENTLY if concurrent else Action.DROP,
                            lock=Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.ACCESS_EXCLUSIVE)
             try:

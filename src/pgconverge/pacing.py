@@ -74,7 +74,7 @@ def in_window(window: str, now: dt.time) -> bool:
 
 def builds(step: Step) -> bool:
     """A step that reads a whole table or swaps an object the application reads."""
-    return step.kind == "build" or step.action in (Action.BUILD_CONCURRENTLY, Action.BUILD, Action.SWAP)
+    return step.long_running or step.action in (Action.BUILD_CONCURRENTLY, Action.BUILD, Action.SWAP)
 
 
 def yield_to_application(conn: psycopg.Connection, step: Step, settings: Settings, window: str | None,

@@ -127,7 +127,7 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
                                catalog, view.schema, owner)
         refusal = swap_refusal(view, catalog) if any(s.action == Action.SWAP for s in view_steps) else None
         refusals += [refusal] if refusal else []
-        if any(s.kind == "build" for s in view_steps):
+        if any(s.long_running for s in view_steps):
             handled.add(view.key)  # its privileges were set in the transaction that built it
         steps += view_steps
     privilege_steps: list[Step] = []

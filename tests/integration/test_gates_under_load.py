@@ -141,7 +141,7 @@ def test_build_priority_low_lowers_the_build_process_and_gives_it_back(fresh_db)
     from pgconverge.model import Action, Lock, Step
 
     build = Step(("CREATE INDEX CONCURRENTLY …",), "missing", "index x", Lock.SHARE_UPDATE_EXCLUSIVE, "p",
-                 kind="build", action=Action.BUILD_CONCURRENTLY)
+                 long_running=True, action=Action.BUILD_CONCURRENTLY)
     notes: list[str] = []
     with connect(fresh_db) as conn:
         pid = pacing.local_backend(conn)

@@ -57,7 +57,7 @@ def test_missing_index_is_built_concurrently_then_marked():
         ' INCLUDE ("status") WHERE direction = \'inbound\'',
         f'COMMENT ON INDEX "public"."idx_ev" IS \'{CURRENT}\'',
     ]
-    assert steps[0].kind == "build" and "5,000,000 rows" in steps[0].why
+    assert steps[0].long_running and "5,000,000 rows" in steps[0].why
 
 
 def test_converged_index_needs_nothing():
@@ -121,7 +121,7 @@ def test_index_name_with_quote_is_quoted_not_injected():
 
 def test_missing_view_built_with_unique_index_and_revokes_in_one_transaction():
     steps = plan.plan_matview(VIEW, catalog(), [REVOKE])
-    assert len(steps) == 1 and steps[0].transactional and steps[0].kind == "build"
+    assert len(steps) == 1 and steps[0].transactional and steps[0].long_running
     statements = steps[0].statements
     assert statements[0] == 'CREATE MATERIALIZED VIEW "public"."mv_hot" AS SELECT id, user_id FROM leads WITH DATA'
     assert statements[1] == 'CREATE UNIQUE INDEX "mv_hot_key" ON "public"."mv_hot" ("id")'
@@ -269,7 +269,7 @@ def test_index_elements_a_dba_writes_and_any_schema():
                                                                  comment=marker("p1", index.definition_hash))})
     assert plan.plan_index(index, done) == []
     assert plan.plan_index(index, catalog(indexes={"public.idx_title_trgm": index_fact(
-        "idx_title_trgm", comment=marker("p1", index.definition_hash))}))[0].kind == "build"
+        "idx_title_trgm", comment=marker("p1", index.definition_hash))}))[0].long_running
 
 
 # Canonical comparison: catalog values as PostgreSQL 15 prints them (pg_get_indexdef, pg_get_viewdef, pg_proc).
@@ -315,7 +315,7 @@ def test_duplicate_of_another_name_is_not_built_and_named():
     assert result.steps == ()
     assert result.notes[0].startswith("index public.idx_ev not built: public.ev_by_user already has exactly")
     allowed = replace(INDEX, allow_duplicate=True)
-    assert plan.plan_index(allowed, live, desired_of(indexes={"public.idx_ev": DECLARED_INDEX}))[0].kind == "build"
+    assert plan.plan_index(allowed, live, desired_of(indexes={"public.idx_ev": DECLARED_INDEX}))[0].long_running
 
 
 def test_a_leading_prefix_index_is_named_redundant():

@@ -155,7 +155,7 @@ def _build_index_steps(index: IndexSpec, name: str, schema: str, why: str, catal
         return _partitioned_build_steps(index, name, why, catalog, wanted)
     return [
         Step((create_index_sql(index, name),), why, f"index {index.name}", Lock.SHARE_UPDATE_EXCLUSIVE,
-             index.phase, kind="build", table=index.table, action=Action.BUILD_CONCURRENTLY,
+             index.phase, long_running=True, table=index.table, action=Action.BUILD_CONCURRENTLY,
              builds=render(sql.Identifier(schema, name))),
         _mark_step(index, name, f"mark {name} as managed ({marker(index.phase, index.definition_hash, index.project)})"),
     ]
@@ -219,7 +219,7 @@ def _partitioned_build_steps(index: IndexSpec, name: str, why: str, catalog: Cat
         rows = catalog.row_estimates.get(partition, 0)
         steps.append(Step((create_index_sql(index, child, on=partition),),
                           f"partition {partition} (~{rows:,} rows), built concurrently", label,
-                          Lock.SHARE_UPDATE_EXCLUSIVE, index.phase, kind="build", table=partition,
+                          Lock.SHARE_UPDATE_EXCLUSIVE, index.phase, long_running=True, table=partition,
                           action=Action.BUILD_CONCURRENTLY, builds=render(identifier(child_key))))
         steps.append(Step((attach,), f"attach {child} to {parent_index}", label, Lock.ACCESS_EXCLUSIVE, index.phase,
                           table=partition, action=Action.ATTACH,

@@ -168,7 +168,7 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
     if fact is None:
         steps.append(Step(_matview_build(view, view.name, schema, grants, catalog),
                           f"missing: build from sql/{view.sql_file} with its unique index", label,
-                          Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, kind="build", action=Action.BUILD,
+                          Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, long_running=True, action=Action.BUILD,
                           lock_scope="new object only", undo=render(sql.SQL("DROP MATERIALIZED VIEW IF EXISTS {}").format(
                               sql.Identifier(schema, view.name)))))
     elif wanted and fact.definition == wanted:
@@ -182,7 +182,7 @@ def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec
                   else f"query changed ({fact.comment} → {want})" if is_managed(fact.comment)
                   else "exists without our marker, so its query is unknown")
         steps.append(Step(_matview_build(view, tmp, schema, grants, catalog), f"{reason}: build the new one beside the old",
-                          label, Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, kind="build", action=Action.BUILD,
+                          label, Lock.ACCESS_EXCLUSIVE, view.phase, transactional=True, long_running=True, action=Action.BUILD,
                           lock_scope="new object only"))
         old = retired_name(view.name)
         keep = carried_over(view, fact.owner, catalog.acls.get(view.key, {}), tmp, grants, catalog)
