@@ -12,7 +12,7 @@ import psycopg
 
 from ..spec import Spec
 from .candidates import candidates_of, declared_candidates, declared_statements, fingerprint, plannable, workload_files
-from .costing import plan_hazards, verdict, workload_cost
+from .costing import plan_hazards, typical_and_heaviest, verdict, workload_cost
 from .model import Advice, Candidate, Statement, one_line
 from .proposal import NothingToAdvise, fleet_advice, proposal, to_yaml, write_proposal
 from .selection import attribute, choose, settle
@@ -73,6 +73,8 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
     statements = [replace(s, values=sampled_values(conn, s, *advice.workload.get(s.queryid, ("", "")),
                                                    declared=s.queryid in advice.declared_queries))
                   for s in statements]
+    # the tail too: the typical set first, the heaviest second (costed as plans, nothing runs)
+    statements = [replace(s, values=typical_and_heaviest(conn, s)) for s in statements]
     # what the tables take now weighs each candidate's upkeep against what it saves
     advice.write_rates, advice.write_basis = write_rates(conn, write_window_s)
     pool = list(dict.fromkeys(c for s in statements for c in candidates_of(s.query, columns)))

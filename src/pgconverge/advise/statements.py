@@ -52,6 +52,8 @@ def top_statements(conn: psycopg.Connection, min_calls: int, min_mean_ms: float,
 
 
 SAMPLED_SETS = 3
+# parameter rows drawn to find a statement's typical and heaviest sets (each costed once, a plan without running)
+SAMPLE_POOL = 20
 
 
 def parameter_names(query: str) -> list[str]:
@@ -69,10 +71,12 @@ def sampled_values(conn: psycopg.Connection, statement: Statement, query: str, p
     order = parameter_names(query) if declared else [f"p{n}" for n in range(1, count + 1)]
     try:
         with conn.transaction():
-            rows = parameter_rows(conn, params_sql, SAMPLED_SETS)
+            rows = parameter_rows(conn, params_sql, SAMPLE_POOL)
     except psycopg.Error:
         return ()
-    return tuple(tuple(row[k] for k in order) for row in rows if all(k in row for k in order))
+    # distinct by their text: a jsonb value comes back as a dict, which is not hashable
+    sets = [tuple(row[k] for k in order) for row in rows if all(k in row for k in order)]
+    return tuple({repr(values): values for values in sets}.values())
 
 
 # rows that touch every index: inserts and updates that are not HOT (deletes leave entries for vacuum)

@@ -1,0 +1,1 @@
+SELECT sum(quantity) FROM metering.usage_events WHERE tenant_id = %(tenant)s
