@@ -5,19 +5,17 @@ assertion here depends on how long anything took."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import re
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from pgconverge.lab.bench_gates import busy_cpus
 from tests.conftest import run_pyinfra, writing
 from tests.integration.test_advise_regressions import LENDING, lending_db, shape  # noqa: F401 - the fixture
 
@@ -38,18 +36,6 @@ UNRELATED_INDEX = """
         max_ratio_to_before: 1.0
         runs: 20
 """
-
-
-@contextlib.contextmanager
-def busy_cpus(count: int = 2):
-    """`count` processes spinning on the CPU, as a busy machine's neighbours do."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
-    try:
-        yield
-    finally:
-        for spinner in spinners:
-            spinner.kill()
-            spinner.wait()
 
 
 @pytest.fixture

@@ -53,7 +53,8 @@ WRITE = ("INSERT INTO lending.loans (id, copy_id, desk_id, lent_at)"
 
 
 @contextlib.contextmanager
-def busy_cpus(count: int) -> Iterator[None]:
+def busy_cpus(count: int = 2) -> Iterator[None]:
+    """`count` processes spinning on the CPU, as a busy machine's neighbours do."""
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
     try:
         yield
