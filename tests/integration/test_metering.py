@@ -5,6 +5,7 @@ through the same index — the verdict names both and what would help."""
 from __future__ import annotations
 
 import re
+import shutil
 
 import psycopg
 import pytest
@@ -38,3 +39,35 @@ def test_the_heaviest_tenant_is_in_the_verdict(servers, fresh_db, capsys):
     # a parallel plan estimates rows per process: the heaviest tenant's 200,000 show as ~83,000 of each
     assert heaviest >= HEAVY_ROWS and typical < 10_000
     assert "already served by usage_events_tenant" not in out
+
+
+# the meter picker lists a tenant's meters by name: (tenant_id, name) is wide, its prefix (tenant_id) is what the
+# tenant's lookup reads
+METERS = """
+CREATE TABLE metering.meters (id bigint PRIMARY KEY, tenant_id integer NOT NULL, name text NOT NULL);
+INSERT INTO metering.meters SELECT g, g % 500, repeat('m', 200) || g FROM generate_series(1, 50000) AS g;
+CREATE INDEX meters_tenant ON metering.meters (tenant_id);
+CREATE INDEX meters_tenant_name ON metering.meters (tenant_id, name);
+VACUUM ANALYZE metering.meters
+"""
+
+
+def test_the_redundant_index_review_keeps_the_prefix_index_a_top_statement_reads(servers, fresh_db, tmp_path, capsys):
+    shutil.copytree(METERING, tmp_path / "metering")
+    (tmp_path / "metering" / "sql" / "workload" / "meters_of_tenant.sql").write_text(
+        "SELECT id FROM metering.meters WHERE tenant_id = %(tenant)s\n")
+    phases = tmp_path / "metering" / "phases.yml"
+    phases.write_text(phases.read_text() + "  - name: meters_of_tenant\n    params: workload/params/tenants.sql\n")
+    schema = (METERING / "sql" / "schema.sql").read_text() + ";" + METERS
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        for statement in filter(str.strip, re.sub(r"(?m)^--.*$", "", schema).split(";")):
+            conn.execute(statement)  # type: ignore[arg-type]
+    with psycopg.connect(servers.superuser_url(fresh_db.rsplit("/", 1)[1]), autocommit=True) as conn:
+        reset_statements(conn)
+    assert cli.main(["kpi", "--database-url", fresh_db, "--phases", str(phases), "--runs", "10"]) == 0
+    capsys.readouterr()
+    cli.main(["advise", "--database-url", fresh_db, "--phases", str(phases), "--write-window", "0"])
+    out = capsys.readouterr().out
+    assert re.search(r"#   meters_tenant \(a leading prefix of meters_tenant_name\): read by meters_of_tenant", out), \
+        out[-3000:]
+    assert "- name: meters_tenant  #" not in out  # never offered with state: absent

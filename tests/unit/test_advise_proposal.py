@@ -39,3 +39,13 @@ def test_join_keys_on_the_referencing_side_are_candidates():
     found = advise.candidates_of("SELECT o.id FROM customers c JOIN orders o ON o.customer_id = c.id"
                                  " WHERE c.region = $1", columns)
     assert any(c.table == "orders" and c.columns[0] == "customer_id" for c in found), found
+
+
+def test_a_redundant_index_a_top_statement_reads_is_named_with_it_and_never_offered_for_removal():
+    from pgconverge.advise.proposal import review_redundant
+
+    redundant = [("app", "events_tenant", 8192, "app.events", "tenant_id", "a leading prefix of events_tenant_day"),
+                 ("app", "events_kind", 4096, "app.events", "kind", "duplicate of events_kind2")]
+    droppable, read = review_redundant(redundant, {"events_tenant": ["tenant_usage", "queryid 7"]})
+    assert [r[1] for r in droppable] == ["events_kind"]
+    assert read == [("events_tenant", "a leading prefix of events_tenant_day", ["tenant_usage", "queryid 7"])]

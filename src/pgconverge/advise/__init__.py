@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import psycopg
 
+from ..evidence import nodes
 from ..spec import Spec
 from .candidates import candidates_of, declared_candidates, declared_statements, fingerprint, plannable, workload_files
 from .costing import plan_hazards, typical_and_heaviest, verdict, workload_cost
@@ -105,5 +106,9 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
         " WHERE d.datname = current_database() AND s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary"
         " ORDER BY 2 DESC LIMIT 20").fetchall()]
     advice.redundant = redundant_indexes(conn)
+    for queryid, plans in base.plans.items():  # no hypothetical index here: what the statements read today
+        user = advice.declared.get(queryid) or f"queryid {queryid}"
+        for index in sorted({n["Index Name"] for plan in plans for n in nodes(plan) if "Index Name" in n}):
+            advice.index_users.setdefault(index, []).append(user)
     return advice
 

@@ -78,6 +78,8 @@ class Advice:
     unused: list[tuple[str, int, str]] = field(default_factory=list)
     # schema, index, bytes, table, columns, why
     redundant: list[tuple[str, str, int, str, str, str]] = field(default_factory=list)
+    # index name (as plans name it) → the top statements whose plans read it today
+    index_users: dict[str, list[str]] = field(default_factory=dict)
     # statements made cheaper that get no workload query and gate, and why
     ungated: dict[int, str] = field(default_factory=dict)
     declared: dict[int, str] = field(default_factory=dict)  # statement → the declared workload query it is

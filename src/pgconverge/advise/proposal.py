@@ -39,6 +39,15 @@ class NothingToAdvise(UserError):
     """No index would make the workload cheaper: no proposal is written."""
 
 
+def review_redundant(redundant: list[tuple[str, str, int, str, str, str]], users: dict[str, list[str]]
+                     ) -> tuple[list[tuple[str, str, int, str, str, str]], list[tuple[str, str, list[str]]]]:
+    """The redundant indexes no top statement reads (offered for removal), and those some read (named with them,
+    never offered)."""
+    droppable = [r for r in redundant if not users.get(r[1])]
+    read = [(r[1], r[5], users[r[1]]) for r in redundant if users.get(r[1])]
+    return droppable, read
+
+
 def workload_entries(advice: Advice, phase_id: str) -> list[tuple[int, str, str, str, str | None]]:
     """(queryid, name, SQL, parameter query, needs) of each workload query of the proposal: a declared one keeps its
     name, the others are numbered."""
@@ -115,11 +124,16 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
             reasons.setdefault(f"for {names.get(q, f'queryid {q}')}: {why}", []).append(
                 f"{c.name} ({', '.join(c.columns)})" + (f" WHERE {c.where}" if c.where else ""))
         lines += [f"#   {', '.join(found)} — {why}" for why, found in reasons.items()]
-    if advice.redundant:
+    droppable, read = review_redundant(advice.redundant, advice.index_users)
+    if droppable:
         lines += ["", "# Redundant indexes, for review. pgconverge drops only what it manages: declare one as it is (it is",
                   "# adopted, no build), converge, then set state: absent and converge again."]
         lines += [f"#   - name: {name}  # {size:,} bytes, {why}\n#     table: {table}\n#     columns: [{columns}]\n"
-                  "#     state: absent" for _, name, size, table, columns, why in advice.redundant]
+                  "#     state: absent" for _, name, size, table, columns, why in droppable]
+    if read:
+        lines += ["", "# Redundant by their keys but read by top statements' plans today — keep them (dropping one moves",
+                  "# those plans to the wider index, or off indexes):"]
+        lines += [f"#   {name} ({why}): read by {', '.join(users)}" for name, why, users in read]
     if advice.unused:
         lines += ["", "# Unused since the statistics were reset (idx_scan = 0; review before removing):"]
         lines += [f"#   {name} ({size:,} bytes, stats since {since}) — state: absent to remove" for name, size, since
