@@ -49,3 +49,13 @@ def test_a_redundant_index_a_top_statement_reads_is_named_with_it_and_never_offe
     droppable, read = review_redundant(redundant, {"events_tenant": ["tenant_usage", "queryid 7"]})
     assert [r[1] for r in droppable] == ["events_kind"]
     assert read == [("events_tenant", "a leading prefix of events_tenant_day", ["tenant_usage", "queryid 7"])]
+
+
+def test_a_candidate_leading_with_a_unique_key_is_a_near_duplicate():
+    from pgconverge.advise.model import repeated_key
+
+    keys = [("events_pkey", ("id",)), ("events_tenant_seq", ("tenant_id", "seq"))]
+    assert repeated_key(Candidate("app", "events", ("id", "kind")), keys) == "events_pkey"
+    assert repeated_key(Candidate("app", "events", ("seq DESC", "tenant_id", "day")), keys) == "events_tenant_seq"
+    assert repeated_key(Candidate("app", "events", ("tenant_id", "day")), keys) is None
+    assert repeated_key(Candidate("app", "events", ("kind", "id")), keys) is None

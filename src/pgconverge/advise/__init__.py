@@ -17,7 +17,15 @@ from .costing import plan_hazards, typical_and_heaviest, verdict, workload_cost
 from .model import Advice, Candidate, Statement, one_line
 from .proposal import NothingToAdvise, fleet_advice, proposal, to_yaml, write_proposal
 from .selection import attribute, choose, settle
-from .statements import redundant_indexes, require_hypopg, sampled_values, table_rows, top_statements, write_rates
+from .statements import (
+    redundant_indexes,
+    require_hypopg,
+    sampled_values,
+    table_rows,
+    top_statements,
+    unique_keys,
+    write_rates,
+)
 
 __all__ = ["Advice", "Candidate", "NothingToAdvise", "Statement", "advise", "candidates_of", "declared_statements",
            "fingerprint", "fleet_advice", "one_line", "plan_hazards", "plannable", "proposal", "table_rows", "to_yaml",
@@ -76,6 +84,7 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
                   for s in statements]
     # the tail too: the typical set first, the heaviest second (costed as plans, nothing runs)
     statements = [replace(s, values=typical_and_heaviest(conn, s)) for s in statements]
+    advice.unique_keys = unique_keys(conn)
     # what the tables take now weighs each candidate's upkeep against what it saves
     advice.write_rates, advice.write_basis = write_rates(conn, write_window_s)
     pool = list(dict.fromkeys(c for s in statements for c in candidates_of(s.query, columns)))

@@ -78,6 +78,8 @@ class Advice:
     unused: list[tuple[str, int, str]] = field(default_factory=list)
     # schema, index, bytes, table, columns, why
     redundant: list[tuple[str, str, int, str, str, str]] = field(default_factory=list)
+    # (schema, table) → the primary key's and unique indexes' (name, key columns)
+    unique_keys: dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]] = field(default_factory=dict)
     # index name (as plans name it) → the top statements whose plans read it today
     index_users: dict[str, list[str]] = field(default_factory=dict)
     # statements made cheaper that get no workload query and gate, and why
@@ -94,6 +96,16 @@ class Advice:
     maintenance: dict[str, float] = field(default_factory=dict)  # candidate → est. write cost per second
     # statement → the declared workload query (its name, SQL, parameter query, needs): the proposal reuses it as is
     declared_queries: dict[int, tuple[str, str, str, str | None]] = field(default_factory=dict)
+
+
+def repeated_key(candidate: Candidate, keys: list[tuple[str, tuple[str, ...]]]) -> str | None:
+    """The primary key or unique index whose columns a candidate repeats as its leading columns: every row it finds
+    that index finds alone — a near-duplicate, worth its upkeep only for a material saving."""
+    leading = [c.split()[0] for c in candidate.columns]
+    for name, columns in keys:
+        if columns and len(leading) >= len(columns) and set(leading[:len(columns)]) == set(columns):
+            return name
+    return None
 
 
 def one_line(text: str) -> str:

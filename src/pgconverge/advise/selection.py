@@ -7,7 +7,7 @@ import psycopg
 
 from ..names import QualifiedName
 from .costing import Costing, stale_predicate, statement_hazards, workload_cost
-from .model import DECLARED_EDGE, HALVES, MAX_INDEXES, MIN_SAVING, Advice, Candidate, Statement, one_line
+from .model import DECLARED_EDGE, HALVES, MAX_INDEXES, MIN_SAVING, Advice, Candidate, Statement, one_line, repeated_key
 
 # estimated cost units a written row costs each index of its table (the descent and the leaf page, WAL)
 WRITE_COST = 3.0
@@ -81,6 +81,14 @@ def choose(conn: psycopg.Connection, statements: list[Statement], pool: list[Can
             # worth an index: a real share of what can still be lowered, or a statement at least twice as cheap
             halves = any(c <= HALVES * current.costs.get(q, c) for q, c in costing.costs.items())
             if now - score < MIN_SAVING * improvable and not halves:
+                continue
+            key = repeated_key(candidate, advice.unique_keys.get((candidate.schema, candidate.table), []))
+            if key and not halves:
+                helped = max(costing.costs, key=lambda q: current.costs.get(q, 0.0) - costing.costs[q], default=0)
+                leave_out(advice, candidate, helped,
+                          f"a near-duplicate of {key}: its leading columns are that key's, and it halves no"
+                          " statement's cost")
+                pool.remove(candidate)
                 continue
             why = objection(conn, candidate, current, costing, statements, rows)
             if why is None:

@@ -141,6 +141,24 @@ ORDER BY 3 DESC
 """
 
 
+UNIQUE_KEYS = """
+SELECT n.nspname, c.relname, ci.relname,
+       (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum WHERE k.ord <= i.indnkeyatts)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class ci ON ci.oid = i.indexrelid
+WHERE i.indisunique AND i.indexprs IS NULL AND i.indpred IS NULL AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+
+def unique_keys(conn: psycopg.Connection) -> dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]]:
+    """Per table, its primary key's and unique indexes' names and key columns."""
+    found: dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]] = {}
+    for schema, table, index, columns in conn.execute(UNIQUE_KEYS).fetchall():  # type: ignore[arg-type]
+        found.setdefault((schema, table), []).append((index, tuple(columns or ())))
+    return found
+
+
 def redundant_indexes(conn: psycopg.Connection) -> list[tuple[str, str, int, str, str, str]]:
     """Btree indexes another one makes redundant: the same keys, or its keys a leading prefix of the other's."""
     seen, result = set(), []
