@@ -71,3 +71,20 @@ def test_the_redundant_index_review_keeps_the_prefix_index_a_top_statement_reads
     assert re.search(r"#   meters_tenant \(a leading prefix of meters_tenant_name\): read by meters_of_tenant", out), \
         out[-3000:]
     assert "- name: meters_tenant  #" not in out  # never offered with state: absent
+
+
+def test_a_quiet_write_window_says_upkeep_was_not_weighed(servers, fresh_db):
+    from pgconverge.advise.statements import write_rates
+
+    with psycopg.connect(fresh_db, autocommit=True) as conn:  # a backend reports its counts when it ends
+        conn.execute("CREATE TABLE quiet (id int)")
+        conn.execute("INSERT INTO quiet SELECT generate_series(1, 1000)")
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        for _ in range(50):  # until the statistics show that load (milliseconds, not a wall-clock bound)
+            if conn.execute("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'quiet'").fetchone()[0]:
+                break
+            conn.execute("SELECT pg_sleep(0.1), pg_stat_clear_snapshot()")
+        rates, basis = write_rates(conn, 0.5)
+    assert basis.startswith("no write in the 0.5 s window, so upkeep is not weighed; rates averaged since the"
+                            " statistics reset"), basis
+    assert rates["public.quiet"] > 0  # the load since the reset, shown, not weighed

@@ -107,12 +107,15 @@ def _with_partitioned(conn: psycopg.Connection, rates: dict[str, float]) -> dict
 
 def write_rates(conn: psycopg.Connection, window_s: float) -> tuple[dict[str, float], str]:
     """Rows written per second per table: over a window of two readings of the table statistics (what the tables
-    take now), or, without a window, averaged since the statistics were reset (a one-time bulk load counts too)."""
+    take now), or, without a window — or when the window saw no write at all (a quiet copy says nothing of the
+    application's load) — averaged since the statistics were reset (a one-time bulk load counts too), with its age."""
     first = conn.execute(WRITES).fetchall()
+    averaged: dict[str, float] = {QualifiedName(r[0], r[1]): r[2] / max((r[3] - r[4]).total_seconds(), 1.0)
+                                  for r in first}
+    age = max(((r[3] - r[4]).total_seconds() for r in first), default=0.0)
+    since = f"averaged since the statistics reset {age / 3600:.1f} h ago"
     if window_s <= 0:
-        averaged: dict[str, float] = {QualifiedName(r[0], r[1]): r[2] / max((r[3] - r[4]).total_seconds(), 1.0)
-                                      for r in first}
-        return _with_partitioned(conn, averaged), "averaged since the statistics reset"
+        return _with_partitioned(conn, averaged), since
     time.sleep(window_s)
     conn.execute("SELECT pg_stat_clear_snapshot()")  # read the counters afresh, not this transaction's copy
     second = {(r[0], r[1]): (r[2], r[3]) for r in conn.execute(WRITES).fetchall()}
@@ -120,6 +123,9 @@ def write_rates(conn: psycopg.Connection, window_s: float) -> tuple[dict[str, fl
     for schema, table, count, at, _ in first:
         later, later_at = second.get((schema, table), (count, at))
         rates[QualifiedName(schema, table)] = max(later - count, 0.0) / max((later_at - at).total_seconds(), 0.001)
+    if not any(rates.values()):
+        return _with_partitioned(conn, averaged), (f"no write in the {window_s:g} s window, so upkeep is not weighed;"
+                                                   f" rates {since}")
     return _with_partitioned(conn, rates), f"measured over {window_s:g} s"
 
 
