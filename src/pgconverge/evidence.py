@@ -190,7 +190,8 @@ def judge_work(before: Baseline, after: list[Reading], ratio: float) -> Verdict:
     median = statistics.median(ratios)
     b, a = before.readings[worst_at], after[worst_at]
     total_b, total_a = sum(r.blocks for r in before.readings), sum(r.blocks for r in after)
-    evidence = (f"plan changed; work {total_b:,} → {total_a:,} blocks over {len(ratios)} parameter sets,"
+    sets = f"{len(ratios)} parameter set{'s' if len(ratios) != 1 else ''}"
+    evidence = (f"plan changed; work {total_b:,} → {total_a:,} blocks over {sets},"
                 f" per-set ratio median {median:.2f} / worst {ratios[worst_at]:.2f}"
                 f" (set {worst_at + 1}: {b.blocks:,} → {a.blocks:,} blocks, rows read {b.rows:,} → {a.rows:,})")
     return Verdict(ratios[worst_at] <= ratio, evidence)

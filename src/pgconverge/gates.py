@@ -218,7 +218,8 @@ def compare_with_before(conn: psycopg.Connection, query: WorkloadQuery, gate: Ga
     ratio = gate.get("max_ratio_to_before")
     after = [evidence.read(conn, query.sql, s) for s in before.sets]
     if evidence.plan_unchanged(before, after, set(changes.names), changes.opaque):
-        return (Verdict(True, f"plan unchanged on {len(after)} parameter sets — not affected by this phase"),
+        sets = f"{len(after)} parameter set{'s' if len(after) != 1 else ''}"
+        return (Verdict(True, f"plan unchanged on {sets} — not affected by this phase"),
                 f"≤ {ratio}× before")
     if gate.get("compare_by") == "time":
         slack = gate.get("slack_ms") or 0.0
