@@ -247,8 +247,8 @@ def gates_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {s['label']} | {s['converges']} | {s['reverted']} | {want} | {s['stopwatch_would_revert']}"
                      f" | {s['apply_s_median']} s | {s['write_p99_during_ms_median']} ms |")
     lines.append("")
-    lines += [f"- write p99 with the CPUs busy, no converge: {g['write_p99_idle_ms']} ms ({g['writes']:,} writes,"
-              f" {g['failed_writes']} failed)" for g in groups]
+    lines += [f"- {label}: write p99 with the CPUs busy, no converge: {g['write_p99_idle_ms']} ms ({g['writes']:,}"
+              f" writes, {g['failed_writes']} failed)" for label, g in zip(("lending", "box office"), groups, strict=False)]
     lines += ["", "evidence printed (one line per gate and outcome):", ""]
     lines += [f"- `{line[:400]}`" for s in every for line in s["evidence"]]
     return "\n".join(lines + [""])
