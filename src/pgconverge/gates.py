@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import statistics
 import time
@@ -83,12 +82,7 @@ class ParamSampler:
 
 
 def explain(conn: psycopg.Connection, query: str, params: dict[str, Any], analyze: bool = False) -> dict[str, Any]:
-    options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
-    row = conn.execute(f"EXPLAIN ({options}) {query}", used_params(query, params)).fetchone()  # type: ignore[arg-type]
-    assert row is not None
-    document = row[0] if isinstance(row[0], list) else json.loads(row[0])
-    result: dict[str, Any] = document[0]
-    return result
+    return evidence.plan_document(conn, query, params, "ANALYZE" if analyze else "COSTS")
 
 
 def gate_sql(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateResult:

@@ -14,6 +14,7 @@ from pglast import ast
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ..evidence import nodes
 from ..reads import walk
 from .candidates import plannable, referenced_columns
 from .model import MIN_SAVING, Candidate, Statement
@@ -64,19 +65,13 @@ def _plans(conn: psycopg.Connection, statement: Statement, every_set: bool) -> l
     return [plan for values in sets if (plan := _plan_of(conn, statement, values)) is not None]
 
 
-def _nodes(plan: dict[str, Any]):
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
-
-
 SMALL_TABLE_ROWS = 10_000
 # rows the heaviest parameter set's plan reads through an index beyond which "already served" is not the verdict
 HEAVY_ROWS = 50_000
 
 
 def _rows_read(plan: dict[str, Any]) -> int:
-    return sum(int(n.get("Plan Rows", 0)) for n in _nodes(plan) if "Index Name" in n)
+    return sum(int(n.get("Plan Rows", 0)) for n in nodes(plan) if "Index Name" in n)
 
 
 def verdict(conn: psycopg.Connection, statement: Statement, before: float, after: float,
@@ -107,8 +102,8 @@ def verdict(conn: psycopg.Connection, statement: Statement, before: float, after
     if pattern:
         return pattern
     plans = _plans(conn, statement, every_set=True)
-    nodes = list(_nodes(plans[0])) if plans else []
-    used = sorted({n["Index Name"] for n in nodes if "Index Name" in n})
+    first = list(nodes(plans[0])) if plans else []
+    used = sorted({n["Index Name"] for n in first if "Index Name" in n})
     if used:
         typical = _rows_read(plans[0])
         heaviest = max(_rows_read(p) for p in plans)
@@ -124,7 +119,7 @@ def verdict(conn: psycopg.Connection, statement: Statement, before: float, after
     if aggregate:
         return ("a whole-table aggregate: no index makes it cheaper — a materialized view of this query, refreshed"
                 " by pg_cron (materialized_views: with this SELECT), does")
-    scanned = {n.get("Relation Name") for n in nodes if n.get("Node Type") == "Seq Scan"}
+    scanned = {n.get("Relation Name") for n in first if n.get("Node Type") == "Seq Scan"}
     small = [t for (_, t), rows in sizes.items() if t in scanned and rows < SMALL_TABLE_ROWS]
     if scanned and len(small) == len(scanned):
         return f"its tables are small ({', '.join(sorted(small))}: < {SMALL_TABLE_ROWS:,} rows): a scan is right"
@@ -169,7 +164,7 @@ def plan_hazards(plan: dict[str, Any], hypothetical: dict[str, Candidate], rows:
     mentions, read whole for its WHERE alone (all its entries, per loop, if the predicate's estimate is off), or a
     partial or low-selectivity index ANDed into a bitmap with another index."""
     found = []
-    for node in _nodes(plan):
+    for node in nodes(plan):
         candidate = hypothetical.get(node.get("Index Name", ""))
         keys = {c.split()[0].strip('"') for c in candidate.columns} if candidate else set()
         if candidate and candidate.where and "Index Cond" not in node and not keys & referenced:
