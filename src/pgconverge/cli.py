@@ -62,12 +62,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "materialized views": sum(len(p.materialized_views) for p in spec.phases),
         "functions": sum(len(p.functions) for p in spec.phases),
         "cron jobs": sum(len(p.cron_jobs) for p in spec.phases),
-        **{f"{kind.name}s": n for kind in REGISTRY
+        **{kind.section.replace("_", " "): n for kind in REGISTRY
            if (n := sum(len(p.objects.get(kind.section, ())) for p in spec.phases))},
         "gates": sum(len(p.gates) for p in spec.phases),
     }
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     print(f"{spec.path}: valid — {len(spec.phases)} phases, {summary}")
+    for phase in spec.phases:
+        for kind in REGISTRY:
+            for note in kind.notes(phase.objects.get(kind.section, ()), None):
+                print(f"note: phase {phase.id}: {note}")
     return 0
 
 

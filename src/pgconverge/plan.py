@@ -117,7 +117,8 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
     steps += ownership_steps(phase, catalog, owner)
     handled: set[str] = set()
     refusals: list[str] = []
-    context = PlanContext(phase.grants, desired, owner)
+    context = PlanContext(phase.grants, desired, owner,
+                          {kind.name: phase.objects.get(kind.section, ()) for kind in REGISTRY})
     # a new view a materialized view of this phase reads is created first; views on those MVs come after them
     read_by_matviews = read_by(phase.materialized_views)
     first = [(kind, o) for kind in REGISTRY for o in phase.objects.get(kind.section, ()) if _in(o, read_by_matviews)]
@@ -144,6 +145,8 @@ def plan_phase(phase: Phase, catalog: Catalog, api_roles: tuple[str, ...] = (), 
     steps += privilege_steps
     rest = [(kind, o) for kind in REGISTRY for o in phase.objects.get(kind.section, ()) if not _in(o, read_by_matviews)]
     steps += _registry_steps(rest, catalog, context, owner, handled)
+    for kind in REGISTRY:
+        notes += kind.notes(phase.objects.get(kind.section, ()), catalog)
     for grant in phase.grants:
         notes += grant_notes(grant, catalog, created)
         if grant.key not in handled:
@@ -224,15 +227,15 @@ def undeclared_notes(spec: Spec, catalog: Catalog) -> list[str]:
         v.key for p in spec.phases for v in p.materialized_views} | {
         f.key for p in spec.phases for f in p.functions} | {
         o.key for p in spec.phases for kind in REGISTRY for o in p.objects.get(kind.section, ())}
-    found = [(f"index {n}", f.comment) for n, f in catalog.indexes.items()] + [
-        (f"materialized view {n}", f.comment) for n, f in catalog.matviews.items()] + [
-        (f"function {n}", f.comment) for n, f in catalog.functions.items()] + [
-        (f"{kind.name} {n}", f.comment) for kind in REGISTRY for n, f in catalog.objects.get(kind.name, {}).items()]
-    return [f"{what} carries {comment} but is not declared — remove it with state: absent or a rollback"
-            for what, comment in sorted(found)
-            if is_managed(comment) and what.split()[-1] not in declared
-            and not what.split()[-1].endswith((TEMP_SUFFIX, RETIRED_SUFFIX, "_key"))]
-
+    found = [("index", n, f.comment) for n, f in catalog.indexes.items()] + [
+        ("materialized view", n, f.comment) for n, f in catalog.matviews.items()] + [
+        ("function", n, f.comment) for n, f in catalog.functions.items()] + [
+        (kind.name, n, f.comment) for kind in REGISTRY for n, f in catalog.objects.get(kind.name, {}).items()]
+    # a key may hold spaces (a policy's name): compared whole, never split from the label
+    return [f"{what} {key} carries {(comment or '').splitlines()[0]} but is not declared — remove it with state:"
+            " absent or a rollback"
+            for what, key, comment in sorted(found)
+            if is_managed(comment) and key not in declared and not key.endswith((TEMP_SUFFIX, RETIRED_SUFFIX, "_key"))]
 
 
 def plan_rollback(spec: Spec, catalog: Catalog, from_phase: str) -> Plan:

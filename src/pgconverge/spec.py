@@ -508,7 +508,7 @@ def _build(path: Path, data: dict, marks: dict) -> Spec:
                 + tuple(_grant(b, g, (*at, "revokes", i), pid, True) for i, g in enumerate(p.get("revokes", []))),
                 gates=tuple(_gate(b, g, (*at, "gates", i), pid) for i, g in enumerate(p.get("gates", []))),
                 objects={section: tuple(build(b, x, (*at, section, i), pid) for i, x in enumerate(p.get(section, [])))
-                         for section, build in SPEC_BUILDERS.items()},
+                         for section, build in spec_builders().items()},
             )
         )
         ids.append(pid)
@@ -617,7 +617,7 @@ def _matview(b: _Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
                        schema=schema)
 
 
-def _view(b: _Builder, v: dict, at: tuple, phase: str) -> ViewSpec:
+def build_view(b: _Builder, v: dict, at: tuple, phase: str) -> ViewSpec:
     schema, name = split_name(b.identifier(v["name"], (*at, "name"), "view name", qualified=True), b.schema)
     b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
     # a file under sql/, or the query itself (as params: takes either)
@@ -632,8 +632,14 @@ def _view(b: _Builder, v: dict, at: tuple, phase: str) -> ViewSpec:
                     state=v.get("state", "present"))
 
 
-# phases.yml sections of the kinds in the registry, each with its builder
-SPEC_BUILDERS: dict[str, Callable[[_Builder, dict, tuple, str], Any]] = {"views": _view}
+Builder = _Builder  # what a kind's module builds its spec values with
+
+
+def spec_builders() -> dict[str, Callable[[_Builder, dict, tuple, str], Any]]:
+    """phases.yml sections of the kinds in the registry, each with its builder (in its kind's module)."""
+    from .kinds import REGISTRY  # the kinds import this module: their builders are looked up when loading
+
+    return {kind.section: kind.build for kind in REGISTRY}
 
 
 def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:

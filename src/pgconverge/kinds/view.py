@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 
 from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, comment_sql, is_managed, of_kind, render
-from ..spec import ViewSpec, marker
+from ..spec import ViewSpec, build_view, marker
 from .kind import Kind, PlanContext
 from .privileges import grant_statements
 
@@ -104,4 +104,4 @@ def rollback_view(view: ViewSpec, catalog: Catalog, phase_id: str) -> list[Step]
 
 
 VIEW = Kind(name="view", section="views", read=read_views, render=render_view, plan=plan_view,
-            rollback=rollback_view, stand_in=lambda view, mark: ViewFact(view.name, "", (), mark))
+            rollback=rollback_view, build=build_view, stand_in=lambda view, mark: ViewFact(view.name, "", (), mark))
