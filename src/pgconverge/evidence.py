@@ -16,11 +16,14 @@ import re
 import statistics
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+from .spec import Caller
 
 # blocks added to both sides of a work ratio (a few index descents): reading 2 blocks instead of 5 is no regression
 WORK_SLACK_BLOCKS = 16
@@ -40,9 +43,32 @@ def used_params(query: str, params: dict[str, Any]) -> dict[str, Any]:
     return {k: Jsonb(v) if isinstance(v, dict) else v for k, v in params.items() if k in names}
 
 
-def plan_document(conn: psycopg.Connection, query: str, params: dict[str, Any], options: str) -> dict[str, Any]:
-    row = conn.execute(f"EXPLAIN ({options}, FORMAT JSON) {query}",  # type: ignore[arg-type]
-                       used_params(query, params)).fetchone()
+@contextmanager
+def as_caller(conn: psycopg.Connection, caller: Caller | None, params: dict[str, Any]) -> Iterator[None]:
+    """As an API request runs: its role and JWT claims for one transaction, so row-level security applies."""
+    if caller is None:
+        yield
+        return
+    with conn.transaction():
+        conn.execute("SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+                     [caller.role, caller.claims_for(params)])
+        yield
+
+
+def timed_call(conn: psycopg.Connection, query: str, params: dict[str, Any], caller: Caller | None = None) -> float:
+    """Milliseconds of one execution (the role and claims around it are not counted)."""
+    values = used_params(query, params)
+    with as_caller(conn, caller, params):
+        started = time.perf_counter()
+        conn.execute(query, values).fetchall()  # type: ignore[arg-type]
+        return (time.perf_counter() - started) * 1000
+
+
+def plan_document(conn: psycopg.Connection, query: str, params: dict[str, Any], options: str,
+                  caller: Caller | None = None) -> dict[str, Any]:
+    with as_caller(conn, caller, params):
+        row = conn.execute(f"EXPLAIN ({options}, FORMAT JSON) {query}",  # type: ignore[arg-type]
+                           used_params(query, params)).fetchone()
     assert row is not None
     document = row[0] if isinstance(row[0], list) else json.loads(row[0])
     result: dict[str, Any] = document[0]
@@ -93,20 +119,20 @@ class Reading:
     ms: float  # the execution time EXPLAIN ANALYZE measured (information: it moves with the load)
 
 
-def read(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> Reading:
-    document = plan_document(conn, query, params, "ANALYZE, BUFFERS")
+def read(conn: psycopg.Connection, query: str, params: dict[str, Any], caller: Caller | None = None) -> Reading:
+    document = plan_document(conn, query, params, "ANALYZE, BUFFERS", caller)
     plan = document["Plan"]
     blocks = sum(int(plan.get(k, 0)) for k in ("Shared Hit Blocks", "Shared Read Blocks", "Temp Read Blocks",
                                                 "Temp Written Blocks"))
     return Reading(shape(plan), read_names(plan), blocks, rows_read(plan), float(document.get("Execution Time", 0.0)))
 
 
-def estimated_cost(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> float:
-    return float(plan_document(conn, query, params, "COSTS")["Plan"]["Total Cost"])
+def estimated_cost(conn: psycopg.Connection, query: str, params: dict[str, Any], caller: Caller | None = None) -> float:
+    return float(plan_document(conn, query, params, "COSTS", caller)["Plan"]["Total Cost"])
 
 
 def tail_sets(conn: psycopg.Connection, query: str, rows: list[dict[str, Any]], seed: str,
-              count: int = SETS) -> list[dict[str, Any]]:
+              count: int = SETS, caller: Caller | None = None) -> list[dict[str, Any]]:
     """Parameter sets that cover the tail: ranked by the planner's estimate (the largest tenant, the longest range
     are the costliest), the two heaviest and the median kept, the rest drawn at random. Seeded: the same data gives
     the same sets."""
@@ -115,7 +141,7 @@ def tail_sets(conn: psycopg.Connection, query: str, rows: list[dict[str, Any]], 
     candidates = distinct if len(distinct) <= CANDIDATES else rng.sample(distinct, CANDIDATES)
     if len(candidates) <= count:
         return candidates
-    ranked = sorted(candidates, key=lambda r: estimated_cost(conn, query, r), reverse=True)
+    ranked = sorted(candidates, key=lambda r: estimated_cost(conn, query, r, caller), reverse=True)
     chosen = [ranked[0], ranked[1], ranked[len(ranked) // 2]]
     rest = [r for r in ranked if not any(r is c for c in chosen)]
     return chosen + rng.sample(rest, count - len(chosen))
@@ -130,35 +156,33 @@ class Baseline:
     readings: list[Reading]
     p95_ms: float | None = None  # the wall-clock p95 before, for information
     times: list[list[float]] = field(default_factory=list)  # per set, per round (compare_by: time)
+    caller: Caller | None = None  # who ran it: the same role and claims after the phase
 
     def heaviest(self) -> Reading:
         return max(self.readings, key=lambda r: r.blocks)
 
 
 def take_baseline(conn: psycopg.Connection, query: str, rows: list[dict[str, Any]], seed: str,
-                  timed: bool = False) -> Baseline:
-    sets = tail_sets(conn, query, rows, seed)
-    baseline = Baseline(query, sets, [read(conn, query, s) for s in sets])
+                  timed: bool = False, caller: Caller | None = None) -> Baseline:
+    sets = tail_sets(conn, query, rows, seed, caller=caller)
+    baseline = Baseline(query, sets, [read(conn, query, s, caller) for s in sets], caller=caller)
     if timed:
-        baseline.times = paired_times(conn, query, sets)
+        baseline.times = paired_times(conn, query, sets, caller=caller)
     return baseline
 
 
 def paired_times(conn: psycopg.Connection, query: str, sets: list[dict[str, Any]],
-                 rounds: int | None = None) -> list[list[float]]:
+                 rounds: int | None = None, caller: Caller | None = None) -> list[list[float]]:
     """Milliseconds per set, interleaved: round after round over every set, so a moment of load touches all sets
     alike. Rounds stop at MAX_ROUNDS or the budget, never before MIN_ROUNDS."""
-    bound = [used_params(query, s) for s in sets]
-    for values in bound:  # warm-up: cold caches are not what a gate judges
-        conn.execute(query, values).fetchall()  # type: ignore[arg-type]
+    for params in sets:  # warm-up: cold caches are not what a gate judges
+        timed_call(conn, query, params, caller)
     times: list[list[float]] = [[] for _ in sets]
     started = time.monotonic()
     target = rounds or MAX_ROUNDS
     for done in range(target):
-        for i, values in enumerate(bound):
-            t0 = time.perf_counter()
-            conn.execute(query, values).fetchall()  # type: ignore[arg-type]
-            times[i].append((time.perf_counter() - t0) * 1000)
+        for i, params in enumerate(sets):
+            times[i].append(timed_call(conn, query, params, caller))
         if rounds is None and done + 1 >= MIN_ROUNDS and time.monotonic() - started > TIME_BUDGET_S:
             break
     return times

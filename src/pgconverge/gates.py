@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 import statistics
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 from . import evidence
 from .errors import UserError
-from .evidence import Baseline, Verdict, nodes, used_params
+from .evidence import Baseline, Verdict, nodes
 from .spec import GateSpec, Spec, WorkloadQuery, seconds
 
 # a run starts a little after its due minute; count it as on time within this slack
@@ -81,8 +81,10 @@ class ParamSampler:
             yield rng.choice(rows)
 
 
-def explain(conn: psycopg.Connection, query: str, params: dict[str, Any], analyze: bool = False) -> dict[str, Any]:
-    return evidence.plan_document(conn, query, params, "ANALYZE" if analyze else "COSTS")
+def explain(conn: psycopg.Connection, query: WorkloadQuery, params: dict[str, Any], analyze: bool = False,
+            verbose: bool = False) -> dict[str, Any]:
+    options = ("ANALYZE" if analyze else "COSTS") + (", VERBOSE" if verbose else "")
+    return evidence.plan_document(conn, query.sql, params, options, query.caller)
 
 
 def gate_sql(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateResult:
@@ -112,7 +114,7 @@ def partition_ancestors(conn: psycopg.Connection, names: set[str]) -> dict[str, 
 
 def gate_plan(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler) -> GateResult:
     query = spec.query(gate.get("query"))
-    plan = list(nodes(explain(conn, query.sql, next(params.stream(query)))["Plan"]))
+    plan = list(nodes(explain(conn, query, next(params.stream(query)))["Plan"]))
     used = {n["Index Name"] for n in plan if "Index Name" in n}
     scanned = {n.get("Relation Name", "?") for n in plan if n["Node Type"] == "Seq Scan"}
     above = partition_ancestors(conn, used | scanned)
@@ -151,12 +153,10 @@ def time_query(conn: psycopg.Connection, query: WorkloadQuery, params: ParamSamp
     source = params.stream(query)
     samples = []
     for run in range(warmup + runs):
-        batch = [used_params(query.sql, next(source)) for _ in range(query.per_call)]
-        started = time.perf_counter()
-        for values in batch:
-            conn.execute(query.sql, values).fetchall()  # type: ignore[arg-type]
+        batch = [next(source) for _ in range(query.per_call)]
+        elapsed = sum(evidence.timed_call(conn, query.sql, values, query.caller) for values in batch)
         if run >= warmup:
-            samples.append((time.perf_counter() - started) * 1000)
+            samples.append(elapsed)
     return samples
 
 
@@ -201,7 +201,7 @@ def phase_changes(steps: list[Any]) -> PhaseChanges:
 def take_baseline(conn: psycopg.Connection, gate: GateSpec, query: WorkloadQuery, params: ParamSampler) -> Baseline:
     """Before a phase: the gated statement on its tail-covering parameter sets, and its wall-clock p95 (shown)."""
     baseline = evidence.take_baseline(conn, query.sql, params.rows(query), f"{params.seed}:{query.name}",
-                                      timed=gate.get("compare_by") == "time")
+                                      timed=gate.get("compare_by") == "time", caller=query.caller)
     baseline.p95_ms = percentile(time_query(conn, query, params, gate.get("runs", 30)), 95)
     return baseline
 
@@ -210,14 +210,15 @@ def compare_with_before(conn: psycopg.Connection, query: WorkloadQuery, gate: Ga
                         changes: PhaseChanges) -> tuple[Verdict, str]:
     """The ratio to before, judged by the plan, then the work; by time only where the gate says compare_by: time."""
     ratio = gate.get("max_ratio_to_before")
-    after = [evidence.read(conn, query.sql, s) for s in before.sets]
+    after = [evidence.read(conn, query.sql, s, query.caller) for s in before.sets]
     if evidence.plan_unchanged(before, after, set(changes.names), changes.opaque):
         sets = f"{len(after)} parameter set{'s' if len(after) != 1 else ''}"
         return (Verdict(True, f"plan unchanged on {sets} — not affected by this phase"),
                 f"≤ {ratio}× before")
     if gate.get("compare_by") == "time":
         slack = gate.get("slack_ms") or 0.0
-        times = evidence.paired_times(conn, query.sql, before.sets, rounds=min(len(t) for t in before.times))
+        times = evidence.paired_times(conn, query.sql, before.sets, rounds=min(len(t) for t in before.times),
+                                      caller=query.caller)
         plus = f" + {slack} ms" if slack else ""
         return (evidence.judge_time(before, times, ratio, slack, f"{gate.name}"),
                 f"time ≤ {ratio}× before{plus}, slower only when the interval lies above it")
@@ -254,7 +255,7 @@ def gate_latency(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: P
 def gate_explain(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler) -> GateResult:
     query = spec.query(gate.get("query"))
     source = params.stream(query)
-    times = [explain(conn, query.sql, next(source), analyze=True)["Execution Time"] for _ in range(gate.get("runs", 5))]
+    times = [explain(conn, query, next(source), analyze=True)["Execution Time"] for _ in range(gate.get("runs", 5))]
     worst = max(times)
     return GateResult(gate.name, "explain", worst <= gate.get("max_ms"), f"max execution {worst:.2f} ms",
                       f"< {gate.get('max_ms')} ms")
@@ -373,6 +374,41 @@ def gate_security(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateR
                       " unless granted, pinned search_path, no duplicate index")
 
 
+# an auth call as EXPLAIN VERBOSE prints it (auth.uid() may be inlined into its current_setting())
+AUTH_CALL = re.compile(r"\b(auth\.(?:uid|jwt|role|email)|current_setting)\s*\(")
+CONDITIONS = ("Filter", "Index Cond", "Recheck Cond", "Join Filter", "Hash Cond", "Merge Cond", "TID Cond")
+
+
+def auth_calls(node: dict[str, Any], in_initplan: bool = False) -> Iterator[tuple[str, bool]]:
+    """(where, once) for every auth call in a plan: once when it sits in an InitPlan (evaluated once per
+    statement), else per row of the node whose condition holds it."""
+    once = in_initplan or node.get("Parent Relationship") == "InitPlan"
+    texts = [node.get(k, "") for k in CONDITIONS] + (list(node.get("Output", [])) if once else [])
+    for text in texts:
+        for match in AUTH_CALL.finditer(text):
+            where = node.get("Subplan Name") or f"{node['Node Type']}" + (
+                f" on {node['Relation Name']}" if "Relation Name" in node else "")
+            yield f"{match[1]}() in {where}", once
+    for child in node.get("Plans", []):
+        yield from auth_calls(child, once)
+
+
+def gate_rls_initplan(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler) -> GateResult:
+    """The fast form of a row-level security policy, proven by the plan of a request: every auth call is an
+    InitPlan (once per statement), none is evaluated per row."""
+    query = spec.query(gate.get("query"))
+    if query.caller is None:
+        return GateResult(gate.name, "rls_initplan", False, f"query {query.name} runs as the login, not as a request",
+                          "declare as_role (and claims) on the workload query")
+    calls = list(auth_calls(explain(conn, query, next(params.stream(query)), verbose=True)["Plan"]))
+    per_row = sorted({where for where, once in calls if not once})
+    once = sorted({where for where, once in calls if once})
+    measured = (f"per row: {', '.join(per_row)}" if per_row else "") + ("; " if per_row and once else "") + (
+        f"once (InitPlan): {', '.join(once)}" if once else "") or f"no auth call in the plan as {query.caller.role}"
+    return GateResult(gate.name, "rls_initplan", bool(once) and not per_row, measured,
+                      f"auth calls of {query.caller.role}'s policies evaluated once per statement, none per row")
+
+
 def run_gate(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: ParamSampler,
              before: Baseline | None = None, changes: PhaseChanges | None = None) -> GateResult:
     return replace(_run_gate(conn, spec, gate, params, before, changes), query=gate.get("query") or "")
@@ -393,6 +429,8 @@ def _run_gate(conn: psycopg.Connection, spec: Spec, gate: GateSpec, params: Para
             return gate_plan(conn, spec, gate, params)
         if gate.kind == "latency":
             return gate_latency(conn, spec, gate, params, before, changes)
+        if gate.kind == "rls_initplan":
+            return gate_rls_initplan(conn, spec, gate, params)
         return gate_explain(conn, spec, gate, params)
     except (psycopg.Error, UserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

@@ -37,6 +37,7 @@ GATE_FIELDS: dict[str, tuple[set[str], set[str]]] = {
     "security": (set(), set()),
     "cron_health": (set(), {"jobs"}),
     "explain": ({"query", "max_ms"}, {"query", "max_ms", "runs"}),
+    "rls_initplan": ({"query"}, {"query"}),
 }
 
 
@@ -283,6 +284,26 @@ class WorkloadQuery:
     # an object (relation or function) this query needs; kpi leaves the query out while it is missing
     needs: str | None = None
     description: str | None = None
+    caller: Caller | None = None  # who runs it: an API role with JWT claims, so row-level security applies
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An API request's identity: the role, and the JWT claims Supabase's API sets per request (request.jwt.claims);
+    a claim "%(column)s" takes the parameter row's value."""
+
+    role: str
+    claims: tuple[tuple[str, Any], ...] = ()
+
+    def claims_for(self, params: dict[str, Any]) -> str:
+        def value(v: Any) -> Any:
+            match = re.fullmatch(r"%\((\w+)\)s", v) if isinstance(v, str) else None
+            return str(params.get(match[1])) if match else v
+        return json.dumps({"role": self.role, **{k: value(v) for k, v in self.claims}}, sort_keys=True)
+
+    @property
+    def names(self) -> set[str]:
+        return {m[1] for _, v in self.claims if isinstance(v, str) and (m := re.fullmatch(r"%\((\w+)\)s", v))}
 
 
 @dataclass(frozen=True)
@@ -536,12 +557,17 @@ def _workload(b: _Builder, w: dict, at: tuple) -> WorkloadQuery:
         statements = b.parse_sql(params, (*at, "params"), "parameter query")
         if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
             raise b.fail((*at, "params"), "params must be one SELECT returning rows of named values")
-    used = set(re.findall(r"%\((\w+)\)s", text))
+    caller = None
+    if "claims" in w and "as_role" not in w:
+        raise b.fail((*at, "claims"), "claims are set for a role — add as_role: (e.g. authenticated)")
+    if "as_role" in w:
+        caller = Caller(b.identifier(w["as_role"], (*at, "as_role"), "role"), tuple(sorted(w.get("claims", {}).items())))
+    used = set(re.findall(r"%\((\w+)\)s", text)) | (caller.names if caller else set())
     if used and params is None:
         raise b.fail((*at, "name"), f"sql/{relative} uses {', '.join(sorted(used))} — add params: a SELECT returning"
                      " those columns")
     return WorkloadQuery(name=name, sql=text, params_sql=params, per_call=w.get("per_call", 1), needs=w.get("needs"),
-                         description=w.get("description"))
+                         description=w.get("description"), caller=caller)
 
 
 def _extension(b: _Builder, e: dict, at: tuple, phase: str) -> ExtensionSpec:

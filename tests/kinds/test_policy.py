@@ -128,3 +128,72 @@ def test_slow_policies_and_several_permissive_ones_are_named_with_their_rewrite(
                in n for n in notes), notes
     assert any("calls current_setting() for every row" in n and "team reads" in n for n in notes), notes
     assert any("2 permissive policies for authenticated on SELECT" in n for n in notes), notes
+
+
+COMBINED = """
+version: 1
+phases:
+  - id: rls
+    title: "Documents: one permissive policy instead of two"
+    policies:
+      - table: documents
+        name: owners read their documents
+        command: SELECT
+        roles: [authenticated]
+        using: "owner_id = (select auth.uid()) OR team_id = ((select auth.jwt()) ->> 'team')::int"
+        replaces: [team reads]
+"""
+JWT = "CREATE FUNCTION auth.jwt() RETURNS jsonb LANGUAGE sql STABLE AS" \
+      " $$ SELECT nullif(current_setting('request.jwt.claims', true), '')::jsonb $$"
+
+
+def test_two_permissive_policies_become_one_in_one_transaction_and_rollback_brings_both_back(kit):
+    kit.execute(SCHEMA, JWT, SLOW, "CREATE POLICY \"team reads\" ON documents FOR SELECT TO authenticated"
+                " USING (team_id = (auth.jwt() ->> 'team')::int)", "ALTER TABLE documents ENABLE ROW LEVEL SECURITY")
+    before = _policies(kit)
+    loaded = kit.spec(COMBINED)
+    assert any("2 permissive policies" in n for n in kit.plan(loaded, "rls").notes) is False  # the combined state
+    steps = kit.plan(loaded, "rls").steps
+    assert len(steps) == 1 and steps[0].transactional and "in place of \"team reads\"" in steps[0].why
+    assert [s.split(" ")[0] for s in steps[0].statements] == ["ALTER", "DROP", "COMMENT"]
+    kit.apply(loaded, steps)
+    assert [p["name"] for p in _policies(kit)] == ["owners read their documents"]
+    assert kit.plan(loaded, "rls").steps == ()
+    kit.execute("CREATE POLICY \"team reads\" ON documents FOR SELECT TO authenticated USING (true)")  # back by hand
+    again = kit.plan(loaded, "rls").steps
+    assert [s.split(" ")[0] for s in again[0].statements] == ["DROP", "COMMENT"]
+    kit.apply(loaded, again)
+    kit.apply(loaded, kit.rollback(loaded, "rls").steps)
+    assert _policies(kit) == before  # both of the application's policies, exactly as they were
+
+
+def test_the_rls_initplan_gate_reads_the_plan_of_a_request(kit):
+    from pgconverge import gates
+    from pgconverge.execute import connect
+
+    kit.execute(SCHEMA, SLOW, "ALTER TABLE documents ENABLE ROW LEVEL SECURITY",
+                "INSERT INTO documents SELECT g, md5((g % 7)::text)::uuid, g % 3, 'doc' FROM generate_series(1, 500) g",
+                )
+    gate = """
+    gates:
+      - name: auth_once
+        kind: rls_initplan
+        query: my_documents
+workload:
+  - name: my_documents
+    sql: workload/my_documents.sql
+    params: "SELECT DISTINCT owner_id::text AS me FROM documents"
+    as_role: authenticated
+    claims: {sub: "%(me)s"}
+"""
+    files = {"workload/my_documents.sql": "SELECT count(*) FROM documents"}
+    slow = kit.spec(FAST.replace("(select auth.uid())", "auth.uid()") + gate, files)
+    with connect(kit.url) as conn:
+        result = gates.run_gate(conn, slow, slow.phases[0].gates[0], gates.ParamSampler(conn, slow))
+        assert not result.passed and "per row: current_setting() in Seq Scan on documents" in result.measured
+        fast = kit.spec(FAST + gate, files)
+        kit.apply(fast, kit.plan(fast, "rls").steps)
+        result = gates.run_gate(conn, fast, fast.phases[0].gates[0], gates.ParamSampler(conn, fast))
+        assert result.passed and "once (InitPlan): current_setting() in InitPlan 1" in result.measured, result
+        row = conn.execute("SELECT count(*) FROM documents").fetchone()  # as the owner: RLS does not apply
+        assert row is not None and row[0] == 500

@@ -51,6 +51,9 @@ class PolicySpec:
     permissive: bool = True
     state: str = "present"
     project: str = ""
+    # the application's policies on the same table this one takes the place of (several permissive ones combined):
+    # dropped in the transaction that creates it, so no request sees the table with neither
+    replaces: tuple[str, ...] = ()
 
     @property
     def table_key(self) -> QualifiedName:
@@ -197,9 +200,14 @@ def plan_policy(policy: PolicySpec, catalog: Catalog, context: PlanContext) -> l
                      why, label, Lock.ACCESS_EXCLUSIVE, policy.phase, table=table, action=Action.DROP)]
     want = marker(policy.phase, policy.definition_hash, policy.project)
     wanted = context.desired.definitions.get("policy", {}).get(policy.key)
+    live = catalog.objects.get("policy", {})
+    gone = [f for name in policy.replaces if (f := live.get(policy_key(table, name)))]
+    drops = tuple(render(sql.SQL("DROP POLICY {} ON {}").format(sql.Identifier(f.name), table.identifier))
+                  for f in gone)
     if fact is None:
-        mark = _mark(want, _rls_before(policy, catalog, context))
-        return [Step((create_policy_sql(policy), _comment(policy.name, table, mark)), "missing: create", label,
+        mark = _mark(want, {**_rls_before(policy, catalog, context), **_replaced({}, gone)})
+        return [Step((create_policy_sql(policy), *drops, _comment(policy.name, table, mark)),
+                     "missing: create" + (f", in place of {_names(gone)} (one transaction)" if gone else ""), label,
                      Lock.ACCESS_EXCLUSIVE, policy.phase, transactional=True, table=table, action=Action.CREATE,
                      undo=render(sql.SQL("DROP POLICY IF EXISTS {} ON {}").format(sql.Identifier(policy.name),
                                                                                   table.identifier)))]
@@ -207,19 +215,36 @@ def plan_policy(policy: PolicySpec, catalog: Catalog, context: PlanContext) -> l
     # (recorded when pgconverge first touches it: later drift of RLS is repaired, not taken for how it was)
     record = kept(fact.comment) if is_managed(fact.comment) else \
         {"was": fact.record, **_rls_before(policy, catalog, context)}
+    record = _replaced(record, gone)
     same = fact.definition == wanted if wanted else marker_of(fact.comment) == want
+    instead = f", in place of {_names(gone)} (one transaction)" if gone else ""
     if same:
-        if marker_of(fact.comment) == want and kept(fact.comment) == record:
+        if marker_of(fact.comment) == want and kept(fact.comment) == record and not drops:
             return []
         why = ("adopt: the live policy equals the declared one" if not is_managed(fact.comment)
                else f"re-mark: the live policy equals the declared one ({marker_of(fact.comment)} → {want})")
-        return [Step((_comment(policy.name, table, _mark(want, record)),), why, label, Lock.NONE, policy.phase,
-                     table=table, action=Action.MARK)]
+        return [Step((*drops, _comment(policy.name, table, _mark(want, record))), why + instead, label,
+                     Lock.ACCESS_EXCLUSIVE if drops else Lock.NONE, policy.phase, transactional=bool(drops),
+                     table=table, action=Action.ALTER if drops else Action.MARK)]
     statements = _alter_or_replace(fact, policy)
     how = "ALTER POLICY in place" if statements[0].startswith("ALTER") else "DROP and CREATE in one transaction"
-    return [Step((*statements, _comment(policy.name, table, _mark(want, record))),
-                 f"live policy differs from the declared one ({fact.definition} → {wanted or 'declared'}): {how}",
-                 label, Lock.ACCESS_EXCLUSIVE, policy.phase, transactional=True, table=table, action=Action.ALTER)]
+    return [Step((*statements, *drops, _comment(policy.name, table, _mark(want, record))),
+                 f"live policy differs from the declared one ({fact.definition} → {wanted or 'declared'}): {how}"
+                 + instead, label, Lock.ACCESS_EXCLUSIVE, policy.phase, transactional=True, table=table,
+                 action=Action.ALTER)]
+
+
+def _names(facts: list[PolicyFact]) -> str:
+    return ", ".join(f'"{f.name}"' for f in facts)
+
+
+def _replaced(record: dict[str, Any], gone: list[PolicyFact]) -> dict[str, Any]:
+    """The record with the application's policies this one takes the place of (the first print of each kept)."""
+    if not gone:
+        return record
+    known = {r["name"] for r in record.get("replaced", [])}
+    return {**record, "replaced": [*record.get("replaced", []),
+                                   *({"name": f.name, **f.record} for f in gone if f.name not in known)]}
 
 
 @of_kind("policy")
@@ -228,18 +253,32 @@ def rollback_policy(policy: PolicySpec, catalog: Catalog, phase_id: str) -> list
     if not (fact and is_managed(fact.comment)):
         return []
     label, table = f"policy {policy.name} on {policy.table_key}", policy.table_key
-    was = kept(fact.comment).get("was")
+    record = kept(fact.comment)
+    live = catalog.objects.get("policy", {})
+    # the application's policies it took the place of: back in the same transaction
+    back: list[str] = []
+    for r in record.get("replaced", []):
+        if policy_key(table, r["name"]) not in live:
+            original = _from_record(table, r["name"], r)
+            back += [create_policy_sql(original), *([_comment(r["name"], table, original.comment)]
+                                                     if original.comment else [])]
+    was = record.get("was")
     if isinstance(was, dict):  # the application's own policy before this phase: put back exactly as it was
-        original = PolicyFact(table, fact.name, was["permissive"], tuple(was["roles"]), was["command"], was["using"],
-                              was["with_check"], was.get("comment"))
+        original = _from_record(table, fact.name, was)
         statements = _alter_or_replace(fact, original) if fact.definition != original.definition else ()
-        return [Step((*statements, _comment(fact.name, table, original.comment)),
+        return [Step((*statements, *back, _comment(fact.name, table, original.comment)),
                      "rollback: the policy as it was before pgconverge", label,
-                     Lock.ACCESS_EXCLUSIVE if statements else Lock.NONE, phase_id, transactional=True, table=table,
-                     action=Action.ALTER)]
+                     Lock.ACCESS_EXCLUSIVE if statements or back else Lock.NONE, phase_id, transactional=True,
+                     table=table, action=Action.ALTER)]
     return [Step((render(sql.SQL("DROP POLICY IF EXISTS {} ON {}").format(sql.Identifier(policy.name),
-                                                                          table.identifier)),),
-                 "rollback", label, Lock.ACCESS_EXCLUSIVE, phase_id, table=table, action=Action.DROP)]
+                                                                          table.identifier)), *back),
+                 "rollback", label, Lock.ACCESS_EXCLUSIVE, phase_id, transactional=bool(back), table=table,
+                 action=Action.DROP)]
+
+
+def _from_record(table: QualifiedName, name: str, r: dict[str, Any]) -> PolicyFact:
+    return PolicyFact(table, name, r["permissive"], tuple(r["roles"]), r["command"], r["using"], r["with_check"],
+                      r.get("comment"))
 
 
 def per_row_calls(expression: str | None) -> list[str]:
@@ -299,7 +338,7 @@ def phase_notes(policies: tuple[PolicySpec, ...], catalog: Catalog | None) -> li
     present = [p for p in policies if p.state == "present"]
     if catalog is None:
         return slow_policy_notes(present)
-    declared = {p.key for p in policies}
+    declared = {p.key for p in policies} | {policy_key(p.table_key, n) for p in present for n in p.replaces}
     tables = {p.table_key for p in policies}
     others = [f for key, f in catalog.objects.get("policy", {}).items() if f.table in tables and key not in declared]
     return slow_policy_notes([*present, *others])
@@ -328,8 +367,12 @@ def build_policy(b: Builder, p: dict, at: tuple, phase: str) -> PolicySpec:
         raise b.fail((*at, "using"), "an INSERT policy has no USING — write the condition as with_check")
     if p.get("state", "present") == "present" and not p.get("using") and not p.get("with_check"):
         raise b.fail((*at, "name"), f"policy {name} needs using or with_check — the rows it lets through")
+    replaces = tuple(p.get("replaces", []))
+    if name in replaces:
+        raise b.fail((*at, "replaces"), f"policy {name} replaces itself — list the other policies it takes the"
+                     " place of")
     return PolicySpec(table=table, name=name, phase=phase, schema=schema, command=command, roles=roles,
-                      using=p.get("using"), with_check=p.get("with_check"),
+                      using=p.get("using"), with_check=p.get("with_check"), replaces=replaces,
                       permissive=p.get("as", "permissive") == "permissive", state=p.get("state", "present"),
                       project=b.project)
 

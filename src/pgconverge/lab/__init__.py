@@ -249,6 +249,9 @@ class Lab:
                 conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                     sql.Identifier(APP_ROLE), sql.Literal(state.app_password)))
             conn.execute(sql.SQL("GRANT pg_read_all_stats, pg_signal_backend TO {}").format(sql.Identifier(APP_ROLE)))
+            # as Supabase's postgres role: it may act as an API role (SET ROLE authenticated) to run a request's query
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.SQL(", ").join(map(sql.Identifier, API_ROLES)),
+                                                         sql.Identifier(APP_ROLE)))
             # CREATEDB for the restore drill's scratch database, as Supabase's postgres role has it.
             conn.execute(sql.SQL("ALTER ROLE {} CREATEDB").format(sql.Identifier(APP_ROLE)))
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone():
