@@ -18,6 +18,8 @@ from psycopg.rows import dict_row
 from . import evidence
 from .errors import UserError
 from .evidence import Baseline, Verdict, nodes
+from .kinds.policy import read_policies, slow_policy_notes
+from .model import marked_project
 from .spec import GateSpec, Spec, WorkloadQuery, seconds
 
 # a run starts a little after its due minute; count it as on time within this slack
@@ -369,9 +371,16 @@ def gate_security(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> GateR
     ).fetchall():
         # the application's own duplicates are not ours to judge: a note (advise reports them), never a failure
         (problems if ours else notes).append(f"duplicate indexes {names}" + ("" if ours else " (not managed: note)"))
+    # splinter's auth_rls_initplan and multiple_permissive_policies, on the tables whose policies we manage
+    policies = read_policies(conn).values()
+    mine = [f for f in policies if marked_project(f.comment) == spec.settings.project]
+    tables = {f.table for f in mine}
+    for note in slow_policy_notes([f for f in policies if f.table in tables]):
+        (problems if any(f.name in note for f in mine) else notes).append(note.split(" — ")[0])
     return GateResult(gate.name, "security", not problems, "; ".join(problems + notes) or "no finding",
                       f"no managed MV readable or function executable by {', '.join(roles) or 'API roles (none here)'}"
-                      " unless granted, pinned search_path, no duplicate index")
+                      " unless granted, pinned search_path, no duplicate index, managed policies: no per-row auth"
+                      " call, one permissive policy per role and command")
 
 
 # an auth call as EXPLAIN VERBOSE prints it (auth.uid() may be inlined into its current_setting())

@@ -187,10 +187,15 @@ workload:
     claims: {sub: "%(me)s"}
 """
     files = {"workload/my_documents.sql": "SELECT count(*) FROM documents"}
-    slow = kit.spec(FAST.replace("(select auth.uid())", "auth.uid()") + gate, files)
+    advisor = "\n      - name: advisor\n        kind: security\n"
+    slow = kit.spec(FAST.replace("(select auth.uid())", "auth.uid()") + gate.replace("\nworkload:", advisor + "workload:"),
+                    files)
     with connect(kit.url) as conn:
         result = gates.run_gate(conn, slow, slow.phases[0].gates[0], gates.ParamSampler(conn, slow))
         assert not result.passed and "per row: current_setting() in Seq Scan on documents" in result.measured
+        kit.apply(slow, kit.plan(slow, "rls").steps)  # the slow form, managed: Supabase's advisor would flag it
+        result = gates.run_gate(conn, slow, slow.phases[0].gates[1], gates.ParamSampler(conn, slow))
+        assert not result.passed and "calls auth.uid() for every row" in result.measured, result
         fast = kit.spec(FAST + gate, files)
         kit.apply(fast, kit.plan(fast, "rls").steps)
         result = gates.run_gate(conn, fast, fast.phases[0].gates[0], gates.ParamSampler(conn, fast))

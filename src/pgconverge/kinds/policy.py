@@ -119,7 +119,11 @@ def render_policy(conn: psycopg.Connection, policy: PolicySpec, number: int) -> 
     conn.execute(create_policy_sql(policy, sql.SQL("pg_temp.") + probe))  # type: ignore[arg-type]
     row = conn.execute(POLICIES + "p.polrelid = to_regclass(%s)",  # type: ignore[operator]
                        [f"pg_temp.pgconverge_probe_policy_{number}"]).fetchone()
-    return _fact(row).definition if row else None
+    if not row:
+        return None
+    # a column of the table itself, qualified in a subquery, prints with the probe's name: give it the table's
+    real = conn.execute("SELECT quote_ident(%s)", [policy.table_key.name]).fetchone()[0]  # type: ignore[index]
+    return re.sub(rf"(?<![\w\"$])pgconverge_probe_policy_{number}\.", f"{real}.", _fact(row).definition)
 
 
 def _roles(roles: Iterable[str]) -> sql.Composable:
@@ -289,7 +293,11 @@ def per_row_calls(expression: str | None) -> list[str]:
         tree = pglast.parse_sql(f"SELECT 1 WHERE {expression}")
     except pglast.parser.ParseError:
         return []
-    inside = {id(n) for link in walk(tree) if isinstance(link, ast.SubLink) for n in walk(link.subselect)}
+    # once per statement: a call that is all of a scalar subquery without FROM, `(select auth.uid())`; a call inside
+    # a subquery that reads a table runs for each of that table's rows
+    inside = {id(n) for link in walk(tree) if isinstance(link, ast.SubLink)
+              and isinstance(link.subselect, ast.SelectStmt) and not link.subselect.fromClause
+              for n in walk(link.subselect)}
     found = []
     for node in walk(tree):
         if isinstance(node, ast.FuncCall) and id(node) not in inside:
