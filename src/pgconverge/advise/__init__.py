@@ -13,9 +13,10 @@ import psycopg
 from ..evidence import nodes
 from ..spec import Spec
 from .candidates import candidates_of, declared_candidates, declared_statements, fingerprint, plannable, workload_files
-from .costing import plan_hazards, typical_and_heaviest, verdict, workload_cost
+from .costing import SMALL_TABLE_ROWS, plan_hazards, typical_and_heaviest, verdict, workload_cost
 from .model import Advice, Candidate, Statement, one_line
 from .proposal import NothingToAdvise, fleet_advice, proposal, to_yaml, write_proposal
+from .rollups import rollup_of
 from .selection import attribute, choose, settle
 from .statements import (
     redundant_indexes,
@@ -108,6 +109,13 @@ def advise(conn: psycopg.Connection, spec: Spec | None, min_calls: int = 5, min_
                                                      helped_by.get(statement.queryid, []), sizes)
         for why, names in advice.warnings.get(statement.queryid, {}).items():
             advice.verdicts[statement.queryid] += f"; left out {', '.join(names)}: {why}"
+        rollup = rollup_of(statement.query, columns)
+        if rollup is not None and sizes.get((rollup.schema, rollup.table), 0) >= SMALL_TABLE_ROWS:
+            advice.rollups.append((statement.queryid, rollup))
+            advice.verdicts[statement.queryid] += (
+                f"; rollup: it aggregates a time range per {', '.join(rollup.keys) or 'bucket'} — a materialized view"
+                f" per ({', '.join(rollup.keys)}, {rollup.unit}) answers it from buckets, not rows (the opt-in phase"
+                f" below: {rollup.schema}.{rollup.name})")
     advice.unused = [(r[0], r[1], str(r[2])) for r in conn.execute(
         "SELECT s.schemaname || '.' || s.indexrelname, pg_relation_size(s.indexrelid),"
         " coalesce(d.stats_reset, pg_postmaster_start_time()) FROM pg_stat_user_indexes s"

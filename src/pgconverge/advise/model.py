@@ -96,6 +96,8 @@ class Advice:
     maintenance: dict[str, float] = field(default_factory=dict)  # candidate → est. write cost per second
     # statement → the declared workload query (its name, SQL, parameter query, needs): the proposal reuses it as is
     declared_queries: dict[int, tuple[str, str, str, str | None]] = field(default_factory=dict)
+    # statements a rollup serves: (statement, the rollup) — proposed as an opt-in phase
+    rollups: list[tuple[int, Any]] = field(default_factory=list)
 
 
 def repeated_key(candidate: Candidate, keys: list[tuple[str, tuple[str, ...]]]) -> str | None:

@@ -12,6 +12,7 @@ import yaml
 from ..errors import UserError
 from ..names import QualifiedName
 from .model import MAX_INDEXES, MIN_SAVING, Advice, Candidate, one_line
+from .rollups import Rollup, rewritten
 
 
 def write_proposal(advice: Advice, directory: Path, phase_id: str = "advised") -> Path:
@@ -124,6 +125,7 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
             reasons.setdefault(f"for {names.get(q, f'queryid {q}')}: {why}", []).append(
                 f"{c.name} ({', '.join(c.columns)})" + (f" WHERE {c.where}" if c.where else ""))
         lines += [f"#   {', '.join(found)} — {why}" for why, found in reasons.items()]
+    lines += rollup_lines(advice)
     droppable, read = review_redundant(advice.redundant, advice.index_users)
     if droppable:
         lines += ["", "# Redundant indexes, for review. pgconverge drops only what it manages: declare one as it is (it is",
@@ -139,6 +141,46 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
         lines += [f"#   {name} ({size:,} bytes, stats since {since}) — state: absent to remove" for name, size, since
                   in advice.unused]
     return "\n".join(lines) + "\n"
+
+
+def merged_rollups(advice: Advice) -> list[tuple[Rollup, list[int]]]:
+    """One view per shape (table, keys, bucket, filters), with every measure its statements aggregate."""
+    found: dict[tuple, tuple[Rollup, list[int]]] = {}
+    for queryid, rollup in advice.rollups:
+        known, ids = found.get(rollup.shape, (rollup, []))
+        measures = tuple(dict.fromkeys([*known.measures, *rollup.measures]))
+        found[rollup.shape] = (replace(known, measures=measures), [*ids, queryid])
+    return list(found.values())
+
+
+def rollup_lines(advice: Advice) -> list[str]:
+    """The opt-in rollup phase, commented out: the runbook's phase 2 for the statements a rollup serves."""
+    rollups = merged_rollups(advice)
+    if not rollups:
+        return []
+    names = {queryid: name for queryid, name, *_ in workload_entries(advice, "advised")}
+    by_id = {s.queryid: s for s, _, _ in advice.statements}
+    phase: dict[str, Any] = {"id": "rollups", "title": "Per-key rollups for the time-range aggregates (advised)",
+                             "materialized_views": [], "cron_jobs": []}
+    files, alternatives = [], []
+    for rollup, ids in rollups:
+        qualified = f"{rollup.schema}.{rollup.name}"
+        phase["materialized_views"].append({"name": qualified, "sql": f"rollups/{rollup.name}.sql",
+                                            "unique_key": rollup.unique_key})
+        phase["cron_jobs"].append({"name": f"refresh-{rollup.name.replace('_', '-')}"[:63],
+                                   "schedule": "*/15 * * * *",
+                                   "command": f"REFRESH MATERIALIZED VIEW CONCURRENTLY {qualified}"})
+        files += [f"sql/rollups/{rollup.name}.sql:", *(f"  {line}" for line in rollup.view_sql().splitlines())]
+        alternatives += [f"{names.get(q, f'queryid {q}')}, from {qualified}: {rewritten(by_id[q].query, rollup)}"
+                         for q in ids if q in by_id]
+    text = yaml.safe_dump({"phases": [phase]}, sort_keys=False, allow_unicode=True, width=120).rstrip()
+    return (["", "# Opt-in: rollups (the runbook's phase 2) for the statements that aggregate a time range per key.",
+             "# Uncomment the phase into phases.yml, write its SQL below to sql/, and declare each rewritten statement",
+             "# under workload: (needs: the view) — the application reads the view instead of the rows."]
+            + [f"# {line}" for line in text.splitlines()[1:]]
+            + ["#"] + [f"# {line}" for line in files]
+            + ["#", "# The statements rewritten against them (a range edge inside a bucket counts the whole bucket):"]
+            + [f"#   {line}" for line in alternatives])
 
 
 def fleet_advice(advices: dict[str, Advice]) -> Advice:

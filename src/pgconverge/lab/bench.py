@@ -565,6 +565,25 @@ def measure_workload(conn: psycopg.Connection, spec: Spec, runs: int, budget_s: 
     return result
 
 
+class Ingest(threading.Thread):
+    """An application's writer: its INSERT every 50 ms until stopped, failures counted."""
+
+    def __init__(self, url: str, statement: str):
+        super().__init__(daemon=True)
+        self.url, self.statement = url, statement
+        self.stop = threading.Event()
+        self.batches = self.failed = 0
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop.wait(0.05):
+                try:
+                    conn.execute(self.statement)  # type: ignore[arg-type]
+                    self.batches += 1
+                except psycopg.Error:
+                    self.failed += 1
+
+
 def app_advise_comparison(app: Path, rows: int, runs: int, out_dir: Path, repo: Path, log=print) -> dict[str, Any]:
     """A test application of our own: its workload replayed on its bare schema, `advise` asked (its own choice,
     not the application's declared indexes), its proposal applied and measured, then rolled back and the
@@ -579,6 +598,10 @@ def app_advise_comparison(app: Path, rows: int, runs: int, out_dir: Path, repo: 
     lab = Lab(repo / ".lab" / f"bench-{app.name}")
     lab.up(echo=log)
     url = load_app(lab, app, app.name, rows, log)
+    # an application that declares its ingest (sql/writer.sql) keeps writing while advise reads and indexes build
+    writer = Ingest(url, (app / "sql" / "writer.sql").read_text()) if (app / "sql" / "writer.sql").is_file() else None
+    if writer:
+        writer.start()
     with psycopg.connect(lab.superuser_url(app.name), autocommit=True) as su:
         reset_statements(su)
     with connect(url) as conn:
@@ -609,6 +632,11 @@ def app_advise_comparison(app: Path, rows: int, runs: int, out_dir: Path, repo: 
     with connect(url) as conn:
         conn.execute("VACUUM ANALYZE")
         report["hand_written"] = measure_workload(conn, spec, runs, 20, "hand-written", log)
+    if writer:
+        writer.stop.set()
+        writer.join(30)
+        report["writes"] = {"batches": writer.batches, "failed": writer.failed}
+        log(f"  the writer: {writer.batches} batches written during the run, {writer.failed} failed")
     lab.down()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "advise.json").write_text(json.dumps(report, indent=2, default=str))
@@ -622,7 +650,7 @@ NOT_SLOWER = (1.2, 0.5)
 
 def app_advise_markdown(report: dict[str, Any]) -> str:
     ratio, slack = NOT_SLOWER
-    lines = [f"### advise on {report['app']} ({report['rows']:,} orders): p95 ms per query", "",
+    lines = [f"### advise on {report['app']} ({report['rows']:,} rows in its main table): p95 ms per query", "",
              f"advise took {report['advise_s']} s and chose {len(report['indexes'])} indexes: "
              + "; ".join(f"{i['table']} ({', '.join(i['columns'])})"
                          + (f" INCLUDE ({', '.join(i['include'])})" if i.get("include") else "")
@@ -641,6 +669,9 @@ def app_advise_markdown(report: dict[str, Any]) -> str:
                      f" | {hand['p95_ms']} | {versus} | {'YES' if worse else 'no'} |"
                      f" {report['verdicts'].get(name, '(not a top statement)')} |")
     lines += ["", f"slower after advise than before (beyond {ratio}× + {slack} ms): {', '.join(slower) or 'none'}"]
+    if report.get("writes"):
+        lines += [f"the application's writer during the run: {report['writes']['batches']} batches,"
+                  f" {report['writes']['failed']} failed"]
     if report.get("left_out"):
         lines += ["", "left out: " + "; ".join(f"{x['name']} ({x['why']})" for x in report["left_out"])]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+SELECT id AS project_id FROM telemetry.projects ORDER BY id
