@@ -2,7 +2,7 @@
 materialized view would be (its SQL, its key, the statement rewritten against it) — parse trees only."""
 
 from pgconverge.advise import candidates_of
-from pgconverge.advise.rollups import rollup_of, rewritten
+from pgconverge.advise.rollups import rewritten, rollup_of
 
 COLUMNS = {("telemetry", "events"): {"id", "tenant_id", "session_id", "user_id", "event_type", "name", "path",
                                      "duration_ms", "country", "created_at"}}
