@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := postgresql-15 postgresql-contrib postgresql-15-cron postgresql-15-hypopg redis-server pgbouncer cron python3-venv
 SCALE ?= M
 
-.PHONY: deps venv pg18 test-18 lab demo test lint lint-sql check docs bench bench-catalog bench-fleet bench-advise bench-gates faults clean
+.PHONY: deps venv pg18 test-18 lab demo test lint lint-sql check docs peer-venv bench bench-catalog bench-fleet bench-advise bench-gates faults clean
 
 # Debian packages the lab and the tests need; installed only when missing (root on Debian).
 deps:
@@ -68,6 +68,10 @@ lint-sql: venv
 	$(BIN)/pgconverge export-sql --output build/lint/generated.sql
 	$(BIN)/squawk build/lint/generated.sql sql/gates/*.sql sql/phase2/mv_*.sql
 
+# The peer of the no-op comparison (bench --peer): Ansible with community.postgresql, in a venv of its own
+peer-venv:
+	test -x .venv-peer/bin/ansible-playbook || { python3 -m venv .venv-peer && .venv-peer/bin/pip install -q ansible 'psycopg[binary]'; }
+
 # docs/phases.md from the schema's descriptions (a unit test fails while it is stale)
 docs: venv
 	$(BIN)/python -m pgconverge.schemadoc > docs/phases.md
@@ -76,12 +80,13 @@ docs: venv
 check: deps lint lint-sql test
 
 # KPI latencies before/after each phase, writes during apply, runner overhead: reports/bench/<scale>/
-bench: deps venv
+bench: deps venv peer-venv
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/pgconverge bench --scale $(or $(BENCH_SCALE),L)
 	$(BIN)/pgconverge bench --catalog
 	$(BIN)/pgconverge bench --fleet 1,20,100
 	$(BIN)/pgconverge bench --gates
+	$(BIN)/pgconverge bench --peer
 
 # Converge and no-op of fleets of 1, 20 and 100 databases (two clusters above 20): reports/bench/fleet/
 bench-fleet: deps venv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -238,6 +239,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(bench_gates.gates_markdown(report))
         print(f"written: {args.output}/gates/gates.json, gates.md")
         return 0
+    if args.peer:
+        figures = bench.peer_noop(Path.cwd(), Path(args.output) / "peer")
+        (Path(args.output) / "peer").mkdir(parents=True, exist_ok=True)
+        (Path(args.output) / "peer" / "peer.json").write_text(json.dumps(figures, indent=2))
+        print(f"no-op converge of 5 indexes + 1 extension, median of {figures['runs']}: pgconverge"
+              f" {figures['pgconverge_median_s']} s, Ansible {figures.get('ansible_median_s', figures.get('ansible'))}"
+              + (f" s — {figures['ratio']}× faster" if "ratio" in figures else ""))
+        print(f"written: {args.output}/peer/peer.json")
+        return 0
     if args.catalog:
         figures = bench.catalog_noop(Path(spec.path), Path.cwd(), Path(args.output) / "catalog", args.tables)
         print(bench.catalog_markdown(figures))
@@ -404,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="instead: phase 1 removed, workload replayed, advise's indexes vs the shipped ones")
     bench.add_argument("--app", metavar="DIR",
                        help="with --advise: a test application's folder (phases.yml, sql/schema/) instead of SalesFlow")
+    bench.add_argument("--peer", action="store_true",
+                       help="no-op converge of 5 indexes + 1 extension: pgconverge vs Ansible's community.postgresql")
     bench.add_argument("--rows", type=int, default=1_200_000, help="with --app: rows of its main table")
     bench.add_argument("--fleet", metavar="N,N,…",
                        help="converge and no-op times of fleets of N databases (e.g. 1,20,100) and their ratio to one")

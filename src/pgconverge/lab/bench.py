@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import threading
@@ -675,3 +676,83 @@ def app_advise_markdown(report: dict[str, Any]) -> str:
     if report.get("left_out"):
         lines += ["", "left out: " + "; ".join(f"{x['name']} ({x['why']})" for x in report["left_out"])]
     return "\n".join(lines) + "\n"
+
+
+# the peer comparison's setting: 5 indexes and 1 extension, converged, then run again with nothing to do
+PEER_TABLE = """
+CREATE SCHEMA IF NOT EXISTS shop;
+CREATE TABLE IF NOT EXISTS shop.orders (id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,
+                                        total numeric(10, 2) NOT NULL, note text, placed_at timestamptz NOT NULL);
+INSERT INTO shop.orders SELECT g, g % 5000, (ARRAY['new', 'paid', 'shipped'])[1 + g % 3], g % 700, 'order ' || g,
+       now() - g * interval '1 min' FROM generate_series(1, 100000) g ON CONFLICT DO NOTHING;
+"""
+PEER_INDEXES = (("orders_customer", "customer_id"), ("orders_status", "status"), ("orders_placed", "placed_at"),
+                ("orders_customer_placed", "customer_id, placed_at"), ("orders_total", "total"))
+
+
+def peer_noop(repo: Path, out_dir: Path, runs: int = 7, log=print) -> dict[str, Any]:
+    """A no-op converge of 5 indexes + 1 extension: pyinfra with pgconverge, and Ansible's community.postgresql
+    (postgresql_idx, postgresql_ext) where `ansible-playbook` is found ($PGCONVERGE_ANSIBLE_PLAYBOOK, make
+    peer-venv, PATH) — the median wall time of each over `runs` runs, both printed."""
+    import shutil
+    from urllib.parse import urlsplit
+
+    lab = Lab(repo / ".lab" / "bench-peer")
+    url = lab.up(echo=log)["DATABASE_URL"]
+    with connect(url) as conn:
+        conn.execute(PEER_TABLE)  # type: ignore[arg-type]
+    project = out_dir / "peer-project"
+    shutil.rmtree(project, ignore_errors=True)
+    (project / "sql").mkdir(parents=True)
+    indexes = "".join(f"      - {{name: {name}, table: shop.orders, columns: [{columns}]}}\n"
+                      for name, columns in PEER_INDEXES)
+    (project / "phases.yml").write_text(
+        "version: 1\nphases:\n  - id: peer\n    title: five indexes and an extension\n    backup: false\n"
+        "    extensions:\n      - name: pg_trgm\n    indexes:\n" + indexes)
+    env = {**os.environ, "DATABASE_URL": url, "PGCONVERGE_PHASES": str(project / "phases.yml"),
+           "PGCONVERGE_REPORTS_DIR": str(out_dir / "peer-reports")}
+
+    def timed(argv: list[str], cwd: Path, environment: dict[str, str]) -> float:
+        started = time.monotonic()
+        done = subprocess.run(argv, cwd=cwd, env=environment, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise UserError(f"{Path(argv[0]).name} failed: {(done.stdout + done.stderr)[-600:]}")
+        return time.monotonic() - started
+
+    pyinfra = [str(Path(sys.executable).parent / "pyinfra"), "inventory/lab.py", "deploys/phase.py", "-y",
+               "--data", "phase=peer"]
+    timed(pyinfra, repo, env)  # converge once
+    ours = [timed(pyinfra, repo, env) for _ in range(runs)]
+    report: dict[str, Any] = {"runs": runs, "pgconverge_s": [round(t, 3) for t in ours],
+                              "pgconverge_median_s": round(statistics.median(ours), 3)}
+    log(f"pgconverge no-op (pyinfra CLI): median {report['pgconverge_median_s']} s over {runs} runs")
+    playbook_bin = os.environ.get("PGCONVERGE_ANSIBLE_PLAYBOOK") or next(
+        (str(p) for p in (repo / ".venv-peer" / "bin" / "ansible-playbook",) if p.exists()), None) or \
+        shutil.which("ansible-playbook")
+    if playbook_bin is None:
+        report["ansible"] = "ansible-playbook not found: make peer-venv (or set PGCONVERGE_ANSIBLE_PLAYBOOK)"
+        log(report["ansible"])
+        return report
+    parts = urlsplit(url)
+    login = {"login_host": parts.hostname, "port": parts.port, "login_user": parts.username,
+             "login_password": "{{ lookup('env', 'PEER_PASSWORD') }}", "db": parts.path.lstrip("/")}
+    tasks = [{"name": "pg_trgm", "community.postgresql.postgresql_ext": {"name": "pg_trgm", **login}}] + [
+        {"name": name, "community.postgresql.postgresql_idx": {
+            "idxname": name, "table": "orders", "schema": "shop", "columns": columns, "concurrent": True, **login}}
+        for name, columns in PEER_INDEXES]
+    import yaml
+
+    (project / "peer.yml").write_text(yaml.safe_dump(
+        [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}], sort_keys=False))
+    ansible_env = {**os.environ, "PEER_PASSWORD": parts.password or "", "ANSIBLE_LOCALHOST_WARNING": "False",
+                   "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+                   "ANSIBLE_PYTHON_INTERPRETER": str(Path(playbook_bin).parent / "python")}
+    command = [playbook_bin, str(project / "peer.yml")]
+    timed(command, project, ansible_env)
+    theirs = [timed(command, project, ansible_env) for _ in range(runs)]
+    report.update({"ansible_s": [round(t, 3) for t in theirs], "ansible_median_s": round(statistics.median(theirs), 3)})
+    report["ratio"] = round(report["ansible_median_s"] / report["pgconverge_median_s"], 2)
+    log(f"Ansible no-op (community.postgresql): median {report['ansible_median_s']} s over {runs} runs —"
+        f" pgconverge is {report['ratio']}× faster")
+    lab.down()
+    return report
