@@ -701,13 +701,13 @@ def peer_noop(repo: Path, out_dir: Path, runs: int = 7, log=print) -> dict[str, 
     url = lab.up(echo=log)["DATABASE_URL"]
     with connect(url) as conn:
         conn.execute(PEER_TABLE)  # type: ignore[arg-type]
-    project = out_dir / "peer-project"
+    project = (out_dir / "peer-project").resolve()
     shutil.rmtree(project, ignore_errors=True)
     (project / "sql").mkdir(parents=True)
     indexes = "".join(f"      - {{name: {name}, table: shop.orders, columns: [{columns}]}}\n"
                       for name, columns in PEER_INDEXES)
     (project / "phases.yml").write_text(
-        "version: 1\nphases:\n  - id: peer\n    title: five indexes and an extension\n    backup: false\n"
+        "version: 1\nphases:\n  - id: peer\n    title: five indexes and an extension\n"
         "    extensions:\n      - name: pg_trgm\n    indexes:\n" + indexes)
     env = {**os.environ, "DATABASE_URL": url, "PGCONVERGE_PHASES": str(project / "phases.yml"),
            "PGCONVERGE_REPORTS_DIR": str(out_dir / "peer-reports")}
