@@ -59,3 +59,17 @@ def test_a_candidate_leading_with_a_unique_key_is_a_near_duplicate():
     assert repeated_key(Candidate("app", "events", ("seq DESC", "tenant_id", "day")), keys) == "events_tenant_seq"
     assert repeated_key(Candidate("app", "events", ("tenant_id", "day")), keys) is None
     assert repeated_key(Candidate("app", "events", ("kind", "id")), keys) is None
+
+
+def test_an_index_that_serves_many_statements_still_validates(tmp_path):
+    # reproduced on the telemetry app: one index made nine statements cheaper and its serves: outgrew the schema
+    statements = [advise.Statement(1000 + i, f"SELECT {i} FROM events WHERE project_id = $1", 50, 10.0, 500.0, 1.5)
+                  for i in range(12)]
+    candidate = Candidate("telemetry", "events", ("project_id", "created_at"))
+    advice = Advice(chosen=[(candidate, 90_000.0, 9_000.0,
+                             tuple((s.queryid, 30_170.1 + s.queryid, 9_064.6) for s in statements))],
+                    statements=[(s, 30_170.1, 9_064.6) for s in statements],
+                    declared={s.queryid: f"a_rather_long_dashboard_query_name_{i}" for i, s in enumerate(statements)})
+    loaded = spec.load(advise.write_proposal(advice, tmp_path))
+    serves = loaded.phase("advised").indexes[0].serves or ""
+    assert len(serves) <= 500 and "a_rather_long_dashboard_query_name_0" in serves and "more" in serves

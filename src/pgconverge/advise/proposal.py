@@ -78,19 +78,20 @@ def proposal(advice: Advice, phase_id: str = "advised") -> dict[str, Any]:
     for candidate, before, after, helped in advice.chosen:
         writes = advice.write_rates.get(QualifiedName(candidate.schema, candidate.table), 0.0)
         # each statement it made cheaper: its name, its estimated cost per call before → after, how often it runs
-        served = "; ".join(f"{names.get(q, q)} {b:,.1f} → {a:,.1f} per call, {by_id[q][0].calls_per_s:.2f} calls/s"
-                           for q, b, a in helped if q in by_id)
+        served = [f"{names.get(q, q)} {b:,.1f} → {a:,.1f} per call, {by_id[q][0].calls_per_s:.2f} calls/s"
+                  for q, b, a in helped if q in by_id]
         origin = f"declared in phases.yml as {candidate.declared}; " if candidate.declared else ""
         indexes.append({
             "name": candidate.name, "table": str(QualifiedName(candidate.schema, candidate.table)),
             "columns": list(candidate.columns),
             **({"include": list(candidate.include)} if candidate.include else {}),
             **({"where": candidate.where} if candidate.where else {}),
-            "serves": f"{origin}{served + '; ' if served else ''}workload cost {before:,.0f} → {after:,.0f} per second"
-                      f" (calls/s × est. cost); the table takes {writes:.1f} writes/s ({advice.write_basis})"
-                      + (f": upkeep ~{advice.maintenance[candidate.name]:,.0f}/s weighed in"
-                         if candidate.name in advice.maintenance else ": upkeep not weighed (no measured window)")
-                      + (f"; {advice.chosen_on[candidate.name]}" if candidate.name in advice.chosen_on else "")})
+            "serves": fitted(origin, served,
+                             f"workload cost {before:,.0f} → {after:,.0f} per second"
+                             f" (calls/s × est. cost); the table takes {writes:.1f} writes/s ({advice.write_basis})"
+                             + (f": upkeep ~{advice.maintenance[candidate.name]:,.0f}/s weighed in"
+                                if candidate.name in advice.maintenance else ": upkeep not weighed (no measured window)")
+                             + (f"; {advice.chosen_on[candidate.name]}" if candidate.name in advice.chosen_on else ""))})
     gates: list[dict[str, Any]] = [{"name": f"{phase_id}_no_invalid_indexes", "kind": "sql",
                                     "sql": "gates/no_invalid_indexes.sql", "expect": "no_rows"}]
     # every statement with sampleable parameters is protected, not only the ones an index targets: no worse than
@@ -141,6 +142,21 @@ def to_yaml(advice: Advice, phase_id: str = "advised") -> str:
         lines += [f"#   {name} ({size:,} bytes, stats since {since}) — state: absent to remove" for name, size, since
                   in advice.unused]
     return "\n".join(lines) + "\n"
+
+
+# phases.yml's limit on an index's serves: (the schema's maxLength)
+SERVES_LIMIT = 500
+
+
+def fitted(origin: str, served: list[str], rest: str) -> str:
+    """An index's serves: as many of the statements it made cheaper as fit beside the rest, then how many more (the
+    comments below the proposal list them all)."""
+    for shown in range(len(served), -1, -1):
+        more = f"and {len(served) - shown} more; " if shown < len(served) else ""
+        text = origin + "".join(f"{s}; " for s in served[:shown]) + more + rest
+        if len(text) <= SERVES_LIMIT:
+            return text
+    return (origin + rest)[:SERVES_LIMIT - 1] + "…"
 
 
 def merged_rollups(advice: Advice) -> list[tuple[Rollup, list[int]]]:
