@@ -59,9 +59,11 @@ def _literal(conn: psycopg.Connection, value: Any) -> str:
     return sql.Literal(Jsonb(value) if isinstance(value, dict) else value).as_string(conn)
 
 
-def _plans(conn: psycopg.Connection, statement: Statement, every_set: bool) -> list[dict[str, Any]]:
-    """Its plan for the first sampled set (or the generic plan), or for every sampled set."""
-    sets: list[tuple[Any, ...] | None] = list(statement.values if every_set else statement.values[:1]) or [None]
+def _plans(conn: psycopg.Connection, statement: Statement, every_set: bool, tail: bool = False) -> list[dict[str, Any]]:
+    """Its plan for the first sampled set (or the generic plan), for the typical and the heaviest (tail), or for
+    every sampled set."""
+    chosen = statement.values if every_set else statement.values[:2] if tail else statement.values[:1]
+    sets: list[tuple[Any, ...] | None] = list(chosen) or [None]
     return [plan for values in sets if (plan := _plan_of(conn, statement, values)) is not None]
 
 
@@ -137,7 +139,9 @@ class Costing:
 
 
 def workload_cost(conn: psycopg.Connection, statements: list[Statement], hypothetical: list[Candidate],
-                   every_set: bool = False) -> Costing:
+                   every_set: bool = False, tail: bool = False) -> Costing:
+    """Each statement's estimated cost per call with these hypothetical indexes: its mean over the sets costed (the
+    first; with `tail` the typical and the heaviest, so the largest tenant weighs in the choice; or every set)."""
     conn.execute("SELECT hypopg_reset()")
     names: dict[str, Candidate] = {}
     for candidate in hypothetical:
@@ -148,7 +152,7 @@ def workload_cost(conn: psycopg.Connection, statements: list[Statement], hypothe
                     names[str(row[0])] = candidate
         except psycopg.Error:
             continue  # a candidate HypoPG cannot represent is costed as absent
-    plans = {s.queryid: found for s in statements if (found := _plans(conn, s, every_set))}
+    plans = {s.queryid: found for s in statements if (found := _plans(conn, s, every_set, tail))}
     conn.execute("SELECT hypopg_reset()")
     costs = {q: sum(float(p["Total Cost"]) for p in found) / len(found) for q, found in plans.items()}
     return Costing(costs, plans, names)

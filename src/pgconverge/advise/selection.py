@@ -29,8 +29,13 @@ def upkeep(candidate: Candidate, advice: Advice) -> float:
     return cost
 
 
+# the planner keeps paths within 1 % of each other as equally cheap (STD_FUZZ_FACTOR): one more index may move a
+# statement's estimate inside that band without any plan becoming worse
+PLANNER_FUZZ = 1.01
+
+
 def costlier(before: float | None, after: float | None) -> bool:
-    return before is not None and after is not None and after > before * 1.001 + 0.01
+    return before is not None and after is not None and after > before * PLANNER_FUZZ + 0.01
 
 
 def objection(conn: psycopg.Connection, candidate: Candidate, current: Costing, trial: Costing, statements: list[Statement],
@@ -61,13 +66,14 @@ def choose(conn: psycopg.Connection, statements: list[Statement], pool: list[Can
     upkeep, among those that make no statement costlier and invite no risky plan and that save MIN_SAVING of what
     indexes can still make cheaper or halve a statement's cost; stop when none is left."""
     pool = list(pool)
-    current = workload_cost(conn, statements, [])
+    # the typical and the heaviest set of each statement: the largest tenant's cost weighs half of the choice
+    current = workload_cost(conn, statements, [], tail=True)
     chosen: list[Candidate] = []
     while pool and len(chosen) < MAX_INDEXES:
         now = per_second(current.costs, statements)
         trials = []
         for candidate in pool:
-            costing = workload_cost(conn, statements, [*chosen, candidate])
+            costing = workload_cost(conn, statements, [*chosen, candidate], tail=True)
             trials.append((per_second(costing.costs, statements) + upkeep(candidate, advice), candidate, costing))
         # what some candidate can still make cheaper: a whole-table aggregate no index serves does not dilute it
         improvable = per_second({q: c for q, c in current.costs.items()

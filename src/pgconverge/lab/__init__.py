@@ -291,8 +291,13 @@ class Lab:
         raise LabError(mask(f"redis-server did not answer on 127.0.0.1:{state.redis_port}: {log}"))
 
 
-def reset_statements(conn: psycopg.Connection) -> None:
-    """Forget this database's pg_stat_statements (as a superuser): the replay that follows is what advise reads."""
+def reset_statements(conn: psycopg.Connection, whole_cluster: bool = False) -> None:
+    """Forget this database's pg_stat_statements (as a superuser): the replay that follows is what advise reads.
+    `whole_cluster` (a bench's own lab): every database's, which also restarts pg_stat_statements_info's clock —
+    advise's calls per second count from it (a per-database reset leaves it where it was)."""
+    if whole_cluster:
+        conn.execute("SELECT extensions.pg_stat_statements_reset()")
+        return
     conn.execute("SELECT extensions.pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
                  " WHERE datname = current_database()), 0)")
 

@@ -316,7 +316,7 @@ def advise_comparison(spec: Spec, scale: str, runs: int, out_dir: Path, repo: Pa
     rollback_all(url, spec)
     with psycopg.connect(lab.superuser_url(lab.database), autocommit=True) as su:
         su.execute("CREATE EXTENSION IF NOT EXISTS hypopg WITH SCHEMA extensions")
-        reset_statements(su)
+        reset_statements(su, whole_cluster=True)
     with connect(url) as conn:
         before = measure(conn, spec, "phase1", min(runs, 20), 5, log)  # the replay advise reads
         started = time.monotonic()
@@ -604,13 +604,14 @@ def app_advise_comparison(app: Path, rows: int, runs: int, out_dir: Path, repo: 
     if writer:
         writer.start()
     with psycopg.connect(lab.superuser_url(app.name), autocommit=True) as su:
-        reset_statements(su)
+        reset_statements(su, whole_cluster=True)
     with connect(url) as conn:
         before = measure_workload(conn, spec, min(runs, 30), 10, "before", log)  # the replay advise reads
         started = time.monotonic()
         advice = advise.advise(conn, spec, offer_declared=False, write_window_s=1.0)
         advise_s = time.monotonic() - started
-    report: dict[str, Any] = {"app": app.name, "rows": rows, "advise_s": round(advise_s, 2), "indexes": [
+    report: dict[str, Any] = {"app": app.name, "rows": rows, "advise_s": round(advise_s, 2),
+                              "write_basis": advice.write_basis, "indexes": [
         {"name": c.name, "table": str(QualifiedName(c.schema, c.table)), "columns": list(c.columns),
          "include": list(c.include), "where": c.where} for c, *_ in advice.chosen],
         "left_out": [{"name": c.name, "why": why} for c, _, why in advice.rejected], "before": before}
@@ -672,7 +673,7 @@ def app_advise_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"slower after advise than before (beyond {ratio}× + {slack} ms): {', '.join(slower) or 'none'}"]
     if report.get("writes"):
         lines += [f"the application's writer during the run: {report['writes']['batches']} batches,"
-                  f" {report['writes']['failed']} failed"]
+                  f" {report['writes']['failed']} failed; advise weighed upkeep from {report.get('write_basis')}"]
     if report.get("left_out"):
         lines += ["", "left out: " + "; ".join(f"{x['name']} ({x['why']})" for x in report["left_out"])]
     return "\n".join(lines) + "\n"
