@@ -101,6 +101,7 @@ bench-catalog: deps venv
 bench-advise: deps venv
 	$(BIN)/pgconverge bench --advise --scale $(or $(BENCH_SCALE),L)
 	$(BIN)/pgconverge bench --advise --app tests/boxoffice
+	$(BIN)/pgconverge bench --advise --app tests/telemetry --rows 2000000
 
 # Gates on a busy machine: 10 converges each of a correct phase (work, then time) and a regression, beside two
 # CPU-bound processes and a writing client (reports/bench/gates/)

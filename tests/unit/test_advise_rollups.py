@@ -48,3 +48,32 @@ def test_constant_filters_stay_in_the_view_and_what_buckets_cannot_answer_is_no_
         " WHERE tenant_id = $1 AND duration_ms > $2 AND created_at >= $3 GROUP BY 1",  # a filter on rows
     ):
         assert rollup_of(query, COLUMNS) is None, query
+
+
+def test_the_opt_in_rollup_phase_validates_once_uncommented(tmp_path):
+    import re
+
+    from pgconverge import spec
+    from pgconverge.advise import Advice, Statement, to_yaml
+
+    statement = Statement(7, DAILY, 40, 90.0, 3600.0, 1.0)
+    hourly = Statement(8, DAILY.replace("'day'", "'hour'"), 40, 9.0, 360.0, 1.0)
+    advice = Advice(statements=[(statement, 16_000.0, 16_000.0), (hourly, 2_000.0, 2_000.0)],
+                    rollups=[(7, rollup_of(DAILY, COLUMNS)), (8, rollup_of(hourly.query, COLUMNS))])
+    text = to_yaml(advice)
+    block = text[text.index("# Opt-in: rollups"):]
+    lines = block.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# - id: rollups"))
+    phase = "\n".join(line[2:] for line in lines[start:lines.index("#", start)])
+    files = dict(re.findall(r"# sql/(rollups/\w+\.sql):\n((?:#   .*\n)+)", block))
+    assert set(files) == {"rollups/events_daily_by_tenant_id.sql", "rollups/events_hourly_by_tenant_id.sql"}
+    for name, body in files.items():
+        (tmp_path / "sql" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "sql" / name).write_text("\n".join(line[4:] for line in body.splitlines()))
+    (tmp_path / "phases.yml").write_text("version: 1\nphases:\n" + phase + "\n")
+    loaded = spec.load(tmp_path / "phases.yml")
+    assert [v.unique_key for v in loaded.phase("rollups").materialized_views] == [("tenant_id", "bucket")] * 2
+    assert [j.command for j in loaded.phase("rollups").cron_jobs] == [
+        "REFRESH MATERIALIZED VIEW CONCURRENTLY telemetry.events_daily_by_tenant_id",
+        "REFRESH MATERIALIZED VIEW CONCURRENTLY telemetry.events_hourly_by_tenant_id"]
+    assert "FROM telemetry.events_daily_by_tenant_id WHERE tenant_id = $1" in block
