@@ -465,6 +465,13 @@ class _Builder:
             raise self.fail(where, f"duplicate {kind} name '{name}'{line} — names must be unique across all phases")
         self.seen_names[key] = where
 
+    def table(self, value: str, where: tuple) -> tuple[str, str]:
+        """A table as the catalog names it (any case), optionally schema.table → (schema, table)."""
+        if not RELATION.match(value):
+            raise self.fail(where, f"table '{_short(value, 40)}' — write the table's name as the catalog has it"
+                            " (letters, digits, _ and $, any case), optionally schema.table, no quotes")
+        return split_name(value, self.schema)
+
     def sql_file(self, relative: str, where: tuple) -> str:
         candidate = (self.sql_dir / relative).resolve()
         if self.sql_dir.resolve() not in candidate.parents:
@@ -600,10 +607,7 @@ def _index_element(b: _Builder, text: str, at: tuple, method: str) -> IndexColum
 def _index(b: _Builder, x: dict, at: tuple, phase: str) -> IndexSpec:
     name = b.identifier(x["name"], (*at, "name"), "index name")
     table = x["table"]
-    if not RELATION.match(table):
-        raise b.fail((*at, "table"), f"table '{_short(table, 40)}' — write the table's name as the catalog has it (letters,"
-                     " digits, _ and $, any case), optionally schema.table, no quotes")
-    schema, _ = split_name(table, b.schema)
+    schema, _ = b.table(table, (*at, "table"))
     b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
     method = x.get("method", "btree")
     columns = tuple(_index_element(b, text, (*at, "columns", i), method) for i, text in enumerate(x["columns"]))

@@ -20,7 +20,7 @@ from psycopg import sql
 from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, is_managed, of_kind, render
 from ..names import QualifiedName
 from ..reads import walk
-from ..spec import RELATION, Builder, digest, marker, split_name
+from ..spec import Builder, digest, marker
 from .kind import Kind, PlanContext
 
 COMMANDS = ("ALL", "SELECT", "INSERT", "UPDATE", "DELETE")
@@ -354,12 +354,9 @@ def phase_notes(policies: tuple[PolicySpec, ...], catalog: Catalog | None) -> li
 
 def build_policy(b: Builder, p: dict, at: tuple, phase: str) -> PolicySpec:
     table = p["table"]
-    if not RELATION.match(table):
-        raise b.fail((*at, "table"), f"table '{table[:40]}' — write the table's name as the catalog has it (letters,"
-                     " digits, _ and $, any case), optionally schema.table, no quotes")
-    schema, _ = split_name(table, b.schema)
+    schema, bare = b.table(table, (*at, "table"))
     name = p["name"]
-    b.unique_name("policy", f"{schema}.{table.rpartition('.')[2]}:{name}", (*at, "name"))
+    b.unique_name("policy", f"{schema}.{bare}:{name}", (*at, "name"))
     command = p.get("command", "ALL").upper()
     roles = tuple(r if r.lower() == "public" else b.identifier(r, (*at, "roles", i), "role")
                   for i, r in enumerate(p.get("roles", ["public"])))

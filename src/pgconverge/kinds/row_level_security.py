@@ -14,7 +14,7 @@ from psycopg import sql
 
 from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, is_managed, of_kind, render
 from ..names import QualifiedName
-from ..spec import RELATION, Builder, split_name
+from ..spec import Builder
 from .kind import Kind, PlanContext
 from .policy import kept
 
@@ -104,11 +104,8 @@ def rollback_row_security(rls: RowSecuritySpec, catalog: Catalog, phase_id: str)
 
 def build_row_security(b: Builder, r: dict, at: tuple, phase: str) -> RowSecuritySpec:
     table = r["table"]
-    if not RELATION.match(table):
-        raise b.fail((*at, "table"), f"table '{table[:40]}' — write the table's name as the catalog has it, optionally"
-                     " schema.table, no quotes")
-    schema, _ = split_name(table, b.schema)
-    b.unique_name("row level security", f"{schema}.{table.rpartition('.')[2]}", (*at, "table"))
+    schema, bare = b.table(table, (*at, "table"))
+    b.unique_name("row level security", f"{schema}.{bare}", (*at, "table"))
     if r.get("forced") and not r.get("enabled", True):
         raise b.fail((*at, "forced"), "forced needs enabled: true — RLS that is off cannot be forced")
     return RowSecuritySpec(table=table, phase=phase, schema=schema, enabled=r.get("enabled", True),

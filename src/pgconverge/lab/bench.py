@@ -713,17 +713,10 @@ def peer_noop(repo: Path, out_dir: Path, runs: int = 7, log=print) -> dict[str, 
     env = {**os.environ, "DATABASE_URL": url, "PGCONVERGE_PHASES": str(project / "phases.yml"),
            "PGCONVERGE_REPORTS_DIR": str(out_dir / "peer-reports")}
 
-    def timed(argv: list[str], cwd: Path, environment: dict[str, str]) -> float:
-        started = time.monotonic()
-        done = subprocess.run(argv, cwd=cwd, env=environment, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if done.returncode != 0:
-            raise UserError(f"{Path(argv[0]).name} failed: {(done.stdout + done.stderr)[-600:]}")
-        return time.monotonic() - started
-
     pyinfra = [str(Path(sys.executable).parent / "pyinfra"), "inventory/lab.py", "deploys/phase.py", "-y",
                "--data", "phase=peer"]
-    timed(pyinfra, repo, env)  # converge once
-    ours = [timed(pyinfra, repo, env) for _ in range(runs)]
+    _timed(pyinfra, repo, env)  # converge once
+    ours = [_timed(pyinfra, repo, env) for _ in range(runs)]
     report: dict[str, Any] = {"runs": runs, "pgconverge_s": [round(t, 3) for t in ours],
                               "pgconverge_median_s": round(statistics.median(ours), 3)}
     log(f"pgconverge no-op (pyinfra CLI): median {report['pgconverge_median_s']} s over {runs} runs")
@@ -749,8 +742,8 @@ def peer_noop(repo: Path, out_dir: Path, runs: int = 7, log=print) -> dict[str, 
                    "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
                    "ANSIBLE_PYTHON_INTERPRETER": str(Path(playbook_bin).parent / "python")}
     command = [playbook_bin, str(project / "peer.yml")]
-    timed(command, project, ansible_env)
-    theirs = [timed(command, project, ansible_env) for _ in range(runs)]
+    _timed(command, project, ansible_env)
+    theirs = [_timed(command, project, ansible_env) for _ in range(runs)]
     report.update({"ansible_s": [round(t, 3) for t in theirs], "ansible_median_s": round(statistics.median(theirs), 3)})
     report["ratio"] = round(report["ansible_median_s"] / report["pgconverge_median_s"], 2)
     log(f"Ansible no-op (community.postgresql): median {report['ansible_median_s']} s over {runs} runs —"
