@@ -156,7 +156,6 @@ class Baseline:
     readings: list[Reading]
     p95_ms: float | None = None  # the wall-clock p95 before, for information
     times: list[list[float]] = field(default_factory=list)  # per set, per round (compare_by: time)
-    caller: Caller | None = None  # who ran it: the same role and claims after the phase
 
     def heaviest(self) -> Reading:
         return max(self.readings, key=lambda r: r.blocks)
@@ -165,7 +164,7 @@ class Baseline:
 def take_baseline(conn: psycopg.Connection, query: str, rows: list[dict[str, Any]], seed: str,
                   timed: bool = False, caller: Caller | None = None) -> Baseline:
     sets = tail_sets(conn, query, rows, seed, caller=caller)
-    baseline = Baseline(query, sets, [read(conn, query, s, caller) for s in sets], caller=caller)
+    baseline = Baseline(query, sets, [read(conn, query, s, caller) for s in sets])
     if timed:
         baseline.times = paired_times(conn, query, sets, caller=caller)
     return baseline

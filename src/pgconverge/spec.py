@@ -287,6 +287,10 @@ class WorkloadQuery:
     caller: Caller | None = None  # who runs it: an API role with JWT claims, so row-level security applies
 
 
+# a parameter as workload SQL and claims name it: %(column)s
+PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
 @dataclass(frozen=True)
 class Caller:
     """An API request's identity: the role, and the JWT claims Supabase's API sets per request (request.jwt.claims);
@@ -297,13 +301,13 @@ class Caller:
 
     def claims_for(self, params: dict[str, Any]) -> str:
         def value(v: Any) -> Any:
-            match = re.fullmatch(r"%\((\w+)\)s", v) if isinstance(v, str) else None
+            match = PARAMETER.fullmatch(v) if isinstance(v, str) else None
             return str(params.get(match[1])) if match else v
         return json.dumps({"role": self.role, **{k: value(v) for k, v in self.claims}}, sort_keys=True)
 
     @property
     def names(self) -> set[str]:
-        return {m[1] for _, v in self.claims if isinstance(v, str) and (m := re.fullmatch(r"%\((\w+)\)s", v))}
+        return {m[1] for _, v in self.claims if isinstance(v, str) and (m := PARAMETER.fullmatch(v))}
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,10 @@ class PolicyFact:
     comment: str | None = None
 
     @property
+    def table_key(self) -> QualifiedName:
+        return self.table
+
+    @property
     def definition(self) -> str:
         return definition_text(self.permissive, self.command, self.roles, self.using, self.with_check)
 
@@ -137,7 +141,7 @@ def _clauses(using: str | None, with_check: str | None) -> sql.Composable:
 
 
 def create_policy_sql(policy: PolicySpec | PolicyFact, table: sql.Composable | None = None) -> str:
-    on = table if table is not None else (policy.table_key if isinstance(policy, PolicySpec) else policy.table).identifier
+    on = table if table is not None else policy.table_key.identifier
     return render(sql.SQL("CREATE POLICY {} ON {} AS {} FOR {} TO {}").format(
         sql.Identifier(policy.name), on, sql.SQL("PERMISSIVE" if policy.permissive else "RESTRICTIVE"),
         sql.SQL(policy.command), _roles(policy.roles)) + _clauses(policy.using, policy.with_check))
@@ -152,7 +156,7 @@ def _alter_or_replace(live: PolicyFact, wanted: PolicySpec | PolicyFact) -> tupl
         return (render(sql.SQL("ALTER POLICY {} TO {}").format(target, _roles(wanted.roles))
                        + _clauses(wanted.using, wanted.with_check)),)
     return (render(sql.SQL("DROP POLICY {}").format(target)),
-            create_policy_sql(wanted if isinstance(wanted, PolicySpec) else wanted, live.table.identifier))
+            create_policy_sql(wanted, live.table.identifier))
 
 
 def _comment(name: str, table: QualifiedName, text: str | None) -> str:
@@ -318,7 +322,7 @@ def slow_policy_notes(policies: Iterable[PolicySpec | PolicyFact], where: str = 
     """Policies written the slow way, each with the rewrite to declare."""
     notes = []
     for policy in policies:
-        table = policy.table_key if isinstance(policy, PolicySpec) else policy.table
+        table = policy.table_key
         for clause, expression in (("using", policy.using), ("with_check", policy.with_check)):
             calls = per_row_calls(expression)
             if calls and expression:
@@ -329,7 +333,7 @@ def slow_policy_notes(policies: Iterable[PolicySpec | PolicyFact], where: str = 
     shared: dict[tuple[str, str, str], list[str]] = {}
     for policy in policies:
         if policy.permissive:
-            on = policy.table_key if isinstance(policy, PolicySpec) else policy.table
+            on = policy.table_key
             for role in policy.roles:
                 for command in commands.get(policy.command, (policy.command,)):
                     shared.setdefault((str(on), role, command), []).append(policy.name)
