@@ -29,6 +29,8 @@ _counter = itertools.count()
 # inventory/lab.py writes its cache, backend env and backup files under the lab's folder: never the developer's
 SCRATCH_LAB = Path(tempfile.gettempdir()) / "pgconverge-test-output" / "lab"
 os.environ["PGCONVERGE_LAB_DIR"] = str(SCRATCH_LAB)
+# the validated-spec cache is on in the tests (as for users), in a folder of the run's own, not the developer's
+os.environ["PGCONVERGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="pgconverge-spec-cache-")
 
 
 def pytest_configure(config) -> None:

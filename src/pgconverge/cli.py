@@ -58,20 +58,14 @@ def _database_url(args: argparse.Namespace) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = _load_spec(args, announce=False)
-    counts = {
-        "indexes": sum(len(p.indexes) for p in spec.phases),
-        "materialized views": sum(len(p.materialized_views) for p in spec.phases),
-        "functions": sum(len(p.functions) for p in spec.phases),
-        "cron jobs": sum(len(p.cron_jobs) for p in spec.phases),
-        **{kind.section.replace("_", " "): n for kind in REGISTRY
-           if (n := sum(len(p.objects.get(kind.section, ())) for p in spec.phases))},
-        "gates": sum(len(p.gates) for p in spec.phases),
-    }
+    counts = {(kind.name if n == 1 else kind.section).replace("_", " "): n for kind in REGISTRY
+              if (n := sum(len(kind.declared(p)) for p in spec.phases))}
+    counts["gates"] = sum(len(p.gates) for p in spec.phases)
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     print(f"{spec.path}: valid — {len(spec.phases)} phases, {summary}")
     for phase in spec.phases:
         for kind in REGISTRY:
-            for note in kind.notes(phase.objects.get(kind.section, ()), None):
+            for note in kind.notes(kind.declared(phase), None):
                 print(f"note: phase {phase.id}: {note}")
     return 0
 

@@ -82,7 +82,7 @@ def _read(conn: psycopg.Connection, schema: str) -> Catalog:
         partitions=partitions,
         partition_keys=partition_keys,
         dependents=read_dependents(conn),
-        objects={kind.name: kind.read(conn) for kind in REGISTRY},
+        objects={kind.name: kind.read(conn) for kind in REGISTRY if kind.read},
         schema_owners=dict(conn.execute(
             "SELECT n.nspname, CASE WHEN n.nspowner = 'pg_database_owner'::regrole"
             " THEN pg_get_userbyid(d.datdba) ELSE pg_get_userbyid(n.nspowner) END"
@@ -180,11 +180,11 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                             desired.matviews[view.key] = row[0]
                 except psycopg.Error as exc:
                     desired.unrendered[f"materialized view {view.key}"] = _first_line(exc)
-            for kind in REGISTRY:
-                for number, obj in enumerate(o for p in phases for o in p.objects.get(kind.section, ())):
+            for kind in (k for k in REGISTRY if k.render):
+                for number, obj in enumerate(o for p in phases for o in kind.declared(p)):
                     try:
                         with conn.transaction():
-                            definition = kind.render(conn, obj, number)
+                            definition = kind.render(conn, obj, number)  # type: ignore[misc]
                             if definition:
                                 desired.definitions.setdefault(kind.name, {})[obj.key] = definition
                     except psycopg.Error as exc:  # e.g. it reads what this run creates first: the marker decides

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from croniter import croniter
 from psycopg.rows import dict_row
 
 from . import evidence
@@ -306,6 +305,8 @@ def gate_cron_health(conn: psycopg.Connection, spec: Spec, gate: GateSpec) -> Ga
             problems.append(f"{name}: not scheduled")
             continue
         schedule, active, status, started, succeeded, now, scheduled_at = rows[name]
+        from croniter import croniter  # only where a cron gate runs
+
         due = croniter(schedule, now).get_prev(dt.datetime)
         if not active:
             problems.append(f"{name}: inactive")

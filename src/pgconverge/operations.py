@@ -314,9 +314,7 @@ def managed_schemas(spec: Spec) -> tuple[str, ...]:
     """The schemas phases.yml can change: what the schema backup before a change holds."""
     schemas: set[str] = set()
     for phase in spec.phases:
-        schemas |= {i.schema for i in phase.indexes} | {v.schema for v in phase.materialized_views}
-        schemas |= {f.schema for f in phase.functions}
-        schemas |= {o.schema for kind in REGISTRY for o in phase.objects.get(kind.section, ())}
+        schemas |= {o.schema for kind in REGISTRY if kind.marked for o in kind.declared(phase)}
     return tuple(sorted(schemas or {spec.settings.schema}))
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pglast
-from pglast import ast
-
 
 def walk(node: Any):
     """Every node of a parse tree, depth first."""
+    from pglast import ast  # pglast loads where a query is parsed, not with the deploy
+
     if isinstance(node, tuple | list):
         for item in node:
             yield from walk(item)
@@ -21,6 +20,9 @@ def walk(node: Any):
 
 def relations_read(query: str) -> frozenset[str]:
     """The relations a query names, as written (`name` or `schema.name`); nothing when it does not parse."""
+    import pglast
+    from pglast import ast
+
     try:
         statements = pglast.parse_sql(query)
     except pglast.parser.ParseError:

@@ -14,6 +14,7 @@ from .connection import open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, session_statements
 from .kinds import REGISTRY
+from .kinds.index import rollback_index
 from .model import Action, DependentFact, Lock
 from .names import QualifiedName
 from .secrets import mask, url_from_env
@@ -216,8 +217,8 @@ def every_statement(spec: Spec) -> str:
         cron_jobs={j.name: facts.CronJobFact(j.name, j.schedule, j.command, "x") for p in spec.phases for j in p.cron_jobs},
         extensions={e.name: facts.ExtensionFact(e.name, "", e.schema or spec.settings.schema, mark)
                     for p in spec.phases for e in p.extensions},
-        objects={kind.name: {o.key: kind.stand_in(o, mark) for p in spec.phases for o in p.objects.get(kind.section, ())}
-                 for kind in REGISTRY},
+        objects={kind.name: {o.key: kind.stand_in(o, mark) for p in spec.phases for o in kind.declared(p)}
+                 for kind in REGISTRY if kind.stand_in},
     )
     rollback = plan.plan_rollback(spec, applied, spec.phases[0].id).steps if spec.phases else ()
     shapes = _live_shapes(spec, empty, applied)
@@ -247,7 +248,7 @@ def _live_shapes(spec: Spec, empty: facts.Catalog, applied: facts.Catalog) -> li
         live = replace(applied, partitions=tree, indexes={index.key: facts.IndexFact(
             index.name, index.table_name, True, "", marker(index.phase, index.definition_hash, index.project),
             partitioned=True)})
-        steps += [replace(s, why=f"rollback: {s.why}") for s in plan.rollback_index(index, live, index.phase)]
+        steps += [replace(s, why=f"rollback: {s.why}") for s in rollback_index(index, live, index.phase)]
     for view in (v for p in spec.phases for v in p.materialized_views if v.state == "present"):
         app_view = DependentFact(view.key.sibling(f"{view.name}_board"), "view",
                                        f"SELECT * FROM {view.schema}.{view.name}", ("security_invoker=true",))

@@ -12,10 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import pglast
-from croniter import croniter
-
+from . import speccache
 from .errors import UserError
 from .names import QualifiedName
 from .yamlmarks import Mark, YamlError, load_with_marks
@@ -110,6 +107,10 @@ class ExtensionSpec:
     version: str | None = None
     state: str = "present"
     project: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.name  # one per database: its name is its identity
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,10 @@ class CronJobSpec:
     database: str | None = None
     state: str = "present"
 
+    @property
+    def key(self) -> str:
+        return self.name  # unique per pg_cron: its name is its identity
+
 
 @dataclass(frozen=True)
 class GrantSpec:
@@ -325,8 +330,14 @@ class Phase:
     cron_jobs: tuple[CronJobSpec, ...] = ()
     grants: tuple[GrantSpec, ...] = ()
     gates: tuple[GateSpec, ...] = ()
-    # the kinds in the registry (kinds/__init__.py): phases.yml section → its declared objects
+    # every kind in the registry (kinds/__init__.py): phases.yml section → its declared objects
     objects: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the kinds spec.py still builds into fields of their own are in `objects` too (grants with the revokes):
+        # the planner reads every kind the same way
+        object.__setattr__(self, "objects", {**self.objects, **{section: getattr(self, section) for section in (
+            "extensions", "indexes", "materialized_views", "functions", "cron_jobs", "grants")}})
 
 
 @dataclass(frozen=True)
@@ -403,15 +414,24 @@ def load(path: str | Path) -> Spec:
         raise SpecError(path, None, "file not found — pass the path to phases.yml") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(path, None, f"cannot read file ({exc.__class__.__name__}) — check it is UTF-8 text") from None
+    entry = speccache.key(path, text)
+    cached = speccache.fetch(entry)
+    if isinstance(cached, Spec):
+        return cached
     try:
         data, marks = load_with_marks(text)
     except YamlError as exc:
         raise SpecError(path, exc.mark, exc.message) from None
     _check_schema(path, data, marks)
-    return _build(path, data, marks)
+    files: list[Path] = []
+    spec = _build(path, data, marks, files)
+    speccache.keep(entry, spec, files)  # only a spec that passed every check is kept
+    return spec
 
 
 def _check_schema(path: Path, data: Any, marks: dict) -> None:
+    import jsonschema  # only when the spec is not in the cache: a no-op run never loads it
+
     validator = jsonschema.Draft202012Validator(json_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if not errors:
@@ -440,8 +460,9 @@ def _short(text: Any, limit: int = 80) -> str:
 
 
 class _Builder:
-    def __init__(self, path: Path, marks: dict):
+    def __init__(self, path: Path, marks: dict, files: list[Path] | None = None):
         self.path = path
+        self.files = files if files is not None else []  # every SQL file read: the spec cache checks them
         self.marks = marks
         self.sql_dir = path.parent / "sql"
         self.seen_names: dict[str, tuple] = {}
@@ -482,17 +503,20 @@ class _Builder:
             raise self.fail(where, f"SQL file '{_short(relative, 60)}' is outside sql/ — keep SQL under sql/")
         if not candidate.is_file():
             raise self.fail(where, f"SQL file 'sql/{_short(relative, 60)}' does not exist — create it or fix the path")
+        self.files.append(candidate)
         return candidate.read_text(encoding="utf-8")
 
     def parse_sql(self, text: str, where: tuple, what: str) -> Any:
+        import pglast
+
         try:
             return pglast.parse_sql(text)
         except pglast.parser.ParseError as exc:
             raise self.fail(where, f"{what} does not parse: {_short(exc)} — fix the SQL") from None
 
 
-def _build(path: Path, data: dict, marks: dict) -> Spec:
-    b = _Builder(path, marks)
+def _build(path: Path, data: dict, marks: dict, files: list[Path]) -> Spec:
+    b = _Builder(path, marks, files)
     settings_data = data.get("settings", {})
     for key in ("schema", "owner"):
         if key in settings_data:
@@ -673,7 +697,7 @@ def spec_builders() -> dict[str, Callable[[_Builder, dict, tuple, str], Any]]:
     """phases.yml sections of the kinds in the registry, each with its builder (in its kind's module)."""
     from .kinds import REGISTRY  # the kinds import this module: their builders are looked up when loading
 
-    return {kind.section: kind.build for kind in REGISTRY}
+    return {kind.section: kind.build for kind in REGISTRY if kind.build}
 
 
 def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
@@ -705,6 +729,8 @@ def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
 
 def valid_cron_schedule(schedule: str) -> bool:
     # Five standard fields only: what every pg_cron version accepts (sub-minute schedules need pg_cron 1.5+).
+    from croniter import croniter
+
     return len(schedule.split()) == 5 and croniter.is_valid(schedule)
 
 

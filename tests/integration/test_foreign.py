@@ -89,7 +89,7 @@ def test_full_cycle_on_a_foreign_schema_as_its_owner(foreign_db, tmp_path):
     env = {**os.environ, "DATABASE_URL": foreign_db}
     valid = subprocess.run([pgconverge, "validate", "--phases", str(FOREIGN / "phases.yml")], cwd=REPO,
                            capture_output=True, text=True, env=env)
-    assert valid.returncode == 0 and "2 phases, 7 indexes" in valid.stdout, valid.stdout + valid.stderr
+    assert valid.returncode == 0 and "2 phases, 1 extension, 7 indexes" in valid.stdout, valid.stdout + valid.stderr
 
     dry = ok(pyinfra(foreign_db, "deploys/all.py", "--dry", tmp=tmp_path))
     assert f"phases: {FOREIGN / 'phases.yml'} (from $PGCONVERGE_PHASES)" in dry

@@ -8,6 +8,7 @@ import pytest
 
 from pgconverge import plan
 from pgconverge.facts import Catalog, CronJobFact, ExtensionFact, FunctionFact, IndexFact, MatViewFact
+from pgconverge.kinds.privileges import grant_notes
 from pgconverge.spec import (
     CronJobSpec,
     ExtensionSpec,
@@ -194,7 +195,7 @@ def test_grants_close_only_the_gap_and_skip_missing_roles():
     grant = GrantSpec(("SELECT",), "leads", ("authenticated", "PUBLIC"), "p2")
     assert sqls(plan.plan_grant(grant, catalog(acls=acls), False)) == [
         'GRANT SELECT ON TABLE "public"."leads" TO "authenticated"', 'GRANT SELECT ON TABLE "public"."leads" TO PUBLIC']
-    assert plan.grant_notes(revoke, catalog(), set()) == ["role 'ghost' does not exist here: leads privileges for it skipped"]
+    assert grant_notes(revoke, catalog(), set()) == ["role 'ghost' does not exist here: leads privileges for it skipped"]
 
 
 def spec_of(*phases: Phase) -> Spec:

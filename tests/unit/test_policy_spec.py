@@ -31,7 +31,7 @@ def test_validate_names_a_per_row_auth_call_with_its_rewrite(tmp_path, capsys):
     path = _write(tmp_path, command="SELECT", clause="using", expression="owner_id = auth.uid() AND NOT archived")
     assert cli.main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "1 phases" in out and "1 policies" in out
+    assert "1 phases" in out and "1 policy," in out
     assert ("note: phase rls: policy owners read on public.documents calls auth.uid() for every row in using —"
             " declare using: \"owner_id = (select auth.uid()) AND NOT archived\"") in out
 

@@ -47,7 +47,7 @@ def validate(path: Path, capsys) -> tuple[int, str]:
 def test_shipped_phases_yml_is_valid(capsys):
     code, out = validate(REPO / "phases.yml", capsys)
     assert code == 0, out
-    assert "3 phases, 12 indexes, 3 materialized views, 5 functions, 3 cron jobs" in out
+    assert "3 phases, 2 extensions, 12 indexes, 3 materialized views, 5 functions, 3 grants, 3 cron jobs" in out
 
 
 def test_minimal_spec_loads_into_frozen_dataclasses(project):

@@ -17,6 +17,7 @@ from ..model import (
     render,
 )
 from ..spec import CronJobSpec
+from .kind import Kind
 
 
 def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFact]]:
@@ -84,3 +85,9 @@ def rollback_cron_job(job: CronJobSpec, catalog: Catalog, phase_id: str) -> list
     # by id: a superuser rolling back the owner's jobs — cron.unschedule(name) matches only the caller's own
     return [Step((render(sql.SQL("SELECT cron.unschedule({}::bigint)").format(sql.Literal(fact.jobid))),),
                  "rollback", f"cron job {job.name}", Lock.NONE, phase_id, action=Action.SCHEDULE)]
+
+
+# last of a phase: what a job refreshes or calls exists before it is scheduled; scheduled as the login (pg_cron shows
+# each role only its own jobs), which owns or acts for the owner of what the job runs
+CRON_JOB = Kind(name="cron job", section="cron_jobs", plan=lambda job, catalog, context: plan_cron_job(job, catalog),
+                rollback=rollback_cron_job, owned=False, marked=False)

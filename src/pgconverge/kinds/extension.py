@@ -17,6 +17,7 @@ from ..model import (
     render,
 )
 from ..spec import ExtensionSpec, marker
+from .kind import Kind, PlanContext, Planned
 
 
 def read_extensions(conn: psycopg.Connection) -> dict[str, ExtensionFact]:
@@ -76,3 +77,24 @@ def rollback_extension(extension: ExtensionSpec, catalog: Catalog, phase_id: str
         return []
     return [Step((render(sql.SQL("DROP EXTENSION IF EXISTS {}").format(sql.Identifier(extension.name))),),
                  "rollback", f"extension {extension.name}", Lock.ACCESS_EXCLUSIVE, phase_id, action=Action.DROP)]
+
+
+def _plan(extension: ExtensionSpec, catalog: Catalog, context: PlanContext) -> Planned:
+    steps = tuple(plan_extension(extension, catalog))
+    fact = catalog.extensions.get(extension.name)
+    if extension.state != "present" or not fact or not extension.schema or fact.schema == extension.schema:
+        return Planned(steps)
+    if not fact.relocatable:
+        return Planned(steps, notes=(
+            f"extension {extension.name} is in schema {fact.schema}, declared in {extension.schema}, and cannot be"
+            " moved (not relocatable): drop and re-create it there when nothing depends on it",))
+    if not fact.movable:  # it works where it is; moving it is the owner's (a superuser's) job, not a reason to stop
+        return Planned(steps, unrepairable=(
+            f"extension {extension.name} is in schema {fact.schema}, declared in {extension.schema}; it belongs to"
+            f" {fact.owner} and {catalog.current_user} may not move it — left where it is; a superuser runs: ALTER"
+            f" EXTENSION {extension.name} SET SCHEMA {extension.schema}",))
+    return Planned(steps)
+
+
+EXTENSION = Kind(name="extension", section="extensions", plan=_plan, rollback=rollback_extension, owned=False,
+                 marked=False)

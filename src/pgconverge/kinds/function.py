@@ -24,7 +24,8 @@ from ..model import (
 )
 from ..names import QualifiedName
 from ..spec import FunctionSpec, GrantSpec, marker
-from .privileges import grant_statements
+from .kind import Kind, PlanContext, Planned, as_owner
+from .privileges import function_privileges, grant_statements, plan_grant
 
 
 def read_functions(conn: psycopg.Connection) -> dict[str, FunctionFact]:
@@ -134,3 +135,35 @@ def _drop_marked(function: FunctionSpec, fact: FunctionFact | None, why: str, ph
 @of_kind("function")
 def rollback_function(function: FunctionSpec, catalog: Catalog, phase_id: str) -> list[Step]:
     return _drop_marked(function, catalog.functions.get(function.key), "rollback", phase_id)
+
+
+def owner_drift(function: FunctionSpec, catalog: Catalog, owner: str | None) -> list[Step]:
+    """A managed function that belongs to another role than its schema's owner (or settings.owner): repaired by
+    ALTER … OWNER TO as whoever runs (that needs the current owner's rights); one overload only (else: which?)."""
+    fact = catalog.functions.get(function.key)
+    want = catalog.owner_for(function.schema, owner)
+    if function.state != "present" or not fact or not fact.owner or fact.owner == want or fact.overloads != 1:
+        return []
+    return [Step((render(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(
+        sql.Identifier(function.schema, function.name), sql.Identifier(want))),),
+        f"owned by {fact.owner}, belongs to {want}", f"function {function.name}", Lock.NONE, function.phase,
+        target="function")]
+
+
+def _plan(function: FunctionSpec, catalog: Catalog, context: PlanContext) -> Planned:
+    if function.state != "present":
+        return Planned(tuple(plan_function(function, catalog)))
+    privileges = function_privileges(function, context.grants, context.api_roles)
+    steps = as_owner(plan_function(function, catalog, privileges, context.desired), catalog, function.schema,
+                     context.owner)
+    if all(s.action == Action.MARK for s in steps):  # not replaced: its privileges compared with the catalog
+        wanted = context.desired.functions.get(function.key)
+        steps += as_owner([s for g in privileges for s in plan_grant(g, catalog, True,
+                                                                     wanted.arguments if wanted else None)],
+                          catalog, function.schema, context.owner)
+    # its privileges are planned here, replaced or not: never again as a grant of the phase
+    return Planned((*owner_drift(function, catalog, context.owner), *steps), covered=True)
+
+
+FUNCTION = Kind(name="function", section="functions", plan=_plan, rollback=rollback_function, owned=False,
+                provides=True, live=lambda catalog: catalog.functions)

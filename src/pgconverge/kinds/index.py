@@ -26,6 +26,7 @@ from ..model import (
 )
 from ..names import QualifiedName
 from ..spec import IndexSpec, marker
+from .kind import Kind, PlanContext, Planned
 
 
 def read_indexes(conn: psycopg.Connection) -> dict[str, IndexFact]:
@@ -393,3 +394,20 @@ def build_on_probe(conn: psycopg.Connection, index: IndexSpec, number: int, part
     conn.execute(create_index_sql(replace(index, schema="pg_temp", table=probe), f"{probe}_i",  # type: ignore[arg-type]
                                   concurrently=False))
     return f"pg_temp.{probe}_i"
+
+
+def _plan(index: IndexSpec, catalog: Catalog, context: PlanContext) -> Planned:
+    steps = tuple(plan_index(index, catalog, context.desired))
+    notes = [note] if steps and (note := partition_note(index, catalog)) else []
+    wanted = context.desired.indexes.get(index.key)
+    if index.state == "present" and wanted and index.key not in catalog.indexes and not index.allow_duplicate:
+        same, _ = index_duplicates(index, catalog, wanted)
+        if same:
+            notes.append(f"index {index.key} not built: {', '.join(same)} already has exactly this definition"
+                         f" ({wanted}) — drop that one, or set allow_duplicate: true")
+    return Planned(steps, notes=tuple(notes))
+
+
+# an index on a materialized view of its phase is built after the view
+INDEX = Kind(name="index", section="indexes", plan=_plan, rollback=rollback_index, owned=False,
+             after=lambda index: frozenset({str(index.table_key)}), live=lambda catalog: catalog.indexes)

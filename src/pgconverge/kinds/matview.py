@@ -27,7 +27,9 @@ from ..model import (
     temp_name,
 )
 from ..names import QualifiedName
+from ..reads import relations_read
 from ..spec import GrantSpec, MatViewSpec, marker
+from .kind import Kind, PlanContext, Planned, as_owner
 from .privileges import grant_statements
 
 
@@ -213,3 +215,33 @@ def rollback_matview(view: MatViewSpec, catalog: Catalog, phase_id: str) -> list
                 sql.Identifier(view.schema, name))),), "rollback", f"materialized view {view.name}",
                 Lock.ACCESS_EXCLUSIVE, phase_id, table=QualifiedName(view.schema, name), action=Action.DROP))
     return steps
+
+
+def owner_drift(view: MatViewSpec, catalog: Catalog, owner: str | None) -> list[Step]:
+    """A managed view that belongs to another role than its schema's owner (or settings.owner): repaired by ALTER …
+    OWNER TO as whoever runs (that needs the current owner's rights)."""
+    fact = catalog.matviews.get(view.key)
+    want = catalog.owner_for(view.schema, owner)
+    if view.state != "present" or not fact or not fact.owner or fact.owner == want:
+        return []
+    return [Step((render(sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(
+        sql.Identifier(view.schema, view.name), sql.Identifier(want))),), f"owned by {fact.owner}, belongs to {want}",
+        f"materialized view {view.name}", Lock.ACCESS_EXCLUSIVE, view.phase, table=view.key,
+        target="materialized view")]
+
+
+def _plan(view: MatViewSpec, catalog: Catalog, context: PlanContext) -> Planned:
+    if view.state != "present":
+        return Planned(tuple(plan_matview(view, catalog, [])))
+    steps = as_owner(plan_matview(view, catalog, [g for g in context.grants if g.key == view.key], context.desired),
+                     catalog, view.schema, context.owner)
+    refusal = swap_refusal(view, catalog) if any(s.action == Action.SWAP for s in steps) else None
+    # built: its privileges were set in the transaction that built it
+    return Planned((*owner_drift(view, catalog, context.owner), *steps), covered=any(s.long_running for s in steps),
+                   refusals=(refusal,) if refusal else ())
+
+
+# after the new views and materialized views of its phase that it reads
+MATVIEW = Kind(name="materialized view", section="materialized_views", plan=_plan, rollback=rollback_matview,
+               owned=False, provides=True, after=lambda view: relations_read(view.query),
+               live=lambda catalog: catalog.matviews)

@@ -12,9 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import pglast
 import psycopg
-from pglast import ast
 from psycopg import sql
 
 from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, is_managed, of_kind, render
@@ -293,6 +291,9 @@ def per_row_calls(expression: str | None) -> list[str]:
     """Stable calls outside any subquery: evaluated for every row the policy filters (auth_rls_initplan)."""
     if not expression:
         return []
+    import pglast
+    from pglast import ast
+
     try:
         tree = pglast.parse_sql(f"SELECT 1 WHERE {expression}")
     except pglast.parser.ParseError:

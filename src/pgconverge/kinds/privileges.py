@@ -20,6 +20,7 @@ from ..model import (
     render,
 )
 from ..spec import FunctionSpec, GrantSpec
+from .kind import Kind, PlanContext, Planned
 
 
 def read_acls(conn: psycopg.Connection) -> dict[str, dict[str, frozenset[str]]]:
@@ -99,3 +100,16 @@ def grant_notes(grant: GrantSpec, catalog: Catalog, created: set[str]) -> list[s
     if grant.key not in catalog.relations and grant.key not in catalog.functions and grant.key not in created:
         notes.append(f"{grant.on} does not exist: its privileges are skipped")
     return notes
+
+
+def _plan(grant: GrantSpec, catalog: Catalog, context: PlanContext) -> Planned:
+    created = {o.key for kind_objects in context.declared.values() for o in kind_objects if not isinstance(o, GrantSpec)}
+    notes = tuple(grant_notes(grant, catalog, created))
+    if grant.key in context.covered:  # set in the transaction that created its object
+        return Planned(notes=notes)
+    return Planned(tuple(plan_grant(grant, catalog, grant.key in catalog.functions)), notes=notes)
+
+
+# after the object it is on (a view of the phase); the grants of a new object go into the transaction that creates it
+PRIVILEGES = Kind(name="privileges", section="grants", plan=_plan, rollback=lambda grant, catalog, phase_id: [],
+                  after=lambda grant: frozenset({str(grant.key)}), marked=False)

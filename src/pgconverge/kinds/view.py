@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, comment_sql, is_managed, of_kind, render
+from ..reads import relations_read
 from ..spec import ViewSpec, build_view, marker
 from .kind import Kind, PlanContext
 from .privileges import grant_statements
@@ -103,5 +104,7 @@ def rollback_view(view: ViewSpec, catalog: Catalog, phase_id: str) -> list[Step]
                  "rollback", f"view {view.name}", Lock.ACCESS_EXCLUSIVE, phase_id, table=view.key, action=Action.DROP)]
 
 
+# after the new views and materialized views of its phase that it reads
 VIEW = Kind(name="view", section="views", read=read_views, render=render_view, plan=plan_view,
-            rollback=rollback_view, build=build_view, stand_in=lambda view, mark: ViewFact(view.name, "", (), mark))
+            rollback=rollback_view, build=build_view, stand_in=lambda view, mark: ViewFact(view.name, "", (), mark),
+            after=lambda view: relations_read(view.query), provides=True)
