@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from pyinfra import host, logger, state
 from pyinfra.api import operation
 from pyinfra.api.command import PyinfraCommand
 
-from . import backup, facts, gates, plan
+from . import backup, facts, gates, pipeline, plan
 from .connection import ConnectionFailed, open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, Interruption, StepFailed, run_step, take_run_lock
@@ -194,7 +195,7 @@ class GateCommand(PhaseCommand):
         if phase.on_gate_failure == "rollback":
             host.log_styled(f"{phase.id}: gate failed, rolling the phase back (on_gate_failure: rollback)", fg="yellow")
             _, url = database(host)
-            for step in plan.plan_rollback(self.spec, facts.read(conn, self.spec.settings.schema), phase.id).steps:
+            for step in pipeline.rollback_plan(conn, self.spec, phase.id).steps:
                 try:
                     run_step(conn, url, step, self.spec.settings, host.log)
                 except StepFailed as exc:
@@ -401,7 +402,7 @@ def connection_check():
     yield FailedCommand(here.refused, logged=not state.is_executing or state.should_check_for_changes())
 
 
-def rendered_once(conn: psycopg.Connection, spec: Spec, phase_ids: list[str], catalog) -> facts.Desired:
+def rendered_once(conn: psycopg.Connection, spec: Spec, phase_ids: list[str], catalog: facts.Catalog) -> facts.Desired:
     """The declared objects as the server prints them. The hosts of a run start together: the first renders the
     phases' indexes, the others wait for it and reuse what matches their tables' shapes (a fleet renders once)."""
     run = current(state)
@@ -418,20 +419,18 @@ def rendered_once(conn: psycopg.Connection, spec: Spec, phase_ids: list[str], ca
             run.render_gates[key].set()
 
 
-def plan_or_fail(spec: Spec, compute, phase_ids: tuple[str, ...] = ()) -> plan.Plan | FailedCommand:
+def plan_or_fail(compute: Callable[[psycopg.Connection], plan.Plan]) -> plan.Plan | FailedCommand:
+    """The plan of this host (pipeline.py), or one line saying why there is none: the catalog unreadable, a declared
+    object the server refuses, a refusal of the planner."""
     try:
         conn, _ = database()
-        catalog = facts.read(conn, spec.settings.schema)
-        desired = rendered_once(conn, spec, list(phase_ids), catalog) if phase_ids else None
-        if desired and desired.problems:
-            raise UserError("; ".join(desired.problems) + " (nothing was changed)")
+        result = compute(conn)
     except (UserError, psycopg.Error) as exc:
         message = mask(str(exc) if isinstance(exc, ConnectionFailed) else f"cannot plan: {exc}"
-                       if "fix it in phases.yml" in str(exc) else f"cannot read the catalog: {exc}")
+                       if isinstance(exc, pipeline.DeclaredUnrenderable) else f"cannot read the catalog: {exc}")
         if not state.is_executing:
             _refuse_while_preparing(message)
         return FailedCommand(message)
-    result: plan.Plan = compute(catalog, desired)
     if result.refusals:
         message = mask("; ".join(result.refusals))
         if not state.is_executing:
@@ -457,7 +456,7 @@ def phase(phase_id: str):
     spec = load_spec_or_exit()
     if refused():
         return
-    result = plan_or_fail(spec, lambda catalog, desired: plan.plan(spec, catalog, [phase_id], desired), (phase_id,))
+    result = plan_or_fail(lambda conn: pipeline.converge_plan(conn, spec, [phase_id], rendered_once))
     if isinstance(result, FailedCommand):
         yield result
         return
@@ -483,7 +482,7 @@ def rollback(phase_id: str):
     spec = load_spec_or_exit()
     if refused():
         return
-    result = plan_or_fail(spec, lambda catalog, _desired: plan.plan_rollback(spec, catalog, phase_id))
+    result = plan_or_fail(lambda conn: pipeline.rollback_plan(conn, spec, phase_id))
     if isinstance(result, FailedCommand):
         yield result
         return
@@ -537,9 +536,7 @@ class DriftCommand(PhaseCommand):
     def execute(self, state, host, connector_arguments) -> bool:
         try:
             conn, _ = database(host)
-            catalog = facts.read(conn, self.spec.settings.schema)
-            facts_known = rendered_once(conn, self.spec, [self.phase_id], catalog)
-            result = plan.plan(self.spec, catalog, [self.phase_id], facts_known)
+            result = pipeline.converge_plan(conn, self.spec, [self.phase_id], rendered_once)
         except (UserError, psycopg.Error) as exc:
             session(host).record(Entry("drift", self.phase_id, f"cannot be read: {exc}", False))
             host.log_styled(mask(f"drift of {self.phase_id} cannot be read: {exc}"), fg="red", log_func=logger.error)

@@ -3,12 +3,13 @@ prints its SQL. The deploy prints the same plan itself in that case — a dry ru
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
 from pyinfra import host, state
 
-from . import operations, plan
+from . import operations, pipeline
 from .spec import Spec
 
 
@@ -39,8 +40,8 @@ def converge(spec: Spec, phase_ids: list[str]) -> None:
     if not _usable():
         return
     for phase_id in phase_ids:
-        result = operations.plan_or_fail(
-            spec, lambda catalog, desired, p=phase_id: plan.plan(spec, catalog, [p], desired), (phase_id,))
+        result = operations.plan_or_fail(functools.partial(
+            pipeline.converge_plan, spec=spec, phase_ids=[phase_id], render=operations.rendered_once))
         if isinstance(result, operations.FailedCommand):
             return
         operations.log_plan(result, phase_id)
@@ -51,6 +52,6 @@ def converge(spec: Spec, phase_ids: list[str]) -> None:
 def rollback(spec: Spec, phase_id: str) -> None:
     if not _usable():
         return
-    result = operations.plan_or_fail(spec, lambda catalog, _desired: plan.plan_rollback(spec, catalog, phase_id))
+    result = operations.plan_or_fail(lambda conn: pipeline.rollback_plan(conn, spec, phase_id))
     if not isinstance(result, operations.FailedCommand):
         operations.log_plan(result, f"rollback from {phase_id}")

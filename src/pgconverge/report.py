@@ -9,7 +9,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from . import facts, plan
+from . import facts, pipeline, plan
 from .connection import open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, session_statements
@@ -118,16 +118,15 @@ def build(spec: Spec, inventory: Path, deploy: str, rollback_phase: str | None =
             continue
         try:
             with conn:
-                catalog = facts.read(conn, spec.settings.schema)
-                desired = facts.desired_definitions(conn, spec, phase_ids, catalog, rendered) \
-                    if mode == "converge" else None
-                problems = desired.problems if desired else []
-        except facts.CatalogUnreadable as exc:
-            host_plan.error = mask(f"cannot read the catalog: {exc}")
+                catalog, desired = pipeline.reading(
+                    conn, spec, phase_ids if mode == "converge" else (),
+                    lambda c, s, ids, known: facts.desired_definitions(c, s, ids, known, rendered))
+        except pipeline.DeclaredUnrenderable as exc:
+            host_plan.error = mask(f"cannot plan: {exc}".replace(" (nothing was changed)", ""))
             result.append(host_plan)
             continue
-        if problems:
-            host_plan.error = mask("cannot plan: " + "; ".join(problems))
+        except facts.CatalogUnreadable as exc:
+            host_plan.error = mask(f"cannot read the catalog: {exc}")
             result.append(host_plan)
             continue
         if mode == "rollback":

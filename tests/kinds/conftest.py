@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgconverge import facts, plan, spec
+from pgconverge import pipeline, plan, spec
 from pgconverge.execute import connect, run_step
 
 
@@ -26,13 +26,11 @@ class Kit:
 
     def plan(self, loaded: spec.Spec, phase: str) -> plan.Plan:
         with connect(self.url) as conn:
-            catalog = facts.read(conn, loaded.settings.schema)
-            desired = facts.desired_definitions(conn, loaded, [phase], catalog)
-            return plan.plan(loaded, catalog, [phase], desired)
+            return pipeline.converge_plan(conn, loaded, [phase])
 
     def rollback(self, loaded: spec.Spec, phase: str) -> plan.Plan:
         with connect(self.url) as conn:
-            return plan.plan_rollback(loaded, facts.read(conn, loaded.settings.schema), phase)
+            return pipeline.rollback_plan(conn, loaded, phase)
 
     def apply(self, loaded: spec.Spec, steps) -> None:
         with connect(self.url) as conn:

@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from .. import backup, facts, gates, plan
+from .. import backup, gates, pipeline
 from ..errors import UserError
 from ..execute import connect, run_step
 from ..names import QualifiedName
@@ -113,7 +113,7 @@ def measure(conn: psycopg.Connection, spec: Spec, stage: str, runs: int, budget_
 def converge(url: str, spec: Spec, phase_id: str, log) -> float:
     started = time.monotonic()
     with connect(url) as conn:
-        steps = plan.plan(spec, facts.read(conn, spec.settings.schema), [phase_id]).steps
+        steps = pipeline.converge_plan(conn, spec, [phase_id]).steps
         for step in steps:
             run_step(conn, url, step, spec.settings, lambda _line: None)
     log(f"  applied {phase_id}: {len(steps)} steps in {time.monotonic() - started:.1f} s")
@@ -122,7 +122,7 @@ def converge(url: str, spec: Spec, phase_id: str, log) -> float:
 
 def rollback_all(url: str, spec: Spec) -> None:
     with connect(url) as conn:
-        for step in plan.plan_rollback(spec, facts.read(conn, spec.settings.schema), spec.phases[0].id).steps:
+        for step in pipeline.rollback_plan(conn, spec, spec.phases[0].id).steps:
             run_step(conn, url, step, spec.settings, lambda _line: None)
         conn.execute("VACUUM ANALYZE")
 

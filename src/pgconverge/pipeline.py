@@ -1,0 +1,45 @@
+"""One way from a live database to a plan, for every caller (the deploy's operations, plan and preview, the PR
+report, the benches, the kinds' tests): read the catalog → render the declared objects the way this server prints
+them → plan (the planner sees the catalog as this project's, kinds/ and plan.py) — or plan the rollback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import psycopg
+
+from . import facts, plan
+from .errors import UserError
+from .model import Catalog, Desired, Plan
+from .spec import Spec
+
+Render = Callable[[psycopg.Connection, Spec, list[str], Catalog], Desired]
+
+
+class DeclaredUnrenderable(UserError):
+    """The server refuses a declared object that is still to be made (method vs column type, operator class…)."""
+
+
+def _render(conn: psycopg.Connection, spec: Spec, phase_ids: list[str], catalog: Catalog) -> Desired:
+    return facts.desired_definitions(conn, spec, phase_ids, catalog)
+
+
+def reading(conn: psycopg.Connection, spec: Spec, phase_ids: Sequence[str] = (),
+            render: Render = _render) -> tuple[Catalog, Desired | None]:
+    """The catalog, and the declared objects of these phases as the server prints them (none: a rollback needs
+    only the markers); a declared object the server refuses stops here, before anything runs."""
+    catalog = facts.read(conn, spec.settings.schema)
+    desired = render(conn, spec, list(phase_ids), catalog) if phase_ids else None
+    if desired and desired.problems:
+        raise DeclaredUnrenderable("; ".join(desired.problems) + " (nothing was changed)")
+    return catalog, desired
+
+
+def converge_plan(conn: psycopg.Connection, spec: Spec, phase_ids: Sequence[str], render: Render = _render) -> Plan:
+    catalog, desired = reading(conn, spec, phase_ids, render)
+    return plan.plan(spec, catalog, phase_ids, desired)
+
+
+def rollback_plan(conn: psycopg.Connection, spec: Spec, from_phase: str) -> Plan:
+    catalog, _ = reading(conn, spec)
+    return plan.plan_rollback(spec, catalog, from_phase)
