@@ -6,25 +6,28 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import speccache
 from .errors import UserError
 from .names import QualifiedName
 from .yamlmarks import Mark, YamlError, load_with_marks
 
+if TYPE_CHECKING:  # each kind's spec value lives in its kind's module (kinds/), which builds on this one
+    from .kinds.cron_job import CronJobSpec
+    from .kinds.extension import ExtensionSpec
+    from .kinds.function import FunctionSpec
+    from .kinds.index import IndexSpec
+    from .kinds.matview import MatViewSpec
+    from .kinds.privileges import GrantSpec
+
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_$]{0,62}$")
 QUALIFIED = re.compile(r"^(?:[a-z_][a-z0-9_$]{0,62}\.)?[a-z_][a-z0-9_$]{0,62}$")
 # a relation as the catalog names it: any case, optionally schema-qualified (split at the first dot)
 RELATION = re.compile(r"^(?:[\w$]{1,63}\.)?[\w$]{1,63}$")
-INDEX_COLUMN = re.compile(
-    r"^(?P<column>[a-z_][a-z0-9_$]{0,62})(?: (?P<order>ASC|DESC))?(?: NULLS (?P<nulls>FIRST|LAST))?$",
-    re.IGNORECASE,
-)
 GATE_FIELDS: dict[str, tuple[set[str], set[str]]] = {
     # kind: (required, allowed besides name/kind/description)
     "sql": ({"sql", "expect"}, {"sql", "expect", "value"}),
@@ -99,171 +102,10 @@ class SchemaObject:
         return QualifiedName(self.schema, self.name)
 
 
-@dataclass(frozen=True)
-class ExtensionSpec:
-    name: str
-    phase: str
-    schema: str | None = None
-    version: str | None = None
-    state: str = "present"
-    project: str = ""
-
-    @property
-    def key(self) -> str:
-        return self.name  # one per database: its name is its identity
-
-
-@dataclass(frozen=True)
-class IndexColumn:
-    column: str
-    order: str | None = None
-    nulls: str | None = None
-    # an element beyond `column [ASC|DESC] [NULLS …]` (expression, operator class, collation), as written and
-    # checked by pglast to be exactly one index element
-    element: str | None = None
-
-    def canonical(self) -> list:
-        return [self.column, self.order, self.nulls] + ([self.element] if self.element else [])
-
-
 def split_name(name: str, default_schema: str) -> tuple[str, str]:
     """'schema.name' or 'name' (in the default schema) → (schema, name)."""
     schema, _, bare = name.rpartition(".")
     return (schema or default_schema), bare
-
-
-@dataclass(frozen=True)
-class IndexSpec(SchemaObject):
-    name: str
-    table: str
-    columns: tuple[IndexColumn, ...]
-    phase: str
-    include: tuple[str, ...] = ()
-    where: str | None = None
-    unique: bool = False
-    method: str = "btree"
-    serves: str | None = None
-    state: str = "present"
-    # the index lives in its table's schema
-    schema: str = "public"
-    storage: tuple[tuple[str, str], ...] = ()
-    nulls_not_distinct: bool = False
-    allow_duplicate: bool = False
-    project: str = ""
-
-    @property
-    def table_name(self) -> str:
-        return self.table.rpartition(".")[2]
-
-    @property
-    def table_key(self) -> QualifiedName:
-        return QualifiedName(self.schema, self.table_name)
-
-    @property
-    def definition_hash(self) -> str:
-        definition: dict[str, Any] = {
-            "table": self.table,
-            "columns": [c.canonical() for c in self.columns],
-            "include": list(self.include),
-            "where": self.where,
-            "unique": self.unique,
-            "method": self.method,
-        }
-        # Added later: present only when used, so the hashes of existing indexes stay what they were.
-        if self.storage:
-            definition["with"] = [list(p) for p in self.storage]
-        if self.nulls_not_distinct:
-            definition["nulls_not_distinct"] = True
-        return digest(definition)
-
-
-@dataclass(frozen=True)
-class MatViewSpec(SchemaObject):
-    name: str
-    sql_file: str
-    query: str
-    phase: str
-    unique_key: tuple[str, ...] = ()
-    state: str = "present"
-    schema: str = "public"
-    project: str = ""
-
-    @property
-    def definition_hash(self) -> str:
-        return digest({"query": self.query, "unique_key": list(self.unique_key)})
-
-
-@dataclass(frozen=True)
-class ViewSpec(SchemaObject):
-    """A plain view: its query, its options; owner and grants as for materialized views."""
-
-    name: str
-    sql_file: str
-    query: str
-    phase: str
-    security_invoker: bool = False
-    security_barrier: bool = False
-    state: str = "present"
-    schema: str = "public"
-    project: str = ""
-
-    @property
-    def source(self) -> str:
-        return f"sql/{self.sql_file}" if self.sql_file else "its inline query"
-
-    @property
-    def options(self) -> tuple[str, ...]:
-        """As pg_class.reloptions prints them."""
-        return tuple(f"{option}=true" for option, on in (("security_invoker", self.security_invoker),
-                                                         ("security_barrier", self.security_barrier)) if on)
-
-    @property
-    def definition_hash(self) -> str:
-        return digest({"query": self.query, "options": list(self.options)})
-
-
-@dataclass(frozen=True)
-class FunctionSpec(SchemaObject):
-    name: str
-    sql_file: str
-    body: str
-    phase: str
-    security_definer: bool = False
-    state: str = "present"
-    schema: str = "public"
-    project: str = ""
-
-    @property
-    def definition_hash(self) -> str:
-        return digest({"body": self.body})
-
-
-@dataclass(frozen=True)
-class CronJobSpec:
-    name: str
-    schedule: str
-    command: str
-    phase: str
-    database: str | None = None
-    state: str = "present"
-
-    @property
-    def key(self) -> str:
-        return self.name  # unique per pg_cron: its name is its identity
-
-
-@dataclass(frozen=True)
-class GrantSpec:
-    privileges: tuple[str, ...]
-    on: str
-    roles: tuple[str, ...]
-    phase: str
-    revoke: bool = False
-    schema: str = "public"
-
-    @property
-    def key(self) -> QualifiedName:
-        return QualifiedName(self.schema, self.on.rpartition(".")[2])
 
 
 @dataclass(frozen=True)
@@ -323,21 +165,35 @@ class Phase:
     # what is saved before the phase changes anything: "schema" (what phases change), "full" (data too), "none"
     backup: str = "schema"
     on_gate_failure: str = "stop"
-    extensions: tuple[ExtensionSpec, ...] = ()
-    indexes: tuple[IndexSpec, ...] = ()
-    materialized_views: tuple[MatViewSpec, ...] = ()
-    functions: tuple[FunctionSpec, ...] = ()
-    cron_jobs: tuple[CronJobSpec, ...] = ()
-    grants: tuple[GrantSpec, ...] = ()
     gates: tuple[GateSpec, ...] = ()
-    # every kind in the registry (kinds/__init__.py): phases.yml section → its declared objects
+    # every kind of the registry (kinds/__init__.py): its section of phases.yml → its declared objects
     objects: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        # the kinds spec.py still builds into fields of their own are in `objects` too (grants with the revokes):
-        # the planner reads every kind the same way
-        object.__setattr__(self, "objects", {**self.objects, **{section: getattr(self, section) for section in (
-            "extensions", "indexes", "materialized_views", "functions", "cron_jobs", "grants")}})
+    # what the engine's other rooms (gates, advise, reports) read by name
+    @property
+    def extensions(self) -> tuple[ExtensionSpec, ...]:
+        return self.objects.get("extensions", ())
+
+    @property
+    def indexes(self) -> tuple[IndexSpec, ...]:
+        return self.objects.get("indexes", ())
+
+    @property
+    def materialized_views(self) -> tuple[MatViewSpec, ...]:
+        return self.objects.get("materialized_views", ())
+
+    @property
+    def functions(self) -> tuple[FunctionSpec, ...]:
+        return self.objects.get("functions", ())
+
+    @property
+    def cron_jobs(self) -> tuple[CronJobSpec, ...]:
+        return self.objects.get("cron_jobs", ())
+
+    @property
+    def grants(self) -> tuple[GrantSpec, ...]:
+        """Grants and revokes."""
+        return self.objects.get("grants", ())
 
 
 @dataclass(frozen=True)
@@ -445,16 +301,16 @@ def _check_schema(path: Path, data: Any, marks: dict) -> None:
         raise SpecError(
             path,
             marks.get((*where, ("key", key))) or marks.get(where),
-            f"unknown key '{_short(key)}' — allowed here: {', '.join(sorted(allowed))}",
+            f"unknown key '{short(key)}' — allowed here: {', '.join(sorted(allowed))}",
         )
     if error.validator == "required":
         missing = [k for k in error.validator_value if k not in error.instance]
         raise SpecError(path, marks.get(where), f"missing key '{missing[0]}' — add it")
     label = ".".join(str(p) for p in where) or "document"
-    raise SpecError(path, marks.get(where), f"{label}: {_short(error.message)} — fix the value")
+    raise SpecError(path, marks.get(where), f"{label}: {short(error.message)} — fix the value")
 
 
-def _short(text: Any, limit: int = 80) -> str:
+def short(text: Any, limit: int = 80) -> str:
     text = str(text).replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -477,7 +333,7 @@ class _Builder:
         if not pattern.match(value):
             raise self.fail(
                 where,
-                f"{what} '{_short(value, 40)}' is not a valid identifier — use lowercase letters, digits and _"
+                f"{what} '{short(value, 40)}' is not a valid identifier — use lowercase letters, digits and _"
                 + (" (optionally schema.name)" if qualified else ""),
             )
         return value
@@ -493,16 +349,16 @@ class _Builder:
     def table(self, value: str, where: tuple) -> tuple[str, str]:
         """A table as the catalog names it (any case), optionally schema.table → (schema, table)."""
         if not RELATION.match(value):
-            raise self.fail(where, f"table '{_short(value, 40)}' — write the table's name as the catalog has it"
+            raise self.fail(where, f"table '{short(value, 40)}' — write the table's name as the catalog has it"
                             " (letters, digits, _ and $, any case), optionally schema.table, no quotes")
         return split_name(value, self.schema)
 
     def sql_file(self, relative: str, where: tuple) -> str:
         candidate = (self.sql_dir / relative).resolve()
         if self.sql_dir.resolve() not in candidate.parents:
-            raise self.fail(where, f"SQL file '{_short(relative, 60)}' is outside sql/ — keep SQL under sql/")
+            raise self.fail(where, f"SQL file '{short(relative, 60)}' is outside sql/ — keep SQL under sql/")
         if not candidate.is_file():
-            raise self.fail(where, f"SQL file 'sql/{_short(relative, 60)}' does not exist — create it or fix the path")
+            raise self.fail(where, f"SQL file 'sql/{short(relative, 60)}' does not exist — create it or fix the path")
         self.files.append(candidate)
         return candidate.read_text(encoding="utf-8")
 
@@ -512,7 +368,7 @@ class _Builder:
         try:
             return pglast.parse_sql(text)
         except pglast.parser.ParseError as exc:
-            raise self.fail(where, f"{what} does not parse: {_short(exc)} — fix the SQL") from None
+            raise self.fail(where, f"{what} does not parse: {short(exc)} — fix the SQL") from None
 
 
 def _build(path: Path, data: dict, marks: dict, files: list[Path]) -> Spec:
@@ -544,7 +400,7 @@ def _build(path: Path, data: dict, marks: dict, files: list[Path]) -> Spec:
                 reason = "a later phase (cycle)" if later else "not a phase"
                 raise b.fail(
                     (*at, "requires", r_index),
-                    f"requires '{_short(required, 40)}', which is {reason} — only earlier phases can be required",
+                    f"requires '{short(required, 40)}', which is {reason} — only earlier phases can be required",
                 )
         phases.append(
             Phase(
@@ -553,18 +409,8 @@ def _build(path: Path, data: dict, marks: dict, files: list[Path]) -> Spec:
                 requires=tuple(p.get("requires", [])),
                 backup={True: "schema", False: "none"}.get(p.get("backup", True), p.get("backup")),
                 on_gate_failure=p.get("on_gate_failure", "stop"),
-                extensions=tuple(_extension(b, e, (*at, "extensions", i), pid) for i, e in enumerate(p.get("extensions", []))),
-                indexes=tuple(_index(b, x, (*at, "indexes", i), pid) for i, x in enumerate(p.get("indexes", []))),
-                materialized_views=tuple(
-                    _matview(b, m, (*at, "materialized_views", i), pid) for i, m in enumerate(p.get("materialized_views", []))
-                ),
-                functions=tuple(_function(b, f, (*at, "functions", i), pid) for i, f in enumerate(p.get("functions", []))),
-                cron_jobs=tuple(_cron_job(b, c, (*at, "cron_jobs", i), pid) for i, c in enumerate(p.get("cron_jobs", []))),
-                grants=tuple(_grant(b, g, (*at, "grants", i), pid, False) for i, g in enumerate(p.get("grants", [])))
-                + tuple(_grant(b, g, (*at, "revokes", i), pid, True) for i, g in enumerate(p.get("revokes", []))),
                 gates=tuple(_gate(b, g, (*at, "gates", i), pid) for i, g in enumerate(p.get("gates", []))),
-                objects={section: tuple(build(b, x, (*at, section, i), pid) for i, x in enumerate(p.get(section, [])))
-                         for section, build in spec_builders().items()},
+                objects=_phase_objects(b, p, at, pid),
             )
         )
         ids.append(pid)
@@ -605,159 +451,17 @@ def _workload(b: _Builder, w: dict, at: tuple) -> WorkloadQuery:
                          description=w.get("description"), caller=caller)
 
 
-def _extension(b: _Builder, e: dict, at: tuple, phase: str) -> ExtensionSpec:
-    name = b.identifier(e["name"], (*at, "name"), "extension name")
-    b.unique_name("extension", name, (*at, "name"))
-    if "schema" in e:
-        b.identifier(e["schema"], (*at, "schema"), "schema")
-    return ExtensionSpec(name=name, phase=phase, project=b.project, schema=e.get("schema"), version=e.get("version"),
-                         state=e.get("state", "present"))
-
-
-def _index_element(b: _Builder, text: str, at: tuple, method: str) -> IndexColumn:
-    """One index element as a DBA writes it: a column or an expression, with collation, operator class, order."""
-    match = INDEX_COLUMN.match(text)
-    if match:
-        return IndexColumn(match["column"], match["order"].upper() if match["order"] else None,
-                           match["nulls"].upper() if match["nulls"] else None)
-    statements = b.parse_sql(f"CREATE INDEX i ON t USING {method} ({text})", at, "index element")
-    stmt: Any = statements[0].stmt if len(statements) == 1 else None
-    if type(stmt).__name__ != "IndexStmt" or len(stmt.indexParams) != 1:
-        raise b.fail(at, f"index element '{_short(text, 40)}' must be one column or expression with optional"
-                     " COLLATE, operator class, ASC|DESC, NULLS FIRST|LAST — remove ',' and ';'")
-    if "SubLink" in repr(stmt.indexParams[0]):
-        raise b.fail(at, f"index element '{_short(text, 40)}' holds a subquery — PostgreSQL does not index those")
-    element = stmt.indexParams[0]
-    column = element.name or f"expr:{text}"
-    return IndexColumn(column, None, None, element=text.strip())
-
-
-def _index(b: _Builder, x: dict, at: tuple, phase: str) -> IndexSpec:
-    name = b.identifier(x["name"], (*at, "name"), "index name")
-    table = x["table"]
-    schema, _ = b.table(table, (*at, "table"))
-    b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
-    method = x.get("method", "btree")
-    columns = tuple(_index_element(b, text, (*at, "columns", i), method) for i, text in enumerate(x["columns"]))
-    include = tuple(b.identifier(c, (*at, "include", i), "include column") for i, c in enumerate(x.get("include", [])))
-    where = x.get("where")
-    if where is not None:
-        # Parsed as the WHERE of a query: anything that is not one boolean expression fails here.
-        statements = b.parse_sql(f"SELECT 1 FROM t WHERE ({where})", (*at, "where"), "index predicate")
-        if len(statements) != 1:
-            raise b.fail((*at, "where"), "index predicate must be a single expression — remove ';'")
-    storage = tuple(sorted((b.identifier(k, (*at, "with", k), "storage parameter"), str(v).lower())
-                           for k, v in x.get("with", {}).items()))
-    if x.get("include") and method not in ("btree", "gist", "spgist"):
-        raise b.fail((*at, "include"), f"INCLUDE needs method btree, gist or spgist, not {method} — remove include")
-    if x.get("unique") and method != "btree":
-        raise b.fail((*at, "unique"), f"only btree indexes can be unique, not {method}")
-    return IndexSpec(
-        name=name, table=table, columns=columns, phase=phase, project=b.project, include=include, where=where,
-        unique=x.get("unique", False), method=method, serves=x.get("serves"),
-        state=x.get("state", "present"), schema=schema, storage=storage,
-        nulls_not_distinct=x.get("nulls_not_distinct", False), allow_duplicate=x.get("allow_duplicate", False),
-    )
-
-
-def _matview(b: _Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
-    schema, name = split_name(b.identifier(m["name"], (*at, "name"), "materialized view name", qualified=True), b.schema)
-    b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
-    query = b.sql_file(m["sql"], (*at, "sql")).strip().rstrip(";").strip()
-    statements = b.parse_sql(query, (*at, "sql"), f"sql/{m['sql']}")
-    if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
-        raise b.fail((*at, "sql"), f"sql/{m['sql']} must hold exactly one SELECT — the view's query")
-    key = tuple(b.identifier(c, (*at, "unique_key", i), "unique key column") for i, c in enumerate(m.get("unique_key", [])))
-    state = m.get("state", "present")
-    if state == "present" and not key:
-        raise b.fail((*at, "name"), f"materialized view '{name}' needs unique_key — REFRESH CONCURRENTLY requires it")
-    return MatViewSpec(name=name, sql_file=m["sql"], query=query, phase=phase, project=b.project, unique_key=key, state=state,
-                       schema=schema)
-
-
-def build_view(b: _Builder, v: dict, at: tuple, phase: str) -> ViewSpec:
-    schema, name = split_name(b.identifier(v["name"], (*at, "name"), "view name", qualified=True), b.schema)
-    b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
-    # a file under sql/, or the query itself (as params: takes either)
-    in_file = re.fullmatch(r"[\w./-]+\.sql", v["sql"]) is not None
-    query = (b.sql_file(v["sql"], (*at, "sql")) if in_file else v["sql"]).strip().rstrip(";").strip()
-    source = f"sql/{v['sql']}" if in_file else f"the query of view {name}"
-    statements = b.parse_sql(query, (*at, "sql"), source)
-    if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
-        raise b.fail((*at, "sql"), f"{source} must hold exactly one SELECT — the view's query")
-    return ViewSpec(name=name, sql_file=v["sql"] if in_file else "", query=query, phase=phase, project=b.project, schema=schema,
-                    security_invoker=v.get("security_invoker", False), security_barrier=v.get("security_barrier", False),
-                    state=v.get("state", "present"))
-
-
 Builder = _Builder  # what a kind's module builds its spec values with
 
 
-def spec_builders() -> dict[str, Callable[[_Builder, dict, tuple, str], Any]]:
-    """phases.yml sections of the kinds in the registry, each with its builder (in its kind's module)."""
+def _phase_objects(b: _Builder, p: dict, at: tuple, phase: str) -> dict[str, tuple[Any, ...]]:
+    """Each kind's sections of a phase, built by the kind's own builder (in its module), in the registry's order."""
     from .kinds import REGISTRY  # the kinds import this module: their builders are looked up when loading
 
-    return {kind.section: kind.build for kind in REGISTRY if kind.build}
-
-
-def _function(b: _Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
-    schema, name = split_name(b.identifier(f["name"], (*at, "name"), "function name", qualified=True), b.schema)
-    b.unique_name("function", QualifiedName(schema, name), (*at, "name"))
-    body = b.sql_file(f["sql"], (*at, "sql")).strip()
-    statements = b.parse_sql(body, (*at, "sql"), f"sql/{f['sql']}")
-    stmt: Any = statements[0].stmt if len(statements) == 1 else None
-    if type(stmt).__name__ != "CreateFunctionStmt":
-        raise b.fail((*at, "sql"), f"sql/{f['sql']} must hold exactly one CREATE OR REPLACE FUNCTION")
-    declared = stmt.funcname[-1].sval
-    if declared != name:
-        raise b.fail((*at, "name"), f"sql/{f['sql']} creates '{declared}', not '{name}' — make the names agree")
-    if not stmt.replace:
-        raise b.fail((*at, "sql"), f"sql/{f['sql']}: write CREATE OR REPLACE FUNCTION so a change applies in place")
-    options = {o.defname: o.arg for o in (stmt.options or ())}
-    if "set" not in options or getattr(options["set"], "name", None) != "search_path":
-        raise b.fail((*at, "sql"), f"sql/{f['sql']}: pin the search_path (SET search_path = …) in the function")
-    definer = bool(getattr(options.get("security"), "boolval", False))
-    if definer != f.get("security_definer", False):
-        raise b.fail(
-            (*at, "sql"),
-            f"sql/{f['sql']} is SECURITY {'DEFINER' if definer else 'INVOKER'} but phases.yml says otherwise"
-            " — declare security_definer: true only where it is meant",
-        )
-    return FunctionSpec(name=name, sql_file=f["sql"], body=body, phase=phase, project=b.project,
-                        security_definer=definer, state=f.get("state", "present"), schema=schema)
-
-
-def valid_cron_schedule(schedule: str) -> bool:
-    # Five standard fields only: what every pg_cron version accepts (sub-minute schedules need pg_cron 1.5+).
-    from croniter import croniter
-
-    return len(schedule.split()) == 5 and croniter.is_valid(schedule)
-
-
-def _cron_job(b: _Builder, c: dict, at: tuple, phase: str) -> CronJobSpec:
-    if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", c["name"]):
-        raise b.fail((*at, "name"), f"cron job name '{_short(c['name'], 40)}' — use lowercase letters, digits, - and _")
-    b.unique_name("cron job", c["name"], (*at, "name"))
-    if not valid_cron_schedule(c["schedule"]):
-        raise b.fail(
-            (*at, "schedule"),
-            f"cron schedule '{_short(c['schedule'], 40)}' is invalid — use 5 fields like '*/10 * * * *'",
-        )
-    b.parse_sql(c["command"], (*at, "command"), "cron command")
-    if "database" in c:
-        b.identifier(c["database"], (*at, "database"), "database")
-    return CronJobSpec(name=c["name"], schedule=c["schedule"], command=c["command"].strip(), phase=phase,
-                       database=c.get("database"), state=c.get("state", "present"))
-
-
-def _grant(b: _Builder, g: dict, at: tuple, phase: str, revoke: bool) -> GrantSpec:
-    b.identifier(g["on"], (*at, "on"), "grant target", qualified=True)
-    roles_key = "from" if revoke else "to"
-    roles = tuple(r if r == "PUBLIC" else b.identifier(r, (*at, roles_key, i), "role")
-                  for i, r in enumerate(g[roles_key]))
-    schema, _ = split_name(g["on"], b.schema)
-    return GrantSpec(privileges=tuple(sorted(set(g["privileges"]))), on=g["on"], roles=roles, phase=phase,
-                     revoke=revoke, schema=schema)
+    return {kind.section: tuple(kind.build(b, x, (*at, section, i), phase)  # type: ignore[misc]
+                                for section in (kind.section, *kind.also_from)
+                                for i, x in enumerate(p.get(section, [])))
+            for kind in REGISTRY if kind.build}
 
 
 def _gate(b: _Builder, g: dict, at: tuple, phase: str) -> GateSpec:

@@ -8,20 +8,13 @@ import pytest
 
 from pgconverge import plan
 from pgconverge.facts import Catalog, CronJobFact, ExtensionFact, FunctionFact, IndexFact, MatViewFact
-from pgconverge.kinds.privileges import grant_notes
-from pgconverge.spec import (
-    CronJobSpec,
-    ExtensionSpec,
-    FunctionSpec,
-    GrantSpec,
-    IndexColumn,
-    IndexSpec,
-    MatViewSpec,
-    Phase,
-    Settings,
-    Spec,
-    marker,
-)
+from pgconverge.kinds.cron_job import CronJobSpec
+from pgconverge.kinds.extension import ExtensionSpec
+from pgconverge.kinds.function import FunctionSpec
+from pgconverge.kinds.index import IndexColumn, IndexSpec
+from pgconverge.kinds.matview import MatViewSpec
+from pgconverge.kinds.privileges import GrantSpec, grant_notes
+from pgconverge.spec import Phase, Settings, Spec, marker
 
 INDEX = IndexSpec("idx_ev", "message_events", (IndexColumn("user_id"), IndexColumn("created_at", "DESC")), "p1",
                   include=("status",), where="direction = 'inbound'")
@@ -202,9 +195,10 @@ def spec_of(*phases: Phase) -> Spec:
     return Spec("phases.yml", "sql", Settings(), phases)
 
 
-P1 = Phase("p1", "one", indexes=(INDEX,), extensions=(ExtensionSpec("pg_stat_statements", "p1"),))
-P2 = Phase("p2", "two", requires=("p1",), materialized_views=(VIEW,), cron_jobs=(JOB,), grants=(REVOKE,))
-P3 = Phase("p3", "three", requires=("p2",), functions=(FUNCTION,))
+P1 = Phase("p1", "one", objects={"indexes": (INDEX,), "extensions": (ExtensionSpec("pg_stat_statements", "p1"),)})
+P2 = Phase("p2", "two", requires=("p1",), objects={"materialized_views": (VIEW,), "cron_jobs": (JOB,),
+                                                   "grants": (REVOKE,)})
+P3 = Phase("p3", "three", requires=("p2",), objects={"functions": (FUNCTION,)})
 
 
 def test_phase_order_objects_before_grants_and_jobs():
@@ -253,7 +247,7 @@ def test_existing_function_executable_by_public_is_revoked_unless_granted():
                        acls={"public.stats": {"PUBLIC": frozenset({"EXECUTE"}), "salesflow": frozenset({"EXECUTE"})}})
     assert sqls(plan.plan_phase(P3, existing, ("anon",)).steps) == [
         'REVOKE EXECUTE ON FUNCTION "public"."stats" FROM PUBLIC']
-    granted = replace(P3, grants=(GrantSpec(("EXECUTE",), "stats", ("PUBLIC",), "p3"),))
+    granted = replace(P3, objects={**P3.objects, "grants": (GrantSpec(("EXECUTE",), "stats", ("PUBLIC",), "p3"),)})
     assert plan.plan_phase(granted, existing, ("anon",)).steps == ()
 
 
@@ -311,7 +305,7 @@ def test_marked_index_whose_live_definition_differs_is_rebuilt():
 def test_duplicate_of_another_name_is_not_built_and_named():
     other = IndexFact("ev_by_user", "message_events", True, LIVE_INDEX.replace("idx_ev", "ev_by_user"), None, 8)
     live = catalog(indexes={"public.ev_by_user": other})
-    result = plan.plan_phase(Phase("p1", "one", indexes=(INDEX,)), live, (),
+    result = plan.plan_phase(Phase("p1", "one", objects={"indexes": (INDEX,)}), live, (),
                              desired_of(indexes={"public.idx_ev": DECLARED_INDEX}))
     assert result.steps == ()
     assert result.notes[0].startswith("index public.idx_ev not built: public.ev_by_user already has exactly")
@@ -344,7 +338,7 @@ def test_matview_compared_by_its_live_query():
     steps = plan.plan_matview(VIEW, edited, [REVOKE], desired_of(matviews={"public.mv_hot": VIEWDEF}))
     assert "the live query differs from the declared one" in steps[0].why
     swap = steps[1].statements
-    owned = plan.plan_phase(Phase("p2", "two", materialized_views=(VIEW,), grants=(REVOKE,)),
+    owned = plan.plan_phase(Phase("p2", "two", objects={"materialized_views": (VIEW,), "grants": (REVOKE,)}),
                             replace(edited, current_user="postgres", schema_owners={"public": "salesflow"}), (),
                             desired_of(matviews={"public.mv_hot": VIEWDEF}))
     # a superuser's run: the view belongs to the schema's owner again, and is rebuilt as that owner
@@ -390,7 +384,7 @@ def test_extension_compared_by_schema_and_moved_when_relocatable():
                                ) == []
     cron = ExtensionSpec("pg_cron", "p2", schema="pg_catalog")
     stuck = ExtensionFact("pg_cron", "1.4-1", "public", None, False)
-    result = plan.plan_phase(Phase("p2", "two", extensions=(cron,)), catalog(extensions={"pg_cron": stuck}))
+    result = plan.plan_phase(Phase("p2", "two", objects={"extensions": (cron,)}), catalog(extensions={"pg_cron": stuck}))
     assert result.steps == () and "cannot be moved (not relocatable)" in result.notes[0]
     assert sqls(plan.plan_extension(cron, catalog())) == [
         'CREATE EXTENSION IF NOT EXISTS "pg_cron" WITH SCHEMA "pg_catalog"',

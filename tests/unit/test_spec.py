@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pgconverge import cli, spec
+from pgconverge.kinds.index import IndexColumn
 
 REPO = Path(__file__).resolve().parents[2]
 LOCATION = re.compile(r"^.*phases\.yml:(\d+):(\d+): .+ — .+$")
@@ -53,7 +54,7 @@ def test_shipped_phases_yml_is_valid(capsys):
 def test_minimal_spec_loads_into_frozen_dataclasses(project):
     loaded = spec.load(write(project, MINIMAL))
     index = loaded.phases[0].indexes[0]
-    assert index.columns[1] == spec.IndexColumn("created_at", "DESC", None)
+    assert index.columns[1] == IndexColumn("created_at", "DESC", None)
     with pytest.raises(AttributeError):
         index.name = "other"  # type: ignore[misc]
 

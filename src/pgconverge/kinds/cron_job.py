@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 import psycopg
 from psycopg import sql
 
@@ -16,8 +19,45 @@ from ..model import (
     of_kind,
     render,
 )
-from ..spec import CronJobSpec
+from ..spec import Builder, short
 from .kind import Kind
+
+
+@dataclass(frozen=True)
+class CronJobSpec:
+    name: str
+    schedule: str
+    command: str
+    phase: str
+    database: str | None = None
+    state: str = "present"
+
+    @property
+    def key(self) -> str:
+        return self.name  # unique per pg_cron: its name is its identity
+
+
+def valid_cron_schedule(schedule: str) -> bool:
+    # Five standard fields only: what every pg_cron version accepts (sub-minute schedules need pg_cron 1.5+).
+    from croniter import croniter
+
+    return len(schedule.split()) == 5 and croniter.is_valid(schedule)
+
+
+def build_cron_job(b: Builder, c: dict, at: tuple, phase: str) -> CronJobSpec:
+    if not re.match(r"^[a-z0-9][a-z0-9_-]{0,62}$", c["name"]):
+        raise b.fail((*at, "name"), f"cron job name '{short(c['name'], 40)}' — use lowercase letters, digits, - and _")
+    b.unique_name("cron job", c["name"], (*at, "name"))
+    if not valid_cron_schedule(c["schedule"]):
+        raise b.fail(
+            (*at, "schedule"),
+            f"cron schedule '{short(c['schedule'], 40)}' is invalid — use 5 fields like '*/10 * * * *'",
+        )
+    b.parse_sql(c["command"], (*at, "command"), "cron command")
+    if "database" in c:
+        b.identifier(c["database"], (*at, "database"), "database")
+    return CronJobSpec(name=c["name"], schedule=c["schedule"], command=c["command"].strip(), phase=phase,
+                       database=c.get("database"), state=c.get("state", "present"))
 
 
 def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFact]]:
@@ -90,4 +130,4 @@ def rollback_cron_job(job: CronJobSpec, catalog: Catalog, phase_id: str) -> list
 # last of a phase: what a job refreshes or calls exists before it is scheduled; scheduled as the login (pg_cron shows
 # each role only its own jobs), which owns or acts for the owner of what the job runs
 CRON_JOB = Kind(name="cron job", section="cron_jobs", plan=lambda job, catalog, context: plan_cron_job(job, catalog),
-                rollback=rollback_cron_job, owned=False, marked=False)
+                rollback=rollback_cron_job, build=build_cron_job, owned=False, marked=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import psycopg
 from psycopg import sql
 
@@ -16,8 +18,31 @@ from ..model import (
     of_kind,
     render,
 )
-from ..spec import ExtensionSpec, marker
+from ..spec import Builder, marker
 from .kind import Kind, PlanContext, Planned
+
+
+@dataclass(frozen=True)
+class ExtensionSpec:
+    name: str
+    phase: str
+    schema: str | None = None
+    version: str | None = None
+    state: str = "present"
+    project: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.name  # one per database: its name is its identity
+
+
+def build_extension(b: Builder, e: dict, at: tuple, phase: str) -> ExtensionSpec:
+    name = b.identifier(e["name"], (*at, "name"), "extension name")
+    b.unique_name("extension", name, (*at, "name"))
+    if "schema" in e:
+        b.identifier(e["schema"], (*at, "schema"), "schema")
+    return ExtensionSpec(name=name, phase=phase, project=b.project, schema=e.get("schema"), version=e.get("version"),
+                         state=e.get("state", "present"))
 
 
 def read_extensions(conn: psycopg.Connection) -> dict[str, ExtensionFact]:
@@ -97,4 +122,5 @@ def _plan(extension: ExtensionSpec, catalog: Catalog, context: PlanContext) -> P
 
 
 EXTENSION = Kind(name="extension", section="extensions", plan=_plan, rollback=rollback_extension, owned=False,
+                 build=build_extension,
                  marked=False)

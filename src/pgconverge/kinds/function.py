@@ -4,6 +4,8 @@ settings), replace in one transaction leaving overloads that are not ours, rollb
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -23,9 +25,52 @@ from ..model import (
     render,
 )
 from ..names import QualifiedName
-from ..spec import FunctionSpec, GrantSpec, marker
+from ..spec import Builder, SchemaObject, digest, marker, split_name
 from .kind import Kind, PlanContext, Planned, as_owner
-from .privileges import function_privileges, grant_statements, plan_grant
+from .privileges import GrantSpec, function_privileges, grant_statements, plan_grant
+
+
+@dataclass(frozen=True)
+class FunctionSpec(SchemaObject):
+    name: str
+    sql_file: str
+    body: str
+    phase: str
+    security_definer: bool = False
+    state: str = "present"
+    schema: str = "public"
+    project: str = ""
+
+    @property
+    def definition_hash(self) -> str:
+        return digest({"body": self.body})
+
+
+def build_function(b: Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
+    schema, name = split_name(b.identifier(f["name"], (*at, "name"), "function name", qualified=True), b.schema)
+    b.unique_name("function", QualifiedName(schema, name), (*at, "name"))
+    body = b.sql_file(f["sql"], (*at, "sql")).strip()
+    statements = b.parse_sql(body, (*at, "sql"), f"sql/{f['sql']}")
+    stmt: Any = statements[0].stmt if len(statements) == 1 else None
+    if type(stmt).__name__ != "CreateFunctionStmt":
+        raise b.fail((*at, "sql"), f"sql/{f['sql']} must hold exactly one CREATE OR REPLACE FUNCTION")
+    declared = stmt.funcname[-1].sval
+    if declared != name:
+        raise b.fail((*at, "name"), f"sql/{f['sql']} creates '{declared}', not '{name}' — make the names agree")
+    if not stmt.replace:
+        raise b.fail((*at, "sql"), f"sql/{f['sql']}: write CREATE OR REPLACE FUNCTION so a change applies in place")
+    options = {o.defname: o.arg for o in (stmt.options or ())}
+    if "set" not in options or getattr(options["set"], "name", None) != "search_path":
+        raise b.fail((*at, "sql"), f"sql/{f['sql']}: pin the search_path (SET search_path = …) in the function")
+    definer = bool(getattr(options.get("security"), "boolval", False))
+    if definer != f.get("security_definer", False):
+        raise b.fail(
+            (*at, "sql"),
+            f"sql/{f['sql']} is SECURITY {'DEFINER' if definer else 'INVOKER'} but phases.yml says otherwise"
+            " — declare security_definer: true only where it is meant",
+        )
+    return FunctionSpec(name=name, sql_file=f["sql"], body=body, phase=phase, project=b.project,
+                        security_definer=definer, state=f.get("state", "present"), schema=schema)
 
 
 def read_functions(conn: psycopg.Connection) -> dict[str, FunctionFact]:
@@ -166,4 +211,5 @@ def _plan(function: FunctionSpec, catalog: Catalog, context: PlanContext) -> Pla
 
 
 FUNCTION = Kind(name="function", section="functions", plan=_plan, rollback=rollback_function, owned=False,
+                build=build_function,
                 provides=True, live=lambda catalog: catalog.functions)

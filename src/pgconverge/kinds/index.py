@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -25,8 +26,117 @@ from ..model import (
     temp_name,
 )
 from ..names import QualifiedName
-from ..spec import IndexSpec, marker
+from ..spec import Builder, SchemaObject, digest, marker, short
 from .kind import Kind, PlanContext, Planned
+
+INDEX_COLUMN = re.compile(
+    r"^(?P<column>[a-z_][a-z0-9_$]{0,62})(?: (?P<order>ASC|DESC))?(?: NULLS (?P<nulls>FIRST|LAST))?$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class IndexColumn:
+    column: str
+    order: str | None = None
+    nulls: str | None = None
+    # an element beyond `column [ASC|DESC] [NULLS …]` (expression, operator class, collation), as written and
+    # checked by pglast to be exactly one index element
+    element: str | None = None
+
+    def canonical(self) -> list:
+        return [self.column, self.order, self.nulls] + ([self.element] if self.element else [])
+
+
+@dataclass(frozen=True)
+class IndexSpec(SchemaObject):
+    name: str
+    table: str
+    columns: tuple[IndexColumn, ...]
+    phase: str
+    include: tuple[str, ...] = ()
+    where: str | None = None
+    unique: bool = False
+    method: str = "btree"
+    serves: str | None = None
+    state: str = "present"
+    # the index lives in its table's schema
+    schema: str = "public"
+    storage: tuple[tuple[str, str], ...] = ()
+    nulls_not_distinct: bool = False
+    allow_duplicate: bool = False
+    project: str = ""
+
+    @property
+    def table_name(self) -> str:
+        return self.table.rpartition(".")[2]
+
+    @property
+    def table_key(self) -> QualifiedName:
+        return QualifiedName(self.schema, self.table_name)
+
+    @property
+    def definition_hash(self) -> str:
+        definition: dict[str, Any] = {
+            "table": self.table,
+            "columns": [c.canonical() for c in self.columns],
+            "include": list(self.include),
+            "where": self.where,
+            "unique": self.unique,
+            "method": self.method,
+        }
+        # Added later: present only when used, so the hashes of existing indexes stay what they were.
+        if self.storage:
+            definition["with"] = [list(p) for p in self.storage]
+        if self.nulls_not_distinct:
+            definition["nulls_not_distinct"] = True
+        return digest(definition)
+
+
+def _index_element(b: Builder, text: str, at: tuple, method: str) -> IndexColumn:
+    """One index element as a DBA writes it: a column or an expression, with collation, operator class, order."""
+    match = INDEX_COLUMN.match(text)
+    if match:
+        return IndexColumn(match["column"], match["order"].upper() if match["order"] else None,
+                           match["nulls"].upper() if match["nulls"] else None)
+    statements = b.parse_sql(f"CREATE INDEX i ON t USING {method} ({text})", at, "index element")
+    stmt: Any = statements[0].stmt if len(statements) == 1 else None
+    if type(stmt).__name__ != "IndexStmt" or len(stmt.indexParams) != 1:
+        raise b.fail(at, f"index element '{short(text, 40)}' must be one column or expression with optional"
+                     " COLLATE, operator class, ASC|DESC, NULLS FIRST|LAST — remove ',' and ';'")
+    if "SubLink" in repr(stmt.indexParams[0]):
+        raise b.fail(at, f"index element '{short(text, 40)}' holds a subquery — PostgreSQL does not index those")
+    element = stmt.indexParams[0]
+    column = element.name or f"expr:{text}"
+    return IndexColumn(column, None, None, element=text.strip())
+
+
+def build_index(b: Builder, x: dict, at: tuple, phase: str) -> IndexSpec:
+    name = b.identifier(x["name"], (*at, "name"), "index name")
+    table = x["table"]
+    schema, _ = b.table(table, (*at, "table"))
+    b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
+    method = x.get("method", "btree")
+    columns = tuple(_index_element(b, text, (*at, "columns", i), method) for i, text in enumerate(x["columns"]))
+    include = tuple(b.identifier(c, (*at, "include", i), "include column") for i, c in enumerate(x.get("include", [])))
+    where = x.get("where")
+    if where is not None:
+        # Parsed as the WHERE of a query: anything that is not one boolean expression fails here.
+        statements = b.parse_sql(f"SELECT 1 FROM t WHERE ({where})", (*at, "where"), "index predicate")
+        if len(statements) != 1:
+            raise b.fail((*at, "where"), "index predicate must be a single expression — remove ';'")
+    storage = tuple(sorted((b.identifier(k, (*at, "with", k), "storage parameter"), str(v).lower())
+                           for k, v in x.get("with", {}).items()))
+    if x.get("include") and method not in ("btree", "gist", "spgist"):
+        raise b.fail((*at, "include"), f"INCLUDE needs method btree, gist or spgist, not {method} — remove include")
+    if x.get("unique") and method != "btree":
+        raise b.fail((*at, "unique"), f"only btree indexes can be unique, not {method}")
+    return IndexSpec(
+        name=name, table=table, columns=columns, phase=phase, project=b.project, include=include, where=where,
+        unique=x.get("unique", False), method=method, serves=x.get("serves"),
+        state=x.get("state", "present"), schema=schema, storage=storage,
+        nulls_not_distinct=x.get("nulls_not_distinct", False), allow_duplicate=x.get("allow_duplicate", False),
+    )
 
 
 def read_indexes(conn: psycopg.Connection) -> dict[str, IndexFact]:
@@ -409,5 +519,5 @@ def _plan(index: IndexSpec, catalog: Catalog, context: PlanContext) -> Planned:
 
 
 # an index on a materialized view of its phase is built after the view
-INDEX = Kind(name="index", section="indexes", plan=_plan, rollback=rollback_index, owned=False,
+INDEX = Kind(name="index", section="indexes", plan=_plan, rollback=rollback_index, owned=False, build=build_index,
              after=lambda index: frozenset({str(index.table_key)}), live=lambda catalog: catalog.indexes)

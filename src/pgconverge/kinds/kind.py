@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from ..model import Action, Catalog, Desired, Step
-from ..spec import GrantSpec
+
+if TYPE_CHECKING:
+    from .privileges import GrantSpec
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Kind:
     stand_in: Callable[[Any, str], Any] | None = None
     # phases.yml → its spec value: (builder, the entry, where it is for errors, phase id); None: spec.py builds it
     build: Callable[[Any, dict, tuple, str], Any] | None = None
+    also_from: tuple[str, ...] = ()  # other sections of a phase whose entries it builds too (grants: revokes)
     # advice on a phase's declared objects (None: validate, without a catalog) — what plan and validate print
     notes: Callable[[tuple[Any, ...], Catalog | None], list[str]] = lambda objects, catalog: []
     # the names (as a query writes them) of what a declared object reads or stands on: planned after those of its

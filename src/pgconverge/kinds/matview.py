@@ -4,6 +4,7 @@ old view's privileges, rollback."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -28,9 +29,40 @@ from ..model import (
 )
 from ..names import QualifiedName
 from ..reads import relations_read
-from ..spec import GrantSpec, MatViewSpec, marker
+from ..spec import Builder, SchemaObject, digest, marker, split_name
 from .kind import Kind, PlanContext, Planned, as_owner
-from .privileges import grant_statements
+from .privileges import GrantSpec, grant_statements
+
+
+@dataclass(frozen=True)
+class MatViewSpec(SchemaObject):
+    name: str
+    sql_file: str
+    query: str
+    phase: str
+    unique_key: tuple[str, ...] = ()
+    state: str = "present"
+    schema: str = "public"
+    project: str = ""
+
+    @property
+    def definition_hash(self) -> str:
+        return digest({"query": self.query, "unique_key": list(self.unique_key)})
+
+
+def build_matview(b: Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
+    schema, name = split_name(b.identifier(m["name"], (*at, "name"), "materialized view name", qualified=True), b.schema)
+    b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
+    query = b.sql_file(m["sql"], (*at, "sql")).strip().rstrip(";").strip()
+    statements = b.parse_sql(query, (*at, "sql"), f"sql/{m['sql']}")
+    if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
+        raise b.fail((*at, "sql"), f"sql/{m['sql']} must hold exactly one SELECT — the view's query")
+    key = tuple(b.identifier(c, (*at, "unique_key", i), "unique key column") for i, c in enumerate(m.get("unique_key", [])))
+    state = m.get("state", "present")
+    if state == "present" and not key:
+        raise b.fail((*at, "name"), f"materialized view '{name}' needs unique_key — REFRESH CONCURRENTLY requires it")
+    return MatViewSpec(name=name, sql_file=m["sql"], query=query, phase=phase, project=b.project, unique_key=key, state=state,
+                       schema=schema)
 
 
 def read_matviews(conn: psycopg.Connection) -> dict[str, MatViewFact]:
@@ -243,5 +275,6 @@ def _plan(view: MatViewSpec, catalog: Catalog, context: PlanContext) -> Planned:
 
 # after the new views and materialized views of its phase that it reads
 MATVIEW = Kind(name="materialized view", section="materialized_views", plan=_plan, rollback=rollback_matview,
+               build=build_matview,
                owned=False, provides=True, after=lambda view: relations_read(view.query),
                live=lambda catalog: catalog.matviews)

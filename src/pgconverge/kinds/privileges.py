@@ -4,6 +4,8 @@ function executable by its owner only unless granted."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
@@ -19,8 +21,37 @@ from ..model import (
     of_kind,
     render,
 )
-from ..spec import FunctionSpec, GrantSpec
+from ..names import QualifiedName
+from ..spec import Builder, split_name
 from .kind import Kind, PlanContext, Planned
+
+if TYPE_CHECKING:
+    from .function import FunctionSpec
+
+
+@dataclass(frozen=True)
+class GrantSpec:
+    privileges: tuple[str, ...]
+    on: str
+    roles: tuple[str, ...]
+    phase: str
+    revoke: bool = False
+    schema: str = "public"
+
+    @property
+    def key(self) -> QualifiedName:
+        return QualifiedName(self.schema, self.on.rpartition(".")[2])
+
+
+def build_grant(b: Builder, g: dict, at: tuple, phase: str) -> GrantSpec:
+    revoke = at[-2] == "revokes"  # a revoke is a grant taken away: same target, roles under `from`
+    b.identifier(g["on"], (*at, "on"), "grant target", qualified=True)
+    roles_key = "from" if revoke else "to"
+    roles = tuple(r if r == "PUBLIC" else b.identifier(r, (*at, roles_key, i), "role")
+                  for i, r in enumerate(g[roles_key]))
+    schema, _ = split_name(g["on"], b.schema)
+    return GrantSpec(privileges=tuple(sorted(set(g["privileges"]))), on=g["on"], roles=roles, phase=phase,
+                     revoke=revoke, schema=schema)
 
 
 def read_acls(conn: psycopg.Connection) -> dict[str, dict[str, frozenset[str]]]:
@@ -112,4 +143,5 @@ def _plan(grant: GrantSpec, catalog: Catalog, context: PlanContext) -> Planned:
 
 # after the object it is on (a view of the phase); the grants of a new object go into the transaction that creates it
 PRIVILEGES = Kind(name="privileges", section="grants", plan=_plan, rollback=lambda grant, catalog, phase_id: [],
-                  after=lambda grant: frozenset({str(grant.key)}), marked=False)
+                  build=build_grant, also_from=("revokes",), after=lambda grant: frozenset({str(grant.key)}),
+                  marked=False)

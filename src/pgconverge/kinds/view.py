@@ -3,16 +3,62 @@ one transaction, replaced in place (CREATE OR REPLACE keeps grants and the views
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, comment_sql, is_managed, of_kind, render
+from ..names import QualifiedName
 from ..reads import relations_read
-from ..spec import ViewSpec, build_view, marker
+from ..spec import Builder, SchemaObject, digest, marker, split_name
 from .kind import Kind, PlanContext
 from .privileges import grant_statements
+
+
+@dataclass(frozen=True)
+class ViewSpec(SchemaObject):
+    """A plain view: its query, its options; owner and grants as for materialized views."""
+
+    name: str
+    sql_file: str
+    query: str
+    phase: str
+    security_invoker: bool = False
+    security_barrier: bool = False
+    state: str = "present"
+    schema: str = "public"
+    project: str = ""
+
+    @property
+    def source(self) -> str:
+        return f"sql/{self.sql_file}" if self.sql_file else "its inline query"
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """As pg_class.reloptions prints them."""
+        return tuple(f"{option}=true" for option, on in (("security_invoker", self.security_invoker),
+                                                         ("security_barrier", self.security_barrier)) if on)
+
+    @property
+    def definition_hash(self) -> str:
+        return digest({"query": self.query, "options": list(self.options)})
+
+
+def build_view(b: Builder, v: dict, at: tuple, phase: str) -> ViewSpec:
+    schema, name = split_name(b.identifier(v["name"], (*at, "name"), "view name", qualified=True), b.schema)
+    b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
+    # a file under sql/, or the query itself (as params: takes either)
+    in_file = re.fullmatch(r"[\w./-]+\.sql", v["sql"]) is not None
+    query = (b.sql_file(v["sql"], (*at, "sql")) if in_file else v["sql"]).strip().rstrip(";").strip()
+    source = f"sql/{v['sql']}" if in_file else f"the query of view {name}"
+    statements = b.parse_sql(query, (*at, "sql"), source)
+    if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
+        raise b.fail((*at, "sql"), f"{source} must hold exactly one SELECT — the view's query")
+    return ViewSpec(name=name, sql_file=v["sql"] if in_file else "", query=query, phase=phase, project=b.project, schema=schema,
+                    security_invoker=v.get("security_invoker", False), security_barrier=v.get("security_barrier", False),
+                    state=v.get("state", "present"))
 
 
 @dataclass(frozen=True)

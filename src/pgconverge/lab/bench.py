@@ -140,7 +140,7 @@ def changed_view_spec(spec: Spec, view: str) -> Spec:
     for phase in spec.phases:
         views = tuple(dataclasses.replace(v, query=v.query.rstrip().rstrip(";") + "\n-- changed for the bench\n"
                                           "LIMIT ALL") if v.name == view else v for v in phase.materialized_views)
-        phases.append(dataclasses.replace(phase, materialized_views=views))
+        phases.append(dataclasses.replace(phase, objects={**phase.objects, "materialized_views": views}))
     return dataclasses.replace(spec, phases=tuple(phases))
 
 
