@@ -169,17 +169,6 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                         desired.problems.append(problem)
                     if shared is not None and reuse[2] is not None:
                         shared[reuse] = (None, problem)
-            for number, view in enumerate(v for p in phases for v in p.materialized_views if v.state == "present"):
-                probe = f"pgconverge_probe_view_{number}"
-                try:
-                    with conn.transaction():
-                        conn.execute(sql.SQL("CREATE TEMP VIEW {} AS {}").format(sql.Identifier(probe),
-                                                                                 sql.SQL(view.query)))
-                        row = conn.execute("SELECT pg_get_viewdef(to_regclass(%s))", [f"pg_temp.{probe}"]).fetchone()
-                        if row and row[0]:
-                            desired.matviews[view.key] = row[0]
-                except psycopg.Error as exc:
-                    desired.unrendered[f"materialized view {view.key}"] = _first_line(exc)
             for kind in (k for k in REGISTRY if k.render):
                 for number, obj in enumerate(o for p in phases for o in kind.declared(p)):
                     try:

@@ -328,19 +328,19 @@ VIEWDEF = " SELECT leads.id,\n    leads.user_id\n   FROM leads;"
 def test_matview_compared_by_its_live_query():
     want = marker("p2", VIEW.definition_hash)
     same = catalog(matviews={"public.mv_hot": MatViewFact("mv_hot", VIEWDEF, None, 3, "salesflow")})
-    adopt = plan.plan_matview(VIEW, same, [], desired_of(matviews={"public.mv_hot": VIEWDEF}))
+    adopt = plan.plan_matview(VIEW, same, [], desired_of(definitions={"materialized view": {"public.mv_hot": VIEWDEF}}))
     assert [s.why for s in adopt] == ["adopt: the live query equals the declared one, no rebuild"]
     edited_def = VIEWDEF.replace("leads;", "leads\n  WHERE false;")
     edited = catalog(current_user="salesflow",
                      matviews={"public.mv_hot": MatViewFact("mv_hot", edited_def, want, 3, "postgres")},
                      acls={"public.mv_hot": {"postgres": frozenset({"SELECT"}), "reporting": frozenset({"SELECT"})}},
                      roles=ROLES | {"reporting", "postgres"})
-    steps = plan.plan_matview(VIEW, edited, [REVOKE], desired_of(matviews={"public.mv_hot": VIEWDEF}))
+    steps = plan.plan_matview(VIEW, edited, [REVOKE], desired_of(definitions={"materialized view": {"public.mv_hot": VIEWDEF}}))
     assert "the live query differs from the declared one" in steps[0].why
     swap = steps[1].statements
     owned = plan.plan_phase(Phase("p2", "two", objects={"materialized_views": (VIEW,), "grants": (REVOKE,)}),
                             replace(edited, current_user="postgres", schema_owners={"public": "salesflow"}), (),
-                            desired_of(matviews={"public.mv_hot": VIEWDEF}))
+                            desired_of(definitions={"materialized view": {"public.mv_hot": VIEWDEF}}))
     # a superuser's run: the view belongs to the schema's owner again, and is rebuilt as that owner
     assert [(s.why, s.run_as) for s in owned.steps][0] == ("owned by postgres, belongs to salesflow", None)
     assert {s.run_as for s in owned.steps[1:]} == {"salesflow"}

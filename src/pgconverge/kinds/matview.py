@@ -169,7 +169,7 @@ def carried_over(view: MatViewSpec, fact_owner: str, old_acl: dict[str, frozense
 def plan_matview(view: MatViewSpec, catalog: Catalog, grants: Iterable[GrantSpec],
                  desired: Desired | None = None) -> list[Step]:
     schema = view.schema
-    wanted = (desired or Desired()).matviews.get(view.key)
+    wanted = (desired or Desired()).definitions.get("materialized view", {}).get(view.key)
     fact = catalog.matviews.get(view.key)
     tmp = temp_name(view.name)
     tmp_fact = catalog.matviews.get(QualifiedName(schema, tmp))
@@ -249,6 +249,16 @@ def rollback_matview(view: MatViewSpec, catalog: Catalog, phase_id: str) -> list
     return steps
 
 
+def render_matview(conn: psycopg.Connection, view: MatViewSpec, number: int) -> str | None:
+    """The declared query as pg_get_viewdef prints it: a temporary view of it, in the rolled-back probe."""
+    if view.state != "present":
+        return None
+    probe = f"pgconverge_probe_view_{number}"
+    conn.execute(sql.SQL("CREATE TEMP VIEW {} AS {}").format(sql.Identifier(probe), sql.SQL(view.query)))
+    row = conn.execute("SELECT pg_get_viewdef(to_regclass(%s))", [f"pg_temp.{probe}"]).fetchone()
+    return row[0] if row and row[0] else None
+
+
 def owner_drift(view: MatViewSpec, catalog: Catalog, owner: str | None) -> list[Step]:
     """A managed view that belongs to another role than its schema's owner (or settings.owner): repaired by ALTER …
     OWNER TO as whoever runs (that needs the current owner's rights)."""
@@ -275,6 +285,6 @@ def _plan(view: MatViewSpec, catalog: Catalog, context: PlanContext) -> Planned:
 
 # after the new views and materialized views of its phase that it reads
 MATVIEW = Kind(name="materialized view", section="materialized_views", plan=_plan, rollback=rollback_matview,
-               build=build_matview,
+               build=build_matview, render=render_matview,
                owned=False, provides=True, after=lambda view: relations_read(view.query),
                live=lambda catalog: catalog.matviews)
