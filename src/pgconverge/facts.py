@@ -9,12 +9,9 @@ import psycopg
 from psycopg import sql
 
 from .kinds import REGISTRY
-from .kinds.cron_job import read_cron_jobs
-from .kinds.extension import read_extensions
-from .kinds.function import FUNCTION_SHAPES, read_functions
-from .kinds.index import build_on_probe, read_indexes, read_partitions
-from .kinds.matview import read_dependents, read_matviews
-from .kinds.privileges import read_acls
+from .kinds.function import FUNCTION_SHAPES
+from .kinds.index import build_on_probe, read_partitions
+from .kinds.matview import read_dependents
 from .model import (
     USER_SCHEMAS,
     Catalog,
@@ -62,27 +59,21 @@ def read(conn: psycopg.Connection, schema: str = "public") -> Catalog:
 
 def _read(conn: psycopg.Connection, schema: str) -> Catalog:
     database, user = conn.execute("SELECT current_database(), current_user").fetchone()  # type: ignore[misc]
-    cron_available, cron_jobs = read_cron_jobs(conn)
     relations = read_relations(conn)
     partitions, partition_keys = read_partitions(conn)
+    live = {kind: kind.read(conn) for kind in REGISTRY if kind.read}  # one catalog query per kind
     return Catalog(
         database=database,
         current_user=user,
         schema=schema,
-        indexes=read_indexes(conn),
-        matviews=read_matviews(conn),
-        functions=read_functions(conn),
-        cron_jobs=cron_jobs,
-        cron_available=cron_available,
-        extensions=read_extensions(conn),
-        acls=read_acls(conn),
+        **{kind.facts_field: facts for kind, facts in live.items() if kind.facts_field},
+        objects={kind.name: facts for kind, facts in live.items() if not kind.facts_field},
         roles=frozenset(r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()),
         relations=frozenset(relations),
         row_estimates=relations,
         partitions=partitions,
         partition_keys=partition_keys,
         dependents=read_dependents(conn),
-        objects={kind.name: kind.read(conn) for kind in REGISTRY if kind.read},
         schema_owners=dict(conn.execute(
             "SELECT n.nspname, CASE WHEN n.nspowner = 'pg_database_owner'::regrole"
             " THEN pg_get_userbyid(d.datdba) ELSE pg_get_userbyid(n.nspowner) END"

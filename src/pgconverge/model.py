@@ -213,7 +213,6 @@ class Catalog:
     matviews: dict[str, MatViewFact] = field(default_factory=dict)
     functions: dict[str, FunctionFact] = field(default_factory=dict)
     cron_jobs: dict[str, CronJobFact] = field(default_factory=dict)
-    cron_available: bool = False
     extensions: dict[str, ExtensionFact] = field(default_factory=dict)
     # object name → role → privileges ("PUBLIC" for the public pseudo-role)
     acls: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
@@ -224,7 +223,8 @@ class Catalog:
     partitions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     partition_keys: dict[str, str] = field(default_factory=dict)  # partitioned table → pg_get_partkeydef
     dependents: dict[str, tuple[DependentFact, ...]] = field(default_factory=dict)  # matview → direct dependents
-    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # registry kind → its live objects by key
+    # a kind without a field of its own (Kind.facts_field) → its live objects by key
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     # schema → the role that owns it (pg_database_owner resolved to the database's owner)
     schema_owners: dict[str, str] = field(default_factory=dict)
 
@@ -250,18 +250,13 @@ def marked_project(comment: str | None) -> str | None:
     return head.split("/", 1)[0] if "/" in head else ""
 
 
-def seen_by(catalog: Catalog, project: str) -> Catalog:
-    """The catalog as one project sees it: another project's markers are not ours, so never adopted, rolled back
-    or reported as undeclared."""
-    def own(facts: dict) -> dict:
-        return {key: fact if marked_project(fact.comment) in (None, project) else replace(fact, comment=None)
-                for key, fact in facts.items()}
-    functions = {key: replace(fact, marked_overloads=tuple(
-        (arguments, mark) for arguments, mark in fact.marked_overloads if marked_project(mark) == project))
-        for key, fact in own(catalog.functions).items()}
-    return replace(catalog, indexes=own(catalog.indexes), matviews=own(catalog.matviews), functions=functions,
-                   extensions=own(catalog.extensions),
-                   objects={kind: own(facts) for kind, facts in catalog.objects.items()})
+def seen_fact(fact: Any, project: str) -> Any:
+    """A fact as one project sees it: another project's marker is no marker of ours (never adopted, rolled back or
+    reported as undeclared); a fact without a comment is what it is."""
+    comment = getattr(fact, "comment", None)
+    if comment is not None and marked_project(comment) not in (None, project):
+        return replace(fact, comment=None)
+    return fact
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from .kinds import REGISTRY, Kind, PlanContext
@@ -27,7 +28,6 @@ from .model import (
     is_managed,
     marked_project,
     render,
-    seen_by,
 )
 from .spec import Phase, Spec
 
@@ -101,6 +101,16 @@ def cycle_refusal(phase: Phase, cycle: list[tuple[Kind, Any]]) -> str:
     return (f"phase {phase.id}: {', '.join(f'{kind.name} {obj.key}' for kind, obj in cycle)} read each other (a"
             " cycle, or one reads what the cycle makes) — no order can create them; change a query so that one of"
             " them does not read the other; nothing was changed")
+
+
+def seen_by(catalog: Catalog, project: str) -> Catalog:
+    """The catalog as one project sees it: another project's markers are not ours, so never adopted, rolled back
+    or reported as undeclared."""
+    def seen(kind: Kind) -> dict[str, Any]:
+        return {key: kind.seen(fact, project) for key, fact in kind.facts(catalog).items()}
+    fields: dict[str, Any] = {kind.facts_field: seen(kind) for kind in REGISTRY if kind.facts_field}
+    return replace(catalog, **fields,
+                   objects={**catalog.objects, **{kind.name: seen(kind) for kind in REGISTRY if not kind.facts_field}})
 
 
 def project_conflicts(phase: Phase, catalog: Catalog, project: str) -> list[str]:

@@ -205,19 +205,16 @@ def every_statement(spec: Spec) -> str:
     empty = facts.Catalog(roles=api_roles, schema=spec.settings.schema)
     converge = plan.plan(spec, empty, [p.id for p in spec.phases]).steps
     mark = marker("x", "x", spec.settings.project)
+    # every declared object as if there, keyed as the live catalog is (schema.name), so that every rollback DROP is
+    # generated
+    stand_ins = {kind: {o.key: kind.stand_in(o, mark) for p in spec.phases for o in kind.declared(p)}
+                 for kind in REGISTRY if kind.stand_in}
+    fields: dict[str, Any] = {kind.facts_field: objects for kind, objects in stand_ins.items() if kind.facts_field}
     applied = facts.Catalog(
         roles=api_roles,
         schema=spec.settings.schema,
-        # keyed as the live catalog is (schema.name), so that every rollback DROP is generated
-        indexes={i.key: facts.IndexFact(i.name, i.table_name, True, "", mark) for p in spec.phases for i in p.indexes},
-        matviews={v.key: facts.MatViewFact(v.name, "", mark) for p in spec.phases for v in p.materialized_views},
-        functions={f.key: facts.FunctionFact(f.name, "", mark, marked_overloads=(("", mark),))
-                   for p in spec.phases for f in p.functions},
-        cron_jobs={j.name: facts.CronJobFact(j.name, j.schedule, j.command, "x") for p in spec.phases for j in p.cron_jobs},
-        extensions={e.name: facts.ExtensionFact(e.name, "", e.schema or spec.settings.schema, mark)
-                    for p in spec.phases for e in p.extensions},
-        objects={kind.name: {o.key: kind.stand_in(o, mark) for p in spec.phases for o in kind.declared(p)}
-                 for kind in REGISTRY if kind.stand_in},
+        **fields,
+        objects={kind.name: objects for kind, objects in stand_ins.items() if not kind.facts_field},
     )
     rollback = plan.plan_rollback(spec, applied, spec.phases[0].id).steps if spec.phases else ()
     shapes = _live_shapes(spec, empty, applied)

@@ -60,15 +60,15 @@ def build_cron_job(b: Builder, c: dict, at: tuple, phase: str) -> CronJobSpec:
                        database=c.get("database"), state=c.get("state", "present"))
 
 
-def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFact]]:
+def read_cron_jobs(conn: psycopg.Connection) -> dict[str, CronJobFact]:
     """pg_cron's jobs visible to this role (cron.job has row-level security for non-superusers)."""
     # pg_cron's extension lives in pg_catalog; its objects in schema cron.
     available = conn.execute(
         "SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n"
         " WHERE n.nspname = 'cron' AND EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron')"
     ).fetchone()
-    if not available:
-        return False, {}
+    if not available:  # pg_cron not installed: no jobs
+        return {}
     if not available[0]:
         user = conn.execute("SELECT current_user").fetchone()[0]  # type: ignore[index]
         raise CatalogUnreadable(f"pg_cron is installed but {user} may not read its jobs — "
@@ -76,7 +76,7 @@ def read_cron_jobs(conn: psycopg.Connection) -> tuple[bool, dict[str, CronJobFac
     rows = conn.execute(
         "SELECT jobname, schedule, command, database, active, jobid, username FROM cron.job WHERE jobname IS NOT NULL"
     ).fetchall()
-    return True, {r[0]: CronJobFact(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
+    return {r[0]: CronJobFact(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
 
 
 @of_kind("cron job")
@@ -130,4 +130,5 @@ def rollback_cron_job(job: CronJobSpec, catalog: Catalog, phase_id: str) -> list
 # last of a phase: what a job refreshes or calls exists before it is scheduled; scheduled as the login (pg_cron shows
 # each role only its own jobs), which owns or acts for the owner of what the job runs
 CRON_JOB = Kind(name="cron job", section="cron_jobs", plan=lambda job, catalog, context: plan_cron_job(job, catalog),
-                rollback=rollback_cron_job, build=build_cron_job, owned=False, marked=False)
+                rollback=rollback_cron_job, build=build_cron_job, owned=False, marked=False, read=read_cron_jobs,
+                facts_field="cron_jobs", stand_in=lambda job, mark: CronJobFact(job.name, job.schedule, job.command, "x"))

@@ -123,4 +123,5 @@ def _plan(extension: ExtensionSpec, catalog: Catalog, context: PlanContext) -> P
 
 EXTENSION = Kind(name="extension", section="extensions", plan=_plan, rollback=rollback_extension, owned=False,
                  build=build_extension,
-                 marked=False)
+                 marked=False, read=read_extensions, facts_field="extensions",
+                 stand_in=lambda extension, mark: ExtensionFact(extension.name, "", extension.schema or "", mark))

@@ -4,7 +4,7 @@ settings), replace in one transaction leaving overloads that are not ours, rollb
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -21,8 +21,10 @@ from ..model import (
     Step,
     comment_sql,
     is_managed,
+    marked_project,
     of_kind,
     render,
+    seen_fact,
 )
 from ..names import QualifiedName
 from ..spec import Builder, SchemaObject, digest, marker, split_name
@@ -182,6 +184,12 @@ def rollback_function(function: FunctionSpec, catalog: Catalog, phase_id: str) -
     return _drop_marked(function, catalog.functions.get(function.key), "rollback", phase_id)
 
 
+def seen_function(fact: FunctionFact, project: str) -> FunctionFact:
+    """Only the overloads this project marked are its own (another project may have its overload of the name)."""
+    return seen_fact(replace(fact, marked_overloads=tuple(
+        (arguments, mark) for arguments, mark in fact.marked_overloads if marked_project(mark) == project)), project)
+
+
 def owner_drift(function: FunctionSpec, catalog: Catalog, owner: str | None) -> list[Step]:
     """A managed function that belongs to another role than its schema's owner (or settings.owner): repaired by
     ALTER … OWNER TO as whoever runs (that needs the current owner's rights); one overload only (else: which?)."""
@@ -212,4 +220,5 @@ def _plan(function: FunctionSpec, catalog: Catalog, context: PlanContext) -> Pla
 
 FUNCTION = Kind(name="function", section="functions", plan=_plan, rollback=rollback_function, owned=False,
                 build=build_function,
-                provides=True, live=lambda catalog: catalog.functions)
+                provides=True, read=read_functions, facts_field="functions", seen=seen_function,
+                stand_in=lambda function, mark: FunctionFact(function.name, "", mark, marked_overloads=(("", mark),)))

@@ -520,4 +520,5 @@ def _plan(index: IndexSpec, catalog: Catalog, context: PlanContext) -> Planned:
 
 # an index on a materialized view of its phase is built after the view
 INDEX = Kind(name="index", section="indexes", plan=_plan, rollback=rollback_index, owned=False, build=build_index,
-             after=lambda index: frozenset({str(index.table_key)}), live=lambda catalog: catalog.indexes)
+             after=lambda index: frozenset({str(index.table_key)}), read=read_indexes, facts_field="indexes",
+             stand_in=lambda index, mark: IndexFact(index.name, index.table_name, True, "", mark))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from ..model import Action, Catalog, Desired, Step
+from ..model import Action, Catalog, Desired, Step, seen_fact
 
 if TYPE_CHECKING:
     from .privileges import GrantSpec
@@ -70,11 +70,11 @@ class Kind:
     section: str  # its list in a phase of phases.yml ("views")
     plan: Callable[[Any, Catalog, PlanContext], Planned | list[Step]]
     rollback: Callable[[Any, Catalog, str], list[Step]]
-    # every live object, keyed schema.name (None: read into its own Catalog field, see `live`)
+    # every live object, keyed schema.name (None: none read)
     read: Callable[[psycopg.Connection], dict[str, Any]] | None = None
     # the declared object as the server prints it, made inside a transaction that is rolled back (None: unknown)
     render: Callable[[psycopg.Connection, Any, int], str | None] | None = None
-    # a fact as if the object were there with this marker (export-sql); None: export-sql builds it with the catalog
+    # a fact as if the object were there with this marker (export-sql plans the rollback of everything with it)
     stand_in: Callable[[Any, str], Any] | None = None
     # phases.yml → its spec value: (builder, the entry, where it is for errors, phase id); None: spec.py builds it
     build: Callable[[Any, dict, tuple, str], Any] | None = None
@@ -87,13 +87,16 @@ class Kind:
     provides: bool = False  # other objects may read its objects by name (views, materialized views, functions)
     owned: bool = True  # its steps run as the object's owner (not: it sets run_as itself, or runs as the login)
     marked: bool = True  # its objects carry our marker: adopted, reported when undeclared, one project's each
-    # its live objects, keyed as declared (None: Catalog.objects[name])
-    live: Callable[[Catalog], dict[str, Any]] | None = None
+    facts_field: str | None = None  # the Catalog field `read` fills (None: Catalog.objects[name])
+    # a live object as one project sees it (another project's marker is none of ours)
+    seen: Callable[[Any, str], Any] = seen_fact
+
+    def facts(self, catalog: Catalog) -> dict[str, Any]:
+        return getattr(catalog, self.facts_field) if self.facts_field else catalog.objects.get(self.name, {})
 
     def live_objects(self, catalog: Catalog) -> dict[str, Any]:
-        if not self.marked:
-            return {}
-        return self.live(catalog) if self.live else catalog.objects.get(self.name, {})
+        """Its live objects that a project may own by their marker."""
+        return self.facts(catalog) if self.marked else {}
 
     def declared(self, phase: Any) -> tuple[Any, ...]:
         return phase.objects.get(self.section, ())

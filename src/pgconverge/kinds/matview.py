@@ -287,4 +287,5 @@ def _plan(view: MatViewSpec, catalog: Catalog, context: PlanContext) -> Planned:
 MATVIEW = Kind(name="materialized view", section="materialized_views", plan=_plan, rollback=rollback_matview,
                build=build_matview, render=render_matview,
                owned=False, provides=True, after=lambda view: relations_read(view.query),
-               live=lambda catalog: catalog.matviews)
+               read=read_matviews, facts_field="matviews",
+               stand_in=lambda view, mark: MatViewFact(view.name, "", mark))

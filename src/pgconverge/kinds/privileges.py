@@ -144,4 +144,4 @@ def _plan(grant: GrantSpec, catalog: Catalog, context: PlanContext) -> Planned:
 # after the object it is on (a view of the phase); the grants of a new object go into the transaction that creates it
 PRIVILEGES = Kind(name="privileges", section="grants", plan=_plan, rollback=lambda grant, catalog, phase_id: [],
                   build=build_grant, also_from=("revokes",), after=lambda grant: frozenset({str(grant.key)}),
-                  marked=False)
+                  marked=False, read=read_acls, facts_field="acls")
