@@ -9,7 +9,6 @@ import psycopg
 from psycopg import sql
 
 from .kinds import REGISTRY
-from .kinds.function import FUNCTION_SHAPES
 from .kinds.index import build_on_probe, read_partitions
 from .kinds.matview import read_dependents
 from .model import (
@@ -169,22 +168,6 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
                                 desired.definitions.setdefault(kind.name, {})[obj.key] = definition
                     except psycopg.Error as exc:  # e.g. it reads what this run creates first: the marker decides
                         desired.unrendered[f"{kind.name} {obj.key}"] = _first_line(exc)
-            for function in (f for p in phases for f in p.functions if f.state == "present"):
-                try:
-                    with conn.transaction():
-                        live = conn.execute(FUNCTION_SHAPES, [function.schema, function.name]).fetchall()
-                        desired.live_functions[function.key] = tuple(
-                            FunctionShape(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6]) for r in live)
-                        conn.execute(function.body.rstrip().rstrip(";"))  # type: ignore[arg-type]
-                        # the row this statement wrote: a new oid (new signature) or a new version (same oid)
-                        before = {r[7] for r in live}
-                        mine = next((r for r in conn.execute(FUNCTION_SHAPES, [function.schema, function.name])
-                                     .fetchall() if r[7] not in before), None)
-                        if mine:
-                            desired.functions[function.key] = FunctionShape(mine[0], mine[1], mine[2], mine[3], mine[4],
-                                                                          tuple(mine[5]))
-                except psycopg.Error as exc:
-                    desired.unrendered[f"function {function.key}"] = _first_line(exc)
             raise _Rollback
     except _Rollback:
         pass

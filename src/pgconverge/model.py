@@ -277,12 +277,10 @@ class Desired:
     """The declared objects as the server itself prints them (canonical), next to the live ones' prints."""
 
     indexes: dict[str, str] = field(default_factory=dict)          # key → "USING btree (…) …" of the declared one
-    functions: dict[str, FunctionShape] = field(default_factory=dict)
-    live_functions: dict[str, tuple[FunctionShape, ...]] = field(default_factory=dict)  # every overload
     # declared indexes still to be built that the server refuses to build: mistakes in phases.yml
     problems: list[str] = field(default_factory=list)
     # kind (its name) → key → the server's print of the declared object (pg_get_viewdef, pg_get_expr …)
-    definitions: dict[str, dict[str, str]] = field(default_factory=dict)
+    definitions: dict[str, dict[str, Any]] = field(default_factory=dict)
     # declared objects the server could not render here: their drift is decided by the marker (key → why)
     unrendered: dict[str, str] = field(default_factory=dict)
 

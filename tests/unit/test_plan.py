@@ -10,7 +10,7 @@ from pgconverge import plan
 from pgconverge.facts import Catalog, CronJobFact, ExtensionFact, FunctionFact, IndexFact, MatViewFact
 from pgconverge.kinds.cron_job import CronJobSpec
 from pgconverge.kinds.extension import ExtensionSpec
-from pgconverge.kinds.function import FunctionSpec
+from pgconverge.kinds.function import FunctionRendering, FunctionSpec
 from pgconverge.kinds.index import IndexColumn, IndexSpec
 from pgconverge.kinds.matview import MatViewSpec
 from pgconverge.kinds.privileges import GrantSpec, grant_notes
@@ -355,12 +355,12 @@ SHAPE = plan.FunctionShape("", "integer", "SELECT 1", "v", False, ("search_path=
 def test_function_compared_by_body_security_and_settings_and_overloads_left_alone():
     want = marker("p3", FUNCTION.definition_hash)
     fact = catalog(functions={"public.stats": FunctionFact("stats", "", want)})
-    assert plan.plan_function(FUNCTION, fact, (), desired_of(functions={"public.stats": SHAPE},
-                                                             live_functions={"public.stats": (SHAPE,)})) == []
+    assert plan.plan_function(FUNCTION, fact, (), desired_of(definitions={"function": {
+        "public.stats": FunctionRendering(SHAPE, (SHAPE,))}})) == []
     definer = replace(SHAPE, security_definer=True)
     hand = plan.FunctionShape("x bigint", "integer", "SELECT 2", "v", False, (), False)
-    steps = plan.plan_function(FUNCTION, fact, (), desired_of(functions={"public.stats": SHAPE},
-                                                               live_functions={"public.stats": (definer, hand)}))
+    steps = plan.plan_function(FUNCTION, fact, (), desired_of(definitions={"function": {
+        "public.stats": FunctionRendering(SHAPE, (definer, hand))}}))
     assert "live SECURITY DEFINER differ from the declared" in steps[0].why
     assert "other overloads not ours, left alone: stats(x bigint)" in steps[0].why
     assert "obj_description(p.oid, 'pg_proc') LIKE 'pgconverge:%'" in steps[0].statements[1]

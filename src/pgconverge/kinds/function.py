@@ -104,6 +104,33 @@ FUNCTION_SHAPES = """
 """
 
 
+@dataclass(frozen=True)
+class FunctionRendering:
+    """The declared function as pg_proc holds it once its CREATE ran (None: the CREATE wrote no new row), beside
+    every live overload of its name."""
+
+    wanted: FunctionShape | None
+    live: tuple[FunctionShape, ...] = ()
+
+
+def render_function(conn: psycopg.Connection, function: FunctionSpec, number: int) -> FunctionRendering | None:
+    """Its CREATE run in the rolled-back probe transaction (bodies unchecked), read back from pg_proc."""
+    if function.state != "present":
+        return None
+    live = conn.execute(FUNCTION_SHAPES, [function.schema, function.name]).fetchall()
+    conn.execute(function.body.rstrip().rstrip(";"))  # type: ignore[arg-type]
+    # the row this statement wrote: a new oid (new signature) or a new version (same oid)
+    before = {r[7] for r in live}
+    mine = next((r for r in conn.execute(FUNCTION_SHAPES, [function.schema, function.name]).fetchall()
+                 if r[7] not in before), None)
+    return FunctionRendering(FunctionShape(mine[0], mine[1], mine[2], mine[3], mine[4], tuple(mine[5])) if mine else None,
+                             tuple(FunctionShape(r[0], r[1], r[2], r[3], r[4], tuple(r[5]), r[6]) for r in live))
+
+
+def rendering(desired: Desired | None, function: FunctionSpec) -> FunctionRendering:
+    return (desired or Desired()).definitions.get("function", {}).get(function.key) or FunctionRendering(None)
+
+
 def _shape_differences(live: FunctionShape, wanted: FunctionShape) -> list[str]:
     return [what for what, a, b in (("body", live.source, wanted.source), ("result", live.result, wanted.result),
                                     ("volatility", live.volatility, wanted.volatility),
@@ -122,8 +149,7 @@ def plan_function(function: FunctionSpec, catalog: Catalog, privileges: Iterable
     fact = catalog.functions.get(function.key)
     want = marker(function.phase, function.definition_hash, function.project)
     label = f"function {function.name}"
-    wanted = (desired or Desired()).functions.get(function.key)
-    live = (desired or Desired()).live_functions.get(function.key, ())
+    wanted, live = rendering(desired, function).wanted, rendering(desired, function).live
     # With the declared signature known, every statement names it: hand-made overloads may share the name.
     target: sql.Composable = sql.Identifier(schema, function.name)
     if wanted:
@@ -210,7 +236,7 @@ def _plan(function: FunctionSpec, catalog: Catalog, context: PlanContext) -> Pla
     steps = as_owner(plan_function(function, catalog, privileges, context.desired), catalog, function.schema,
                      context.owner)
     if all(s.action == Action.MARK for s in steps):  # not replaced: its privileges compared with the catalog
-        wanted = context.desired.functions.get(function.key)
+        wanted = rendering(context.desired, function).wanted
         steps += as_owner([s for g in privileges for s in plan_grant(g, catalog, True,
                                                                      wanted.arguments if wanted else None)],
                           catalog, function.schema, context.owner)
@@ -219,6 +245,6 @@ def _plan(function: FunctionSpec, catalog: Catalog, context: PlanContext) -> Pla
 
 
 FUNCTION = Kind(name="function", section="functions", plan=_plan, rollback=rollback_function, owned=False,
-                build=build_function,
+                build=build_function, render=render_function,
                 provides=True, read=read_functions, facts_field="functions", seen=seen_function,
                 stand_in=lambda function, mark: FunctionFact(function.name, "", mark, marked_overloads=(("", mark),)))

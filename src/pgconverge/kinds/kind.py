@@ -73,7 +73,7 @@ class Kind:
     # every live object, keyed schema.name (None: none read)
     read: Callable[[psycopg.Connection], dict[str, Any]] | None = None
     # the declared object as the server prints it, made inside a transaction that is rolled back (None: unknown)
-    render: Callable[[psycopg.Connection, Any, int], str | None] | None = None
+    render: Callable[[psycopg.Connection, Any, int], Any] | None = None
     # a fact as if the object were there with this marker (export-sql plans the rollback of everything with it)
     stand_in: Callable[[Any, str], Any] | None = None
     # phases.yml → its spec value: (builder, the entry, where it is for errors, phase id); None: spec.py builds it
