@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 
 import psycopg
-from psycopg import sql
 
 from .kinds import REGISTRY
-from .kinds.index import build_on_probe, read_partitions
+from .kinds.index import read_partitions
+from .kinds.kind import DeclaredProblem, RenderContext
 from .kinds.matview import read_dependents
 from .model import (
     USER_SCHEMAS,
@@ -85,20 +85,6 @@ class _Rollback(Exception):
     pass
 
 
-def table_shapes(conn: psycopg.Connection, tables: list[str]) -> dict[str, str]:
-    """What an index's rendering depends on, per table: its columns with their types and collations, its partition
-    key, the search path (how names print). Databases of a fleet whose tables have the same shape render a declared
-    index the same way."""
-    rows = conn.execute(
-        "SELECT n.nspname || '.' || c.relname, string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)"
-        " || ' ' || a.attcollation::text, ', ' ORDER BY a.attnum) || ' | ' || coalesce(pg_get_partkeydef(c.oid), '')"
-        " || ' | ' || current_setting('search_path')"
-        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-        " WHERE (n.nspname || '.' || c.relname) = ANY(%s) GROUP BY 1, c.oid", [tables]).fetchall()
-    return dict(rows)
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -113,59 +99,19 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
     column type, operator class, expression), reported before anything runs."""
     desired = Desired()
     phases = [spec.phase(pid) for pid in phase_ids]
-    declared = [i for p in phases for i in p.indexes if i.state == "present"]
-    # a fleet's databases share their schema: an index rendered on one is not probed again on the next
-    shapes = table_shapes(conn, sorted({str(i.table_key) for i in declared})) if shared is not None and declared \
-        else {}
+    context = RenderContext(catalog, shared)
     try:
         with conn.transaction():
             conn.execute("SET LOCAL check_function_bodies = off")
-            for extension in (e for p in phases for e in p.extensions
-                              if e.state == "present" and e.name not in catalog.extensions):
-                try:  # declared in the same run: the indexes may need its operator classes
-                    with conn.transaction():
-                        statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension.name))
-                        if extension.schema:
-                            statement += sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(extension.schema))
-                        conn.execute(statement)
-                except psycopg.Error:
-                    pass  # the apply will say why
-            for number, index in enumerate(declared):
-                # what the server's print of it depends on: the table's shape and the extensions there
-                reuse = (index.key, index.definition_hash, shapes.get(str(index.table_key)),
-                         tuple(sorted(catalog.extensions)))
-                if shared is not None and reuse[2] is not None and reuse in shared:
-                    canonical, problem = shared[reuse]
-                    if canonical:
-                        desired.indexes[index.key] = canonical
-                    if problem and index.key not in catalog.indexes:
-                        desired.problems.append(problem)
-                    continue
-                try:
-                    with conn.transaction():
-                        probe = build_on_probe(conn, index, number, catalog.partition_keys.get(index.table_key))
-                        row = conn.execute("SELECT pg_get_indexdef(to_regclass(%s))", [probe]).fetchone()
-                        canonical = canonical_index(row[0]) if row and row[0] else None
-                        if canonical:
-                            desired.indexes[index.key] = canonical
-                        if shared is not None and reuse[2] is not None:
-                            shared[reuse] = (canonical, None)
-                except psycopg.errors.InsufficientPrivilege:
-                    break  # no TEMP privilege here: the apply is the check
-                except psycopg.Error as exc:
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    problem = f"index {index.name} on {index.table}: {first} — fix it in phases.yml"
-                    if index.key not in catalog.indexes:
-                        desired.problems.append(problem)
-                    if shared is not None and reuse[2] is not None:
-                        shared[reuse] = (None, problem)
             for kind in (k for k in REGISTRY if k.render):
                 for number, obj in enumerate(o for p in phases for o in kind.declared(p)):
                     try:
                         with conn.transaction():
-                            definition = kind.render(conn, obj, number)  # type: ignore[misc]
-                            if definition:
-                                desired.definitions.setdefault(kind.name, {})[obj.key] = definition
+                            definition = kind.render(conn, obj, number, context)  # type: ignore[misc]
+                        if definition is not None:
+                            desired.definitions.setdefault(kind.name, {})[obj.key] = definition
+                    except DeclaredProblem as problem:
+                        desired.problems.append(str(problem))
                     except psycopg.Error as exc:  # e.g. it reads what this run creates first: the marker decides
                         desired.unrendered[f"{kind.name} {obj.key}"] = _first_line(exc)
             raise _Rollback

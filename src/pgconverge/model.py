@@ -276,7 +276,6 @@ class FunctionShape:
 class Desired:
     """The declared objects as the server itself prints them (canonical), next to the live ones' prints."""
 
-    indexes: dict[str, str] = field(default_factory=dict)          # key → "USING btree (…) …" of the declared one
     # declared indexes still to be built that the server refuses to build: mistakes in phases.yml
     problems: list[str] = field(default_factory=list)
     # kind (its name) → key → the server's print of the declared object (pg_get_viewdef, pg_get_expr …)

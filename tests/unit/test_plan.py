@@ -289,7 +289,7 @@ def desired_of(**kwargs) -> plan.Desired:
 
 def test_unmarked_index_with_the_declared_definition_is_adopted():
     live = catalog(indexes={"public.idx_ev": IndexFact("idx_ev", "message_events", True, LIVE_INDEX, None, 7)})
-    steps = plan.plan_index(INDEX, live, desired_of(indexes={"public.idx_ev": DECLARED_INDEX}))
+    steps = plan.plan_index(INDEX, live, desired_of(definitions={"index": {"public.idx_ev": DECLARED_INDEX}}))
     assert [s.why for s in steps] == ["adopt: the live definition equals the declared one, no build"]
     assert sqls(steps) == [f'COMMENT ON INDEX "public"."idx_ev" IS \'{CURRENT}\'']
 
@@ -297,7 +297,7 @@ def test_unmarked_index_with_the_declared_definition_is_adopted():
 def test_marked_index_whose_live_definition_differs_is_rebuilt():
     changed = LIVE_INDEX.replace("created_at DESC", "created_at")
     live = catalog(indexes={"public.idx_ev": IndexFact("idx_ev", "message_events", True, changed, CURRENT, 7)})
-    steps = plan.plan_index(INDEX, live, desired_of(indexes={"public.idx_ev": DECLARED_INDEX}))
+    steps = plan.plan_index(INDEX, live, desired_of(definitions={"index": {"public.idx_ev": DECLARED_INDEX}}))
     assert "definition differs: live USING btree (user_id, created_at)" in steps[0].why
     assert steps[0].statements[0].startswith('CREATE INDEX CONCURRENTLY "idx_ev_pgc_new"')
 
@@ -306,11 +306,11 @@ def test_duplicate_of_another_name_is_not_built_and_named():
     other = IndexFact("ev_by_user", "message_events", True, LIVE_INDEX.replace("idx_ev", "ev_by_user"), None, 8)
     live = catalog(indexes={"public.ev_by_user": other})
     result = plan.plan_phase(Phase("p1", "one", objects={"indexes": (INDEX,)}), live, (),
-                             desired_of(indexes={"public.idx_ev": DECLARED_INDEX}))
+                             desired_of(definitions={"index": {"public.idx_ev": DECLARED_INDEX}}))
     assert result.steps == ()
     assert result.notes[0].startswith("index public.idx_ev not built: public.ev_by_user already has exactly")
     allowed = replace(INDEX, allow_duplicate=True)
-    assert plan.plan_index(allowed, live, desired_of(indexes={"public.idx_ev": DECLARED_INDEX}))[0].long_running
+    assert plan.plan_index(allowed, live, desired_of(definitions={"index": {"public.idx_ev": DECLARED_INDEX}}))[0].long_running
 
 
 def test_a_leading_prefix_index_is_named_redundant():
@@ -318,7 +318,7 @@ def test_a_leading_prefix_index_is_named_redundant():
                        "CREATE INDEX ev_user ON public.message_events USING btree (user_id)", None, 9)
     index = replace(INDEX, include=(), where=None)
     steps = plan.plan_index(index, catalog(indexes={"public.ev_user": prefix}),
-                            desired_of(indexes={"public.idx_ev": "USING btree (user_id, created_at DESC)"}))
+                            desired_of(definitions={"index": {"public.idx_ev": "USING btree (user_id, created_at DESC)"}}))
     assert "makes public.ev_user redundant" in steps[0].why
 
 

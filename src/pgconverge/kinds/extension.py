@@ -19,7 +19,7 @@ from ..model import (
     render,
 )
 from ..spec import Builder, marker
-from .kind import Kind, PlanContext, Planned
+from .kind import Kind, PlanContext, Planned, RenderContext
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,16 @@ def rollback_extension(extension: ExtensionSpec, catalog: Catalog, phase_id: str
                  "rollback", f"extension {extension.name}", Lock.ACCESS_EXCLUSIVE, phase_id, action=Action.DROP)]
 
 
+def render_extension(conn: psycopg.Connection, extension: ExtensionSpec, number: int, context: RenderContext) -> None:
+    """Created in the rolled-back probe when still to be made in this run: the indexes rendered after it may need
+    its operator classes (the apply says why it cannot be created, if so)."""
+    if extension.state == "present" and extension.name not in context.catalog.extensions:
+        statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension.name))
+        if extension.schema:
+            statement += sql.SQL(" WITH SCHEMA {}").format(sql.Identifier(extension.schema))
+        conn.execute(statement)
+
+
 def _plan(extension: ExtensionSpec, catalog: Catalog, context: PlanContext) -> Planned:
     steps = tuple(plan_extension(extension, catalog))
     fact = catalog.extensions.get(extension.name)
@@ -122,6 +132,6 @@ def _plan(extension: ExtensionSpec, catalog: Catalog, context: PlanContext) -> P
 
 
 EXTENSION = Kind(name="extension", section="extensions", plan=_plan, rollback=rollback_extension, owned=False,
-                 build=build_extension,
+                 build=build_extension, render=render_extension,
                  marked=False, read=read_extensions, facts_field="extensions",
                  stand_in=lambda extension, mark: ExtensionFact(extension.name, "", extension.schema or "", mark))

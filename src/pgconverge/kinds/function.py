@@ -28,7 +28,7 @@ from ..model import (
 )
 from ..names import QualifiedName
 from ..spec import Builder, SchemaObject, digest, marker, split_name
-from .kind import Kind, PlanContext, Planned, as_owner
+from .kind import Kind, PlanContext, Planned, RenderContext, as_owner
 from .privileges import GrantSpec, function_privileges, grant_statements, plan_grant
 
 
@@ -113,7 +113,8 @@ class FunctionRendering:
     live: tuple[FunctionShape, ...] = ()
 
 
-def render_function(conn: psycopg.Connection, function: FunctionSpec, number: int) -> FunctionRendering | None:
+def render_function(conn: psycopg.Connection, function: FunctionSpec, number: int,
+                    context: RenderContext) -> FunctionRendering | None:
     """Its CREATE run in the rolled-back probe transaction (bodies unchecked), read back from pg_proc."""
     if function.state != "present":
         return None

@@ -27,7 +27,7 @@ from ..model import (
 )
 from ..names import QualifiedName
 from ..spec import Builder, SchemaObject, digest, marker, short
-from .kind import Kind, PlanContext, Planned
+from .kind import DeclaredProblem, Kind, PlanContext, Planned, RenderContext
 
 INDEX_COLUMN = re.compile(
     r"^(?P<column>[a-z_][a-z0-9_$]{0,62})(?: (?P<order>ASC|DESC))?(?: NULLS (?P<nulls>FIRST|LAST))?$",
@@ -387,7 +387,7 @@ def _rebuild_steps(index: IndexSpec, why: str, why_drop: str, catalog: Catalog,
 @of_kind("index")
 def plan_index(index: IndexSpec, catalog: Catalog, desired: Desired | None = None) -> list[Step]:
     schema = index.schema
-    wanted = (desired or Desired()).indexes.get(index.key)
+    wanted = (desired or Desired()).definitions.get("index", {}).get(index.key)
     fact = catalog.indexes.get(index.key)
     tmp = temp_name(index.name)
     tmp_fact = catalog.indexes.get(QualifiedName(schema, tmp))
@@ -506,10 +506,59 @@ def build_on_probe(conn: psycopg.Connection, index: IndexSpec, number: int, part
     return f"pg_temp.{probe}_i"
 
 
+def table_shape(conn: psycopg.Connection, table: str) -> str | None:
+    """What an index's rendering depends on: the table's columns with their types and collations, its partition key,
+    the search path (how names print). Databases of a fleet whose tables have the same shape render a declared index
+    the same way."""
+    row = conn.execute(
+        "SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attcollation::text,"
+        " ', ' ORDER BY a.attnum) || ' | ' || coalesce(pg_get_partkeydef(c.oid), '') || ' | '"
+        " || current_setting('search_path')"
+        " FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+        " WHERE c.oid = to_regclass(%s) GROUP BY c.oid", [table]).fetchone()
+    return row[0] if row else None
+
+
+def render_index(conn: psycopg.Connection, index: IndexSpec, number: int, context: RenderContext) -> str | None:
+    """Built on an empty copy of its table in the rolled-back probe, printed by pg_get_indexdef. A fleet renders
+    once: a database whose table has the same shape reuses what another one rendered. An index still to be built
+    that the server refuses is a problem of phases.yml (method vs column type, operator class, expression)."""
+    if index.state != "present":
+        return None
+    catalog = context.catalog
+    shapes = context.memo.setdefault("table shapes", {})
+    if context.shared is not None and str(index.table_key) not in shapes:
+        shapes[str(index.table_key)] = table_shape(conn, str(index.table_key))
+    reuse = (index.key, index.definition_hash, shapes.get(str(index.table_key)), tuple(sorted(catalog.extensions)))
+    kept = context.shared is not None and reuse[2] is not None
+    if kept and reuse in context.shared:  # type: ignore[operator]
+        canonical, problem = context.shared[reuse]  # type: ignore[index]
+        if problem and index.key not in catalog.indexes:
+            raise DeclaredProblem(problem)
+        return canonical
+    try:
+        probe = build_on_probe(conn, index, number, catalog.partition_keys.get(index.table_key))
+    except psycopg.errors.InsufficientPrivilege:
+        raise  # no TEMP privilege here: compared by the marker, the apply is the check
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        problem = f"index {index.name} on {index.table}: {first} — fix it in phases.yml"
+        if kept:
+            context.shared[reuse] = (None, problem)  # type: ignore[index]
+        if index.key not in catalog.indexes:
+            raise DeclaredProblem(problem) from None
+        raise
+    row = conn.execute("SELECT pg_get_indexdef(to_regclass(%s))", [probe]).fetchone()
+    canonical = canonical_index(row[0]) if row and row[0] else None
+    if kept:
+        context.shared[reuse] = (canonical, None)  # type: ignore[index]
+    return canonical
+
+
 def _plan(index: IndexSpec, catalog: Catalog, context: PlanContext) -> Planned:
     steps = tuple(plan_index(index, catalog, context.desired))
     notes = [note] if steps and (note := partition_note(index, catalog)) else []
-    wanted = context.desired.indexes.get(index.key)
+    wanted = context.desired.definitions.get("index", {}).get(index.key)
     if index.state == "present" and wanted and index.key not in catalog.indexes and not index.allow_duplicate:
         same, _ = index_duplicates(index, catalog, wanted)
         if same:
@@ -520,5 +569,6 @@ def _plan(index: IndexSpec, catalog: Catalog, context: PlanContext) -> Planned:
 
 # an index on a materialized view of its phase is built after the view
 INDEX = Kind(name="index", section="indexes", plan=_plan, rollback=rollback_index, owned=False, build=build_index,
+             render=render_index,
              after=lambda index: frozenset({str(index.table_key)}), read=read_indexes, facts_field="indexes",
              stand_in=lambda index, mark: IndexFact(index.name, index.table_name, True, "", mark))

@@ -36,6 +36,20 @@ class PlanContext:
 
 
 @dataclass(frozen=True)
+class RenderContext:
+    """What rendering one declared object may need: the live catalog, what a fleet's other databases rendered."""
+
+    catalog: Catalog
+    shared: dict | None = None  # a fleet's renders by what they depend on (None: this database alone)
+    memo: dict = field(default_factory=dict)  # a kind's own reads, once per database and run
+
+
+class DeclaredProblem(Exception):
+    """The server refuses a declared object that is still to be made: a mistake in phases.yml, said before anything
+    runs."""
+
+
+@dataclass(frozen=True)
 class Planned:
     """One declared object's plan: its steps in order, and what the planner needs to know beside them."""
 
@@ -73,7 +87,7 @@ class Kind:
     # every live object, keyed schema.name (None: none read)
     read: Callable[[psycopg.Connection], dict[str, Any]] | None = None
     # the declared object as the server prints it, made inside a transaction that is rolled back (None: unknown)
-    render: Callable[[psycopg.Connection, Any, int], Any] | None = None
+    render: Callable[[psycopg.Connection, Any, int, RenderContext], Any] | None = None
     # a fact as if the object were there with this marker (export-sql plans the rollback of everything with it)
     stand_in: Callable[[Any, str], Any] | None = None
     # phases.yml → its spec value: (builder, the entry, where it is for errors, phase id); None: spec.py builds it

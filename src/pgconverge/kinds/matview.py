@@ -30,7 +30,7 @@ from ..model import (
 from ..names import QualifiedName
 from ..reads import relations_read
 from ..spec import Builder, SchemaObject, digest, marker, split_name
-from .kind import Kind, PlanContext, Planned, as_owner
+from .kind import Kind, PlanContext, Planned, RenderContext, as_owner
 from .privileges import GrantSpec, grant_statements
 
 
@@ -249,7 +249,7 @@ def rollback_matview(view: MatViewSpec, catalog: Catalog, phase_id: str) -> list
     return steps
 
 
-def render_matview(conn: psycopg.Connection, view: MatViewSpec, number: int) -> str | None:
+def render_matview(conn: psycopg.Connection, view: MatViewSpec, number: int, context: RenderContext) -> str | None:
     """The declared query as pg_get_viewdef prints it: a temporary view of it, in the rolled-back probe."""
     if view.state != "present":
         return None

@@ -19,7 +19,7 @@ from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, is_managed, of_ki
 from ..names import QualifiedName
 from ..reads import walk
 from ..spec import Builder, digest, marker
-from .kind import Kind, PlanContext
+from .kind import Kind, PlanContext, RenderContext
 
 COMMANDS = ("ALL", "SELECT", "INSERT", "UPDATE", "DELETE")
 # stable calls that PostgreSQL evaluates once per row unless written as a scalar subquery (splinter: auth_rls_initplan)
@@ -112,7 +112,7 @@ def read_policies(conn: psycopg.Connection) -> dict[str, PolicyFact]:
     return {policy_key(f.table, f.name): f for f in facts}
 
 
-def render_policy(conn: psycopg.Connection, policy: PolicySpec, number: int) -> str | None:
+def render_policy(conn: psycopg.Connection, policy: PolicySpec, number: int, context: RenderContext) -> str | None:
     """The declared policy on a temporary copy of its table's columns (the real table is never locked)."""
     if policy.state != "present":
         return None

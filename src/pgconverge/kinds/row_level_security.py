@@ -113,6 +113,6 @@ def build_row_security(b: Builder, r: dict, at: tuple, phase: str) -> RowSecurit
 
 
 ROW_LEVEL_SECURITY = Kind(name="row_level_security", section="row_level_security", read=read_row_security,
-                          render=lambda conn, rls, number: None, plan=plan_row_security,
+                          plan=plan_row_security,
                           rollback=rollback_row_security, build=build_row_security,
                           stand_in=lambda rls, mark: RowSecurityFact(rls.enabled, rls.forced))

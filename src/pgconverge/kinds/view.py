@@ -13,7 +13,7 @@ from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, comment_sql, is_m
 from ..names import QualifiedName
 from ..reads import relations_read
 from ..spec import Builder, SchemaObject, digest, marker, split_name
-from .kind import Kind, PlanContext
+from .kind import Kind, PlanContext, RenderContext
 from .privileges import grant_statements
 
 
@@ -81,7 +81,7 @@ def read_views(conn: psycopg.Connection) -> dict[str, ViewFact]:
     return {r[0]: ViewFact(r[1], r[2], tuple(r[3]), r[4], r[5]) for r in rows}
 
 
-def render_view(conn: psycopg.Connection, view: ViewSpec, number: int) -> str | None:
+def render_view(conn: psycopg.Connection, view: ViewSpec, number: int, context: RenderContext) -> str | None:
     if view.state != "present":
         return None
     probe = f"pgconverge_probe_plain_view_{number}"
