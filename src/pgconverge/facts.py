@@ -99,12 +99,13 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
     column type, operator class, expression), reported before anything runs."""
     desired = Desired()
     phases = [spec.phase(pid) for pid in phase_ids]
-    context = RenderContext(catalog, shared)
+    context = RenderContext(catalog, shared, {kind.name: tuple(o for p in phases for o in kind.declared(p))
+                                              for kind in REGISTRY})
     try:
         with conn.transaction():
             conn.execute("SET LOCAL check_function_bodies = off")
             for kind in (k for k in REGISTRY if k.render):
-                for number, obj in enumerate(o for p in phases for o in kind.declared(p)):
+                for number, obj in enumerate(context.declared[kind.name]):
                     try:
                         with conn.transaction():
                             definition = kind.render(conn, obj, number, context)  # type: ignore[misc]

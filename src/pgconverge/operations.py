@@ -517,7 +517,7 @@ def phase_gates(phase_id: str, keep_going: bool = False, snapshot: bool = False)
         # Gates change nothing, so preparing reports no change; they run when the deploy executes.
         host.log(f"{phase_id}: {len(selected.gates)} gates will run after the phase: "
                  + ", ".join(g.name for g in selected.gates))
-        created = {v.key for v in selected.materialized_views} | {f.key for f in selected.functions}
+        created = {o.key for kind in REGISTRY if kind.provides for o in kind.declared(selected)}  # what queries read
         for gate in (g for g in selected.gates if g.kind == "latency" and g.get("max_ratio_to_before") is not None):
             needs = spec.query(gate.get("query")).needs
             if needs and QualifiedName.parse(needs, spec.settings.schema) in created:

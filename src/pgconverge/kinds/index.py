@@ -506,17 +506,18 @@ def build_on_probe(conn: psycopg.Connection, index: IndexSpec, number: int, part
     return f"pg_temp.{probe}_i"
 
 
-def table_shape(conn: psycopg.Connection, table: str) -> str | None:
-    """What an index's rendering depends on: the table's columns with their types and collations, its partition key,
-    the search path (how names print). Databases of a fleet whose tables have the same shape render a declared index
-    the same way."""
-    row = conn.execute(
-        "SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attcollation::text,"
-        " ', ' ORDER BY a.attnum) || ' | ' || coalesce(pg_get_partkeydef(c.oid), '') || ' | '"
-        " || current_setting('search_path')"
-        " FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-        " WHERE c.oid = to_regclass(%s) GROUP BY c.oid", [table]).fetchone()
-    return row[0] if row else None
+def table_shapes(conn: psycopg.Connection, tables: list[str]) -> dict[str, str]:
+    """What an index's rendering depends on, per table: its columns with their types and collations, its partition
+    key, the search path (how names print). Databases of a fleet whose tables have the same shape render a declared
+    index the same way."""
+    rows = conn.execute(
+        "SELECT n.nspname || '.' || c.relname, string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)"
+        " || ' ' || a.attcollation::text, ', ' ORDER BY a.attnum) || ' | ' || coalesce(pg_get_partkeydef(c.oid), '')"
+        " || ' | ' || current_setting('search_path')"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+        " WHERE (n.nspname || '.' || c.relname) = ANY(%s) GROUP BY 1, c.oid", [tables]).fetchall()
+    return dict(rows)
 
 
 def render_index(conn: psycopg.Connection, index: IndexSpec, number: int, context: RenderContext) -> str | None:
@@ -526,9 +527,10 @@ def render_index(conn: psycopg.Connection, index: IndexSpec, number: int, contex
     if index.state != "present":
         return None
     catalog = context.catalog
-    shapes = context.memo.setdefault("table shapes", {})
-    if context.shared is not None and str(index.table_key) not in shapes:
-        shapes[str(index.table_key)] = table_shape(conn, str(index.table_key))
+    if context.shared is not None and "table shapes" not in context.memo:  # one query for every declared table
+        context.memo["table shapes"] = table_shapes(conn, sorted(
+            {str(i.table_key) for i in context.declared.get("index", ()) if i.state == "present"}))
+    shapes = context.memo.get("table shapes", {})
     reuse = (index.key, index.definition_hash, shapes.get(str(index.table_key)), tuple(sorted(catalog.extensions)))
     kept = context.shared is not None and reuse[2] is not None
     if kept and reuse in context.shared:  # type: ignore[operator]

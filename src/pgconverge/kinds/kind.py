@@ -41,6 +41,7 @@ class RenderContext:
 
     catalog: Catalog
     shared: dict | None = None  # a fleet's renders by what they depend on (None: this database alone)
+    declared: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # kind name → every object being rendered
     memo: dict = field(default_factory=dict)  # a kind's own reads, once per database and run
 
 
