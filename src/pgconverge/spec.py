@@ -362,6 +362,18 @@ class _Builder:
         self.files.append(candidate)
         return candidate.read_text(encoding="utf-8")
 
+    def declared_name(self, entry: dict, at: tuple, what: str, namespace: str) -> tuple[str, str]:
+        """An object's `name:` (optionally schema.name) → (schema, name), unique among `namespace` across phases."""
+        schema, name = split_name(self.identifier(entry["name"], (*at, "name"), f"{what} name", qualified=True),
+                                  self.schema)
+        self.unique_name(namespace, QualifiedName(schema, name), (*at, "name"))
+        return schema, name
+
+    def one_select(self, query: str, at: tuple, source: str) -> None:
+        statements = self.parse_sql(query, (*at, "sql"), source)
+        if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
+            raise self.fail((*at, "sql"), f"{source} must hold exactly one SELECT — the view's query")
+
     def parse_sql(self, text: str, where: tuple, what: str) -> Any:
         import pglast
 

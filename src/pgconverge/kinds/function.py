@@ -27,7 +27,7 @@ from ..model import (
     seen_fact,
 )
 from ..names import QualifiedName
-from ..spec import Builder, SchemaObject, digest, marker, split_name
+from ..spec import Builder, SchemaObject, digest, marker
 from .kind import Kind, PlanContext, Planned, RenderContext, as_owner
 from .privileges import GrantSpec, function_privileges, grant_statements, plan_grant
 
@@ -49,8 +49,7 @@ class FunctionSpec(SchemaObject):
 
 
 def build_function(b: Builder, f: dict, at: tuple, phase: str) -> FunctionSpec:
-    schema, name = split_name(b.identifier(f["name"], (*at, "name"), "function name", qualified=True), b.schema)
-    b.unique_name("function", QualifiedName(schema, name), (*at, "name"))
+    schema, name = b.declared_name(f, at, "function", "function")
     body = b.sql_file(f["sql"], (*at, "sql")).strip()
     statements = b.parse_sql(body, (*at, "sql"), f"sql/{f['sql']}")
     stmt: Any = statements[0].stmt if len(statements) == 1 else None

@@ -29,7 +29,7 @@ from ..model import (
 )
 from ..names import QualifiedName
 from ..reads import relations_read
-from ..spec import Builder, SchemaObject, digest, marker, split_name
+from ..spec import Builder, SchemaObject, digest, marker
 from .kind import Kind, PlanContext, Planned, RenderContext, as_owner
 from .privileges import GrantSpec, grant_statements
 
@@ -51,12 +51,9 @@ class MatViewSpec(SchemaObject):
 
 
 def build_matview(b: Builder, m: dict, at: tuple, phase: str) -> MatViewSpec:
-    schema, name = split_name(b.identifier(m["name"], (*at, "name"), "materialized view name", qualified=True), b.schema)
-    b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
+    schema, name = b.declared_name(m, at, "materialized view", "relation")
     query = b.sql_file(m["sql"], (*at, "sql")).strip().rstrip(";").strip()
-    statements = b.parse_sql(query, (*at, "sql"), f"sql/{m['sql']}")
-    if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
-        raise b.fail((*at, "sql"), f"sql/{m['sql']} must hold exactly one SELECT — the view's query")
+    b.one_select(query, at, f"sql/{m['sql']}")
     key = tuple(b.identifier(c, (*at, "unique_key", i), "unique key column") for i, c in enumerate(m.get("unique_key", [])))
     state = m.get("state", "present")
     if state == "present" and not key:

@@ -10,9 +10,8 @@ import psycopg
 from psycopg import sql
 
 from ..model import USER_SCHEMAS, Action, Catalog, Lock, Step, comment_sql, is_managed, of_kind, render
-from ..names import QualifiedName
 from ..reads import relations_read
-from ..spec import Builder, SchemaObject, digest, marker, split_name
+from ..spec import Builder, SchemaObject, digest, marker
 from .kind import Kind, PlanContext, RenderContext
 from .privileges import grant_statements
 
@@ -47,15 +46,12 @@ class ViewSpec(SchemaObject):
 
 
 def build_view(b: Builder, v: dict, at: tuple, phase: str) -> ViewSpec:
-    schema, name = split_name(b.identifier(v["name"], (*at, "name"), "view name", qualified=True), b.schema)
-    b.unique_name("relation", QualifiedName(schema, name), (*at, "name"))
+    schema, name = b.declared_name(v, at, "view", "relation")
     # a file under sql/, or the query itself (as params: takes either)
     in_file = re.fullmatch(r"[\w./-]+\.sql", v["sql"]) is not None
     query = (b.sql_file(v["sql"], (*at, "sql")) if in_file else v["sql"]).strip().rstrip(";").strip()
     source = f"sql/{v['sql']}" if in_file else f"the query of view {name}"
-    statements = b.parse_sql(query, (*at, "sql"), source)
-    if len(statements) != 1 or type(statements[0].stmt).__name__ != "SelectStmt":
-        raise b.fail((*at, "sql"), f"{source} must hold exactly one SELECT — the view's query")
+    b.one_select(query, at, source)
     return ViewSpec(name=name, sql_file=v["sql"] if in_file else "", query=query, phase=phase, project=b.project, schema=schema,
                     security_invoker=v.get("security_invoker", False), security_barrier=v.get("security_barrier", False),
                     state=v.get("state", "present"))
