@@ -32,6 +32,7 @@ from ..reads import relations_read
 from ..spec import Builder, SchemaObject, digest, marker
 from .kind import Kind, PlanContext, Planned, RenderContext, as_owner
 from .privileges import GrantSpec, grant_statements
+from .view import printed_query
 
 
 @dataclass(frozen=True)
@@ -247,13 +248,8 @@ def rollback_matview(view: MatViewSpec, catalog: Catalog, phase_id: str) -> list
 
 
 def render_matview(conn: psycopg.Connection, view: MatViewSpec, number: int, context: RenderContext) -> str | None:
-    """The declared query as pg_get_viewdef prints it: a temporary view of it, in the rolled-back probe."""
-    if view.state != "present":
-        return None
-    probe = f"pgconverge_probe_view_{number}"
-    conn.execute(sql.SQL("CREATE TEMP VIEW {} AS {}").format(sql.Identifier(probe), sql.SQL(view.query)))
-    row = conn.execute("SELECT pg_get_viewdef(to_regclass(%s))", [f"pg_temp.{probe}"]).fetchone()
-    return row[0] if row and row[0] else None
+    """The declared query as pg_get_viewdef prints it (a live materialized view's definition prints the same way)."""
+    return printed_query(conn, view.query, f"pgconverge_probe_view_{number}") if view.state == "present" else None
 
 
 def owner_drift(view: MatViewSpec, catalog: Catalog, owner: str | None) -> list[Step]:

@@ -77,13 +77,16 @@ def read_views(conn: psycopg.Connection) -> dict[str, ViewFact]:
     return {r[0]: ViewFact(r[1], r[2], tuple(r[3]), r[4], r[5]) for r in rows}
 
 
-def render_view(conn: psycopg.Connection, view: ViewSpec, number: int, context: RenderContext) -> str | None:
-    if view.state != "present":
-        return None
-    probe = f"pgconverge_probe_plain_view_{number}"
-    conn.execute(sql.SQL("CREATE TEMP VIEW {} AS {}").format(sql.Identifier(probe), sql.SQL(view.query)))
+def printed_query(conn: psycopg.Connection, query: str, probe: str) -> str | None:
+    """A query as pg_get_viewdef prints it: a temporary view of it, in the rolled-back probe transaction."""
+    conn.execute(sql.SQL("CREATE TEMP VIEW {} AS {}").format(sql.Identifier(probe), sql.SQL(query)))
     row = conn.execute("SELECT pg_get_viewdef(to_regclass(%s))", [f"pg_temp.{probe}"]).fetchone()
     return row[0] if row and row[0] else None
+
+
+def render_view(conn: psycopg.Connection, view: ViewSpec, number: int, context: RenderContext) -> str | None:
+    return printed_query(conn, view.query, f"pgconverge_probe_plain_view_{number}") if view.state == "present" \
+        else None
 
 
 def create_view_sql(view: ViewSpec, replace: bool = False) -> str:
