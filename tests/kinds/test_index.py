@@ -6,6 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from pgconverge.errors import UserError
 from pgconverge.model import Action, Lock
 
 pytestmark = pytest.mark.integration
@@ -86,3 +87,20 @@ def test_on_a_partitioned_table_one_index_per_leaf_attached(kit):
     assert [(s.action, s.lock) for s in rollback] == [(Action.DROP, Lock.ACCESS_EXCLUSIVE)]
     kit.apply(loaded, rollback)
     assert kit.scalar("SELECT count(*) FROM pg_indexes WHERE tablename LIKE 'visits%'") == 0
+
+
+def test_an_existing_index_whose_declaration_the_server_cannot_render_is_a_note_and_a_new_one_a_problem(kit):
+    loaded = kit.spec(PHASES)
+    kit.apply(loaded, kit.plan(loaded, "lookups").steps)
+    # the declaration now names a column the table lacks: the live index is compared by its marker, and says why
+    broken = kit.spec(PHASES.replace("[user_id, status]", "[user_id, no_such_column]"))
+    notes = kit.plan(broken, "lookups").notes
+    assert any(n.startswith("index public.idx_leads_owner_status: compared by its marker only — the server could not"
+                            ' render the declared definition here (column "no_such_column" does not exist')
+               for n in notes), notes
+    assert not any("compared by its marker" in n for n in kit.plan(loaded, "lookups").notes)
+    # still to be built, the same mistake stops the plan before anything runs
+    kit.apply(loaded, kit.rollback(loaded, "lookups").steps)
+    with pytest.raises(UserError, match=r"index idx_leads_owner_status on leads: column \"no_such_column\" does not"
+                                         r" exist — fix it in phases.yml \(nothing was changed\)"):
+        kit.plan(broken, "lookups")
