@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import runpy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,7 @@ from .connection import open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, session_statements
 from .kinds import REGISTRY
-from .kinds.index import rollback_index
-from .model import Action, DependentFact, Lock
+from .model import Action, Lock
 from .names import QualifiedName
 from .secrets import mask, url_from_env
 from .spec import Spec, marker
@@ -232,25 +231,10 @@ def every_statement(spec: Spec) -> str:
 
 
 def _live_shapes(spec: Spec, empty: facts.Catalog, applied: facts.Catalog) -> list[plan.Step]:
-    """Each index as if its table were partitioned (a leaf, and a partition partitioned itself), and its rollback;
-    each materialized view's swap with a view of the application on it."""
-    steps: list[plan.Step] = []
-    for index in (i for p in spec.phases for i in p.indexes if i.state == "present"):
-        table = index.table_key
-        tree: dict[str, tuple[str, ...]] = {table: (table.sibling(f"{table.name}_p1"), table.sibling(f"{table.name}_p2")),
-                table.sibling(f"{table.name}_p2"): (table.sibling(f"{table.name}_p2_a"),)}
-        partitioned = replace(empty, partitions=tree)
-        steps += plan.plan_index(index, partitioned)
-        live = replace(applied, partitions=tree, indexes={index.key: facts.IndexFact(
-            index.name, index.table_name, True, "", marker(index.phase, index.definition_hash, index.project),
-            partitioned=True)})
-        steps += [replace(s, why=f"rollback: {s.why}") for s in rollback_index(index, live, index.phase)]
-    for view in (v for p in spec.phases for v in p.materialized_views if v.state == "present"):
-        app_view = DependentFact(view.key.sibling(f"{view.name}_board"), "view",
-                                       f"SELECT * FROM {view.schema}.{view.name}", ("security_invoker=true",))
-        live = replace(applied, dependents={view.key: (app_view,)})
-        steps += [s for s in plan.plan_matview(view, live, []) if s.action == Action.SWAP]
-    return steps
+    """What a live database can add to a kind's statements (Kind.shapes): an index on a partitioned table, a
+    materialized view swapped under a view of the application."""
+    return [step for kind in REGISTRY if kind.shapes for p in spec.phases for o in kind.declared(p)
+            if o.state == "present" for step in kind.shapes(o, empty, applied)]
 
 
 def _waivers(step: plan.Step, rolling_back: bool) -> list[str]:

@@ -557,6 +557,19 @@ def render_index(conn: psycopg.Connection, index: IndexSpec, number: int, contex
     return canonical
 
 
+def live_shapes(index: IndexSpec, empty: Catalog, applied: Catalog) -> list[Step]:
+    """For export-sql: the index as if its table were partitioned (a leaf, and a partition partitioned itself),
+    and its rollback."""
+    table = index.table_key
+    tree: dict[str, tuple[str, ...]] = {table: (table.sibling(f"{table.name}_p1"), table.sibling(f"{table.name}_p2")),
+                                        table.sibling(f"{table.name}_p2"): (table.sibling(f"{table.name}_p2_a"),)}
+    live = replace(applied, partitions=tree, indexes={index.key: IndexFact(
+        index.name, index.table_name, True, "", marker(index.phase, index.definition_hash, index.project),
+        partitioned=True)})
+    return plan_index(index, replace(empty, partitions=tree)) + [
+        replace(s, why=f"rollback: {s.why}") for s in rollback_index(index, live, index.phase)]
+
+
 def _plan(index: IndexSpec, catalog: Catalog, context: PlanContext) -> Planned:
     steps = tuple(plan_index(index, catalog, context.desired))
     notes = [note] if steps and (note := partition_note(index, catalog)) else []
@@ -571,6 +584,6 @@ def _plan(index: IndexSpec, catalog: Catalog, context: PlanContext) -> Planned:
 
 # an index on a materialized view of its phase is built after the view
 INDEX = Kind(name="index", section="indexes", plan=_plan, rollback=rollback_index, owned=False, build=build_index,
-             render=render_index,
+             render=render_index, shapes=live_shapes,
              after=lambda index: frozenset({str(index.table_key)}), read=read_indexes, facts_field="indexes",
              stand_in=lambda index, mark: IndexFact(index.name, index.table_name, True, "", mark))

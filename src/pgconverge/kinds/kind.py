@@ -94,6 +94,8 @@ class Kind:
     # phases.yml → its spec value: (builder, the entry, where it is for errors, phase id); None: spec.py builds it
     build: Callable[[Any, dict, tuple, str], Any] | None = None
     also_from: tuple[str, ...] = ()  # other sections of a phase whose entries it builds too (grants: revokes)
+    # export-sql: the statements a live database can add to the object's (empty catalog, catalog with everything)
+    shapes: Callable[[Any, Catalog, Catalog], list[Step]] | None = None
     # advice on a phase's declared objects (None: validate, without a catalog) — what plan and validate print
     notes: Callable[[tuple[Any, ...], Catalog | None], list[str]] = lambda objects, catalog: []
     # the names (as a query writes them) of what a declared object reads or stands on: planned after those of its

@@ -4,7 +4,7 @@ old view's privileges, rollback."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg import sql
@@ -252,6 +252,14 @@ def render_matview(conn: psycopg.Connection, view: MatViewSpec, number: int, con
     return printed_query(conn, view.query, f"pgconverge_probe_view_{number}") if view.state == "present" else None
 
 
+def live_shapes(view: MatViewSpec, empty: Catalog, applied: Catalog) -> list[Step]:
+    """For export-sql: the swap with a view of the application on it (re-pointed in the swap transaction)."""
+    app_view = DependentFact(view.key.sibling(f"{view.name}_board"), "view", f"SELECT * FROM {view.schema}.{view.name}",
+                             ("security_invoker=true",))
+    return [s for s in plan_matview(view, replace(applied, dependents={view.key: (app_view,)}), [])
+            if s.action == Action.SWAP]
+
+
 def owner_drift(view: MatViewSpec, catalog: Catalog, owner: str | None) -> list[Step]:
     """A managed view that belongs to another role than its schema's owner (or settings.owner): repaired by ALTER …
     OWNER TO as whoever runs (that needs the current owner's rights)."""
@@ -278,7 +286,7 @@ def _plan(view: MatViewSpec, catalog: Catalog, context: PlanContext) -> Planned:
 
 # after the new views and materialized views of its phase that it reads
 MATVIEW = Kind(name="materialized view", section="materialized_views", plan=_plan, rollback=rollback_matview,
-               build=build_matview, render=render_matview,
+               build=build_matview, render=render_matview, shapes=live_shapes,
                owned=False, provides=True, after=lambda view: relations_read(view.query),
                read=read_matviews, facts_field="matviews",
                stand_in=lambda view, mark: MatViewFact(view.name, "", mark))
