@@ -16,7 +16,7 @@ from pyinfra import host, logger, state
 from pyinfra.api import operation
 from pyinfra.api.command import PyinfraCommand
 
-from . import backup, facts, gates, pipeline, plan
+from . import backup, facts, gates, pipeline, plan, rendercache
 from .connection import ConnectionFailed, open_session
 from .errors import UserError
 from .execute import APPLICATION_NAME, Interruption, StepFailed, run_step, take_run_lock
@@ -123,8 +123,8 @@ class SqlCommand(PyinfraCommand):
             started = time.monotonic()
             window = host.data.get("build_window") or self.settings.build_window
             priority = host.data.get("build_priority") or self.settings.build_priority
-            run_step(conn, url, self.step, replace(self.settings, build_window=window, build_priority=priority),
-                     host.log)
+            apply(conn, url, self.step, replace(self.settings, build_window=window, build_priority=priority),
+                  host.log, host)
             session(host).record(Entry("applied", self.step.phase, f"{self.step.object}: {self.step.why}"
                                                                   f" ({time.monotonic() - started:.1f} s)",
                                        undo=self.step.undo, step=self.step))
@@ -197,7 +197,7 @@ class GateCommand(PhaseCommand):
             _, url = database(host)
             for step in pipeline.rollback_plan(conn, self.spec, phase.id).steps:
                 try:
-                    run_step(conn, url, step, self.spec.settings, host.log)
+                    apply(conn, url, step, self.spec.settings, host.log, host)
                 except StepFailed as exc:
                     return _fail(host, f"rollback after failed gate: {exc}")
         return _fail(host, f"{phase.id}: {len(failed)} of {len(phase.gates)} gates failed — first: {failed[0].line()}")
@@ -221,7 +221,7 @@ class GateCommand(PhaseCommand):
                            action=Action.DROP_CONCURRENTLY if concurrent else Action.DROP,
                            lock=Lock.SHARE_UPDATE_EXCLUSIVE if concurrent else Lock.ACCESS_EXCLUSIVE)
             try:
-                run_step(conn, url, undo, self.spec.settings, target.log)
+                apply(conn, url, undo, self.spec.settings, target.log, target)
                 undone.append(step.object)
             except StepFailed as exc:
                 kept.append(f"{step.object} ({exc})")
@@ -412,11 +412,27 @@ def rendered_once(conn: psycopg.Connection, spec: Spec, phase_ids: list[str], ca
         run.render_gates[key] = gevent.event.Event()
     else:
         run.render_gates[key].wait(timeout=60)
+    known = len(run.rendered)
     try:
         return facts.desired_definitions(conn, spec, phase_ids, catalog, run.rendered)
     finally:
         if first:
             run.render_gates[key].set()
+        if len(run.rendered) != known:
+            rendercache.keep(run.rendered)
+
+
+def catalog_once(conn: psycopg.Connection, spec: Spec) -> facts.Catalog:
+    """The host's catalog, read again only when this run has sent a change since it was last read."""
+    here = session()
+    if here.catalog is None or here.catalog[0] != here.changes:
+        here.catalog = (here.changes, facts.read(conn, spec.settings.schema))
+    return here.catalog[1]
+
+
+def apply(conn: psycopg.Connection, url: str, step: plan.Step, settings: Settings, log, target) -> None:
+    session(target).changes += 1  # the catalog this run read is stale from here on, whether the step succeeds or not
+    run_step(conn, url, step, settings, log)
 
 
 def plan_or_fail(compute: Callable[[psycopg.Connection], plan.Plan]) -> plan.Plan | FailedCommand:
@@ -456,7 +472,7 @@ def phase(phase_id: str):
     spec = load_spec_or_exit()
     if refused():
         return
-    result = plan_or_fail(lambda conn: pipeline.converge_plan(conn, spec, [phase_id], rendered_once))
+    result = plan_or_fail(lambda conn: pipeline.converge_plan(conn, spec, [phase_id], rendered_once, catalog_once))
     if isinstance(result, FailedCommand):
         yield result
         return
@@ -482,7 +498,7 @@ def rollback(phase_id: str):
     spec = load_spec_or_exit()
     if refused():
         return
-    result = plan_or_fail(lambda conn: pipeline.rollback_plan(conn, spec, phase_id))
+    result = plan_or_fail(lambda conn: pipeline.rollback_plan(conn, spec, phase_id, catalog_once))
     if isinstance(result, FailedCommand):
         yield result
         return
@@ -536,7 +552,7 @@ class DriftCommand(PhaseCommand):
     def execute(self, state, host, connector_arguments) -> bool:
         try:
             conn, _ = database(host)
-            result = pipeline.converge_plan(conn, self.spec, [self.phase_id], rendered_once)
+            result = pipeline.converge_plan(conn, self.spec, [self.phase_id], rendered_once, catalog_once)
         except (UserError, psycopg.Error) as exc:
             session(host).record(Entry("drift", self.phase_id, f"cannot be read: {exc}", False))
             host.log_styled(mask(f"drift of {self.phase_id} cannot be read: {exc}"), fg="red", log_func=logger.error)

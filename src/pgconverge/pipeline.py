@@ -14,6 +14,7 @@ from .model import Catalog, Desired, Plan
 from .spec import Spec
 
 Render = Callable[[psycopg.Connection, Spec, list[str], Catalog], Desired]
+Read = Callable[[psycopg.Connection, Spec], Catalog]
 
 
 class DeclaredUnrenderable(UserError):
@@ -24,22 +25,27 @@ def _render(conn: psycopg.Connection, spec: Spec, phase_ids: list[str], catalog:
     return facts.desired_definitions(conn, spec, phase_ids, catalog)
 
 
+def _read(conn: psycopg.Connection, spec: Spec) -> Catalog:
+    return facts.read(conn, spec.settings.schema)
+
+
 def reading(conn: psycopg.Connection, spec: Spec, phase_ids: Sequence[str] = (),
-            render: Render = _render) -> tuple[Catalog, Desired | None]:
+            render: Render = _render, read: Read = _read) -> tuple[Catalog, Desired | None]:
     """The catalog, and the declared objects of these phases as the server prints them (none: a rollback needs
     only the markers); a declared object the server refuses stops here, before anything runs."""
-    catalog = facts.read(conn, spec.settings.schema)
+    catalog = read(conn, spec)
     desired = render(conn, spec, list(phase_ids), catalog) if phase_ids else None
     if desired and desired.problems:
         raise DeclaredUnrenderable("; ".join(desired.problems) + " (nothing was changed)")
     return catalog, desired
 
 
-def converge_plan(conn: psycopg.Connection, spec: Spec, phase_ids: Sequence[str], render: Render = _render) -> Plan:
-    catalog, desired = reading(conn, spec, phase_ids, render)
+def converge_plan(conn: psycopg.Connection, spec: Spec, phase_ids: Sequence[str], render: Render = _render,
+                  read: Read = _read) -> Plan:
+    catalog, desired = reading(conn, spec, phase_ids, render, read)
     return plan.plan(spec, catalog, phase_ids, desired)
 
 
-def rollback_plan(conn: psycopg.Connection, spec: Spec, from_phase: str) -> Plan:
-    catalog, _ = reading(conn, spec)
+def rollback_plan(conn: psycopg.Connection, spec: Spec, from_phase: str, read: Read = _read) -> Plan:
+    catalog, _ = reading(conn, spec, read=read)
     return plan.plan_rollback(spec, catalog, from_phase)

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from . import rendercache
 from .evidence import Baseline
 from .spec import Spec, load
 
@@ -52,6 +53,10 @@ class HostSession:
     failure: str | None = None
     started: float = field(default_factory=time.time)
     finished: bool = False  # the run reached its summary: a host whose process died says "incomplete", not "ok"
+    changes: int = 0  # statements this run sent to change the database (applied or not)
+    # the catalog as last read, and `changes` then: still the catalog while nothing was sent since (a run over
+    # many phases that changes nothing reads it once)
+    catalog: tuple[int, Any] | None = None
 
     def record(self, entry: Entry) -> None:
         self.journal.append(entry)
@@ -90,8 +95,9 @@ class Run:
     specs: dict[str, tuple[tuple[int, int], Spec]] = field(default_factory=dict)
     announced: set[str] = field(default_factory=set)
     stopwatch: Any = None  # the lock timed gates take (operations.stopwatch)
-    # declared indexes as the server printed them, by what that print depends on: rendered once per fleet
-    rendered: dict = field(default_factory=dict)
+    # declared indexes as the server printed them, by what that print depends on: rendered once per fleet, kept
+    # between runs (rendercache.py)
+    rendered: dict = field(default_factory=rendercache.load)
     render_gates: dict = field(default_factory=dict)  # phase ids → set once their first host has rendered them
 
     def host(self, target: Any) -> HostSession:

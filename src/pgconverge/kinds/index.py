@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -530,9 +531,12 @@ def render_index(conn: psycopg.Connection, index: IndexSpec, number: int, contex
     if context.shared is not None and "table shapes" not in context.memo:  # one query for every declared table
         context.memo["table shapes"] = table_shapes(conn, sorted(
             {str(i.table_key) for i in context.declared.get("index", ()) if i.state == "present"}))
-    shapes = context.memo.get("table shapes", {})
-    reuse = (index.key, index.definition_hash, shapes.get(str(index.table_key)), tuple(sorted(catalog.extensions)))
-    kept = context.shared is not None and reuse[2] is not None
+        context.memo["server"] = conn.execute("SELECT current_setting('server_version_num')").fetchone()[0]  # type: ignore[index]
+    shape = context.memo.get("table shapes", {}).get(str(index.table_key))
+    kept = context.shared is not None and shape is not None
+    # what the server's print depends on, as a string a file can keep (rendercache.py)
+    reuse = json.dumps([str(index.key), index.definition_hash, shape, context.memo.get("server"), sorted(
+        [name, fact.schema, fact.version] for name, fact in catalog.extensions.items())])
     if kept and reuse in context.shared:  # type: ignore[operator]
         canonical, problem = context.shared[reuse]  # type: ignore[index]
         if problem and index.key not in catalog.indexes:
