@@ -104,11 +104,13 @@ def desired_definitions(conn: psycopg.Connection, spec, phase_ids: list[str], ca
     try:
         with conn.transaction():
             conn.execute("SET LOCAL check_function_bodies = off")
-            for kind in (k for k in REGISTRY if k.render):
+            for kind in REGISTRY:
+                if kind.render is None:
+                    continue
                 for number, obj in enumerate(context.declared[kind.name]):
                     try:
                         with conn.transaction():
-                            definition = kind.render(conn, obj, number, context)  # type: ignore[misc]
+                            definition = kind.render(conn, obj, number, context)
                         if definition is not None:
                             desired.definitions.setdefault(kind.name, {})[obj.key] = definition
                     except DeclaredProblem as problem:

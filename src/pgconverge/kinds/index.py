@@ -533,12 +533,12 @@ def render_index(conn: psycopg.Connection, index: IndexSpec, number: int, contex
             {str(i.table_key) for i in context.declared.get("index", ()) if i.state == "present"}))
         context.memo["server"] = conn.execute("SELECT current_setting('server_version_num')").fetchone()[0]  # type: ignore[index]
     shape = context.memo.get("table shapes", {}).get(str(index.table_key))
-    kept = context.shared is not None and shape is not None
+    shared = context.shared if shape is not None else None  # a table the catalog lacks is rendered, never kept
     # what the server's print depends on, as a string a file can keep (rendercache.py)
     reuse = json.dumps([str(index.key), index.definition_hash, shape, context.memo.get("server"), sorted(
         [name, fact.schema, fact.version] for name, fact in catalog.extensions.items())])
-    if kept and reuse in context.shared:  # type: ignore[operator]
-        canonical, problem = context.shared[reuse]  # type: ignore[index]
+    if shared is not None and reuse in shared:
+        canonical, problem = shared[reuse]
         if problem and index.key not in catalog.indexes:
             raise DeclaredProblem(problem)
         return canonical
@@ -549,15 +549,15 @@ def render_index(conn: psycopg.Connection, index: IndexSpec, number: int, contex
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         problem = f"index {index.name} on {index.table}: {first} — fix it in phases.yml"
-        if kept:
-            context.shared[reuse] = (None, problem)  # type: ignore[index]
+        if shared is not None:
+            shared[reuse] = (None, problem)
         if index.key not in catalog.indexes:
             raise DeclaredProblem(problem) from None
         raise
     row = conn.execute("SELECT pg_get_indexdef(to_regclass(%s))", [probe]).fetchone()
     canonical = canonical_index(row[0]) if row and row[0] else None
-    if kept:
-        context.shared[reuse] = (canonical, None)  # type: ignore[index]
+    if shared is not None:
+        shared[reuse] = (canonical, None)
     return canonical
 
 

@@ -91,7 +91,7 @@ class Kind:
     render: Callable[[psycopg.Connection, Any, int, RenderContext], Any] | None = None
     # a fact as if the object were there with this marker (export-sql plans the rollback of everything with it)
     stand_in: Callable[[Any, str], Any] | None = None
-    # phases.yml → its spec value: (builder, the entry, where it is for errors, phase id); None: spec.py builds it
+    # phases.yml → its spec value: (builder, the entry, where it is for errors, phase id); None: no section of its own
     build: Callable[[Any, dict, tuple, str], Any] | None = None
     also_from: tuple[str, ...] = ()  # other sections of a phase whose entries it builds too (grants: revokes)
     # export-sql: the statements a live database can add to the object's (empty catalog, catalog with everything)
